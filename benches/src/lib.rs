@@ -1,0 +1,1 @@
+//! Shared helpers for benchmarks: packet builders and the counting allocator.

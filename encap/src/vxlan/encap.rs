@@ -1,0 +1,360 @@
+//! In-place VXLAN encapsulation.
+
+use core::fmt;
+use core::ops::Range;
+
+use super::{OVERHEAD, TunnelEndpoint, VxlanConfig, header};
+use crate::bytes::{array_mut, be16, sub, u8_at};
+use crate::ethernet::{self, ethertype};
+use crate::flow::{FlowHasher, FlowKey};
+use crate::ipv4::{Ipv4Packet, Ipv4Repr};
+use crate::ipv6::Ipv6Packet;
+use crate::{Ecn, ip_proto};
+
+/// Why a frame could not be encapsulated (a caller bug or an oversize frame,
+/// never a property of a well-formed inner frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncapError {
+    /// Fewer than [`OVERHEAD`] bytes in front of the inner frame.
+    Headroom {
+        /// Bytes needed in front of the inner frame.
+        needed: usize,
+        /// Bytes there were.
+        available: usize,
+    },
+    /// The inner range does not lie inside the buffer.
+    BadRange {
+        /// Start of the given range.
+        start: usize,
+        /// End of the given range.
+        end: usize,
+        /// Length of the buffer.
+        buf_len: usize,
+    },
+    /// The inner frame is shorter than an Ethernet header.
+    InnerTooShort {
+        /// Its length.
+        len: usize,
+    },
+    /// The outer IPv4 packet would exceed 65535 bytes.
+    TooLarge {
+        /// The inner frame's length.
+        len: usize,
+    },
+}
+
+impl fmt::Display for EncapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EncapError::Headroom { needed, available } => {
+                write!(
+                    f,
+                    "vxlan encap: needs {needed} bytes of headroom, has {available}"
+                )
+            }
+            EncapError::BadRange {
+                start,
+                end,
+                buf_len,
+            } => {
+                write!(
+                    f,
+                    "vxlan encap: inner range {start}..{end} outside a {buf_len}-byte buffer"
+                )
+            }
+            EncapError::InnerTooShort { len } => write!(
+                f,
+                "vxlan encap: inner frame of {len} bytes has no Ethernet header"
+            ),
+            EncapError::TooLarge { len } => write!(
+                f,
+                "vxlan encap: inner frame of {len} bytes exceeds an IPv4 packet"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EncapError {}
+
+/// What encapsulation needs to know about the inner frame: the flow hash that
+/// picks the outer source port, and the TOS/traffic class whose DSCP and ECN
+/// the outer header copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InnerMeta {
+    /// Flow hash of the inner frame.
+    pub hash: u32,
+    /// Inner IPv4 TOS or IPv6 traffic class (0 for non-IP).
+    pub tos: u8,
+}
+
+impl InnerMeta {
+    /// Reads the inner frame the way Linux's flow dissector does for
+    /// `udp_flow_src_port`: addresses, protocol and ports when present (not
+    /// validated: a damaged inner packet is still carried, as Linux carries
+    /// it), else the MAC addresses.
+    #[inline]
+    pub fn from_frame(frame: &[u8], hasher: &FlowHasher) -> InnerMeta {
+        match light_flow(frame) {
+            Some((key, tos)) => InnerMeta {
+                hash: hasher.hash(&key),
+                tos,
+            },
+            None => InnerMeta {
+                hash: hasher.hash_bytes(sub(frame, 0, 12)),
+                tos: 0,
+            },
+        }
+    }
+}
+
+/// The flow key and TOS of an inner frame, without validating more than the
+/// reads need.
+#[inline]
+fn light_flow(frame: &[u8]) -> Option<(FlowKey, u8)> {
+    let l3 = ethernet::header_len(frame).ok()?;
+    let ip = sub(frame, l3, frame.len());
+    let ports = |l4: &[u8]| (be16(l4, 0), be16(l4, 2));
+    match be16(frame, l3 - 2) {
+        ethertype::IPV4 => {
+            let p = Ipv4Packet::new_lax(ip).ok()?;
+            let protocol = p.protocol();
+            let l4 = sub(ip, p.header_len(), ip.len());
+            let (sp, dp) = match protocol {
+                ip_proto::TCP | ip_proto::UDP if !p.is_fragment() && l4.len() >= 4 => ports(l4),
+                ip_proto::ICMP
+                    if !p.is_fragment() && l4.len() >= 6 && matches!(u8_at(l4, 0), 0 | 8) =>
+                {
+                    (be16(l4, 4), be16(l4, 4))
+                }
+                _ => (0, 0),
+            };
+            let key = FlowKey {
+                src: p.src_addr().into(),
+                dst: p.dst_addr().into(),
+                protocol,
+                src_port: sp,
+                dst_port: dp,
+            };
+            Some((key, p.tos()))
+        }
+        ethertype::IPV6 => {
+            let p = Ipv6Packet::new_lax(ip).ok()?;
+            let (protocol, at) = match p.next_header() {
+                n @ (ip_proto::TCP | ip_proto::UDP) => (n, crate::ipv6::HEADER_LEN),
+                _ => match p.upper_layer() {
+                    Ok(u) if u.fragment != crate::ipv6::Fragment::Later => (u.protocol, u.offset),
+                    Ok(u) => (u.protocol, usize::MAX),
+                    Err(_) => (p.next_header(), usize::MAX),
+                },
+            };
+            let l4 = sub(ip, at, ip.len());
+            let (sp, dp) = match protocol {
+                ip_proto::TCP | ip_proto::UDP if l4.len() >= 4 => ports(l4),
+                _ => (0, 0),
+            };
+            let key = FlowKey {
+                src: p.src_addr().into(),
+                dst: p.dst_addr().into(),
+                protocol,
+                src_port: sp,
+                dst_port: dp,
+            };
+            Some((key, p.traffic_class()))
+        }
+        _ => None,
+    }
+}
+
+/// RFC 6040 section 4.1, normal mode: the outer ECN field is the inner one,
+/// except that CE is not propagated (11 -> 10) so the tunnel's own
+/// congestion marking stays distinguishable.
+pub const fn encap_ecn(inner: Ecn) -> Ecn {
+    match inner {
+        Ecn::Ce => Ecn::Ect0,
+        e => e,
+    }
+}
+
+/// Encapsulates the Ethernet frame at `buf[inner]` in place: writes the outer
+/// Ethernet, IPv4, UDP and VXLAN headers into the [`OVERHEAD`] bytes in front
+/// of it and returns the range of the outer frame. The inner frame is not
+/// moved or copied.
+///
+/// Reads the inner frame once for the flow hash and TOS; a caller that has
+/// already parsed it passes those with [`encapsulate_with`].
+#[inline]
+pub fn encapsulate(
+    buf: &mut [u8],
+    inner: Range<usize>,
+    cfg: &VxlanConfig,
+    ep: &TunnelEndpoint,
+) -> Result<Range<usize>, EncapError> {
+    let meta = InnerMeta::from_frame(buf.get(inner.clone()).unwrap_or(&[]), &cfg.hasher);
+    encapsulate_with(buf, inner, cfg, ep, meta)
+}
+
+/// [`encapsulate`] with the inner frame's hash and TOS supplied.
+#[inline]
+pub fn encapsulate_with(
+    buf: &mut [u8],
+    inner: Range<usize>,
+    cfg: &VxlanConfig,
+    ep: &TunnelEndpoint,
+    meta: InnerMeta,
+) -> Result<Range<usize>, EncapError> {
+    let Range { start, end } = inner;
+    if start > end || end > buf.len() {
+        return Err(EncapError::BadRange {
+            start,
+            end,
+            buf_len: buf.len(),
+        });
+    }
+    if start < OVERHEAD {
+        return Err(EncapError::Headroom {
+            needed: OVERHEAD,
+            available: start,
+        });
+    }
+    let inner_len = end - start;
+    if inner_len < ethernet::HEADER_LEN {
+        return Err(EncapError::InnerTooShort { len: inner_len });
+    }
+    let udp_len = u16::try_from(inner_len + crate::udp::HEADER_LEN + header::HEADER_LEN)
+        .ok()
+        .filter(|l| *l <= u16::MAX - crate::ipv4::MIN_HEADER_LEN as u16)
+        .ok_or(EncapError::TooLarge { len: inner_len })?;
+
+    let outer_start = start - OVERHEAD;
+    let Some(h) = array_mut::<OVERHEAD>(buf, outer_start) else {
+        return Err(EncapError::BadRange {
+            start,
+            end,
+            buf_len: inner_len,
+        });
+    };
+
+    // RFC 6040 normal mode: copy DSCP, map ECN.
+    let tos = (meta.tos & !0b11) | encap_ecn(Ecn::from_tos(meta.tos)) as u8;
+    let mut ip = [0u8; crate::ipv4::MIN_HEADER_LEN];
+    Ipv4Repr {
+        src: ep.local_ip,
+        dst: ep.remote_ip,
+        protocol: ip_proto::UDP,
+        payload_len: udp_len,
+        tos,
+        ttl: cfg.ttl,
+        dont_frag: true,
+        ident: 0,
+    }
+    .emit(&mut ip);
+
+    let [m0, m1, m2, m3, m4, m5] = ep.next_hop_mac.0;
+    let [s0, s1, s2, s3, s4, s5] = ep.local_mac.0;
+    let [t0, t1] = ethertype::IPV4.to_be_bytes();
+    let [p0, p1] = cfg.src_ports.pick(meta.hash).to_be_bytes();
+    let [d0, d1] = cfg.dst_port.to_be_bytes();
+    let [l0, l1] = udp_len.to_be_bytes();
+    let eth = [m0, m1, m2, m3, m4, m5, s0, s1, s2, s3, s4, s5, t0, t1];
+    // UDP checksum zero: RFC 7348 section 5, and Linux's default.
+    let udp = [p0, p1, d0, d1, l0, l1, 0, 0];
+    let vx = header::emit(cfg.vni);
+
+    let (h_eth, rest) = h.split_at_mut(ethernet::HEADER_LEN);
+    let (h_ip, rest) = rest.split_at_mut(crate::ipv4::MIN_HEADER_LEN);
+    let (h_udp, h_vx) = rest.split_at_mut(crate::udp::HEADER_LEN);
+    h_eth.copy_from_slice(&eth);
+    h_ip.copy_from_slice(&ip);
+    h_udp.copy_from_slice(&udp);
+    h_vx.copy_from_slice(&vx);
+    Ok(outer_start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipv4::Ipv4Packet;
+
+    fn inner_ipv4(tos: u8) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, tos, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 244, 1, 2, 10, 244, 2, 3,
+        ]);
+        f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0]);
+        f
+    }
+
+    #[test]
+    fn ecn_encap_table() {
+        // RFC 6040 section 4.1 normal mode.
+        assert_eq!(encap_ecn(Ecn::NotEct), Ecn::NotEct);
+        assert_eq!(encap_ecn(Ecn::Ect1), Ecn::Ect1);
+        assert_eq!(encap_ecn(Ecn::Ect0), Ecn::Ect0);
+        assert_eq!(encap_ecn(Ecn::Ce), Ecn::Ect0);
+    }
+
+    #[test]
+    fn outer_tos_copies_dscp_and_maps_ecn() {
+        let cfg = VxlanConfig::default();
+        let ep = TunnelEndpoint {
+            local_mac: crate::MacAddr([2, 0, 0, 0, 1, 1]),
+            next_hop_mac: crate::MacAddr([2, 0, 0, 0, 2, 2]),
+            local_ip: [192, 0, 2, 1].into(),
+            remote_ip: [192, 0, 2, 2].into(),
+        };
+        for (tos, outer) in [
+            (0xb8u8, 0xb8u8),
+            (0xb9, 0xb9),
+            (0xba, 0xba),
+            (0xbb, 0xba),
+            (0x03, 0x02),
+        ] {
+            let inner = inner_ipv4(tos);
+            let mut buf = vec![0u8; OVERHEAD];
+            buf.extend_from_slice(&inner);
+            let r = encapsulate(&mut buf, OVERHEAD..OVERHEAD + inner.len(), &cfg, &ep).unwrap();
+            assert_eq!(r, 0..buf.len());
+            let ip = Ipv4Packet::new_checked(&buf[14..]).unwrap();
+            assert_eq!(ip.tos(), outer, "inner tos {tos:#x}");
+            assert!(ip.verify_checksum() && ip.dont_frag());
+            assert_eq!(&buf[OVERHEAD..], &inner[..], "inner untouched");
+        }
+    }
+
+    #[test]
+    fn errors_for_bad_calls() {
+        let cfg = VxlanConfig::default();
+        let ep = TunnelEndpoint {
+            local_mac: crate::MacAddr::default(),
+            next_hop_mac: crate::MacAddr::default(),
+            local_ip: [0, 0, 0, 0].into(),
+            remote_ip: [0, 0, 0, 0].into(),
+        };
+        let mut buf = vec![0u8; 100];
+        assert_eq!(
+            encapsulate(&mut buf, 49..100, &cfg, &ep),
+            Err(EncapError::Headroom {
+                needed: 50,
+                available: 49
+            })
+        );
+        assert_eq!(
+            encapsulate(&mut buf, 50..63, &cfg, &ep),
+            Err(EncapError::InnerTooShort { len: 13 })
+        );
+        assert_eq!(
+            encapsulate(&mut buf, 60..101, &cfg, &ep),
+            Err(EncapError::BadRange {
+                start: 60,
+                end: 101,
+                buf_len: 100
+            })
+        );
+        let mut big = vec![0u8; 50 + 65536];
+        assert!(matches!(
+            encapsulate(&mut big, 50..50 + 65500, &cfg, &ep),
+            Err(EncapError::TooLarge { .. })
+        ));
+        assert!(encapsulate(&mut big, 50..50 + 65470, &cfg, &ep).is_ok());
+    }
+}
