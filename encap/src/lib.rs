@@ -44,6 +44,9 @@ pub mod tcp;
 pub mod udp;
 pub mod vxlan;
 
+#[cfg(test)]
+mod testutil;
+
 pub use error::{ErrorKind, Layer, WireError};
 pub use ethernet::MacAddr;
 
