@@ -1,1 +1,6 @@
-//! Shared helpers for benchmarks: packet builders and the counting allocator.
+//! Shared pieces of Sluice's benchmarks: a counting global allocator (to
+//! report heap allocations per packet as a measurement, after OPTE's
+//! `bench/src/alloc.rs`) and the sample frames every suite uses.
+
+pub mod alloc;
+pub mod frames;
