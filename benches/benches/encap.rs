@@ -15,7 +15,7 @@ use criterion::{BatchSize, Criterion, Throughput};
 use encap::checksum::{internet_checksum, update_ipv4_addr};
 use encap::flow::FlowHasher;
 use encap::parse::parse_frame;
-use encap::vxlan::{self, InnerMeta, OVERHEAD, VxlanConfig};
+use encap::vxlan::{self, EncapTemplate, InnerMeta, OVERHEAD, VxlanConfig};
 use sluice_benches::alloc::{CountingAlloc, count};
 use sluice_benches::frames::{endpoint, udp_frame, vxlan_frame, with_headroom};
 
@@ -30,13 +30,14 @@ fn parse(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for size in SIZES {
         let f = udp_frame(size);
-        g.bench_function(format!("{size}B"), |b| b.iter(|| parse_frame(black_box(&f))));
+        g.bench_function(format!("{size}B"), |b| {
+            b.iter(|| parse_frame(black_box(&f)))
+        });
     }
 }
 
 fn encap(c: &mut Criterion) {
-    let cfg = VxlanConfig::default();
-    let ep = endpoint();
+    let tmpl = EncapTemplate::new(&VxlanConfig::default(), &endpoint());
     let mut g = c.benchmark_group("encap");
     g.throughput(Throughput::Elements(1));
     for size in SIZES {
@@ -45,22 +46,26 @@ fn encap(c: &mut Criterion) {
         // Re-encapsulating the same buffer rewrites the same 50 bytes: the
         // inner frame is never touched, so no per-iteration reset is needed.
         g.bench_function(format!("{size}B"), |b| {
-            b.iter(|| vxlan::encapsulate(black_box(&mut buf), OVERHEAD..end, &cfg, &ep))
+            b.iter(|| vxlan::encapsulate(black_box(&mut buf), OVERHEAD..end, &tmpl))
         });
-        let meta = InnerMeta::from_frame(&buf[OVERHEAD..], &cfg.hasher);
+        let meta = InnerMeta::from_frame(&buf[OVERHEAD..], tmpl.hasher());
         g.bench_function(format!("{size}B/meta-supplied"), |b| {
-            b.iter(|| vxlan::encapsulate_with(black_box(&mut buf), OVERHEAD..end, &cfg, &ep, black_box(meta)))
+            b.iter(|| {
+                vxlan::encapsulate_with(black_box(&mut buf), OVERHEAD..end, &tmpl, black_box(meta))
+            })
         });
     }
     // A burst of 32 distinct buffers, as a worker processes an RX batch.
     g.throughput(Throughput::Elements(BATCH as u64));
     for size in SIZES {
-        let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| with_headroom(&udp_frame(size))).collect();
+        let mut bufs: Vec<Vec<u8>> = (0..BATCH)
+            .map(|_| with_headroom(&udp_frame(size)))
+            .collect();
         let end = bufs[0].len();
         g.bench_function(format!("{size}B/batch{BATCH}"), |b| {
             b.iter(|| {
                 for buf in &mut bufs {
-                    let _ = black_box(vxlan::encapsulate(buf, OVERHEAD..end, &cfg, &ep));
+                    let _ = black_box(vxlan::encapsulate(buf, OVERHEAD..end, &tmpl));
                 }
             })
         });
@@ -75,7 +80,9 @@ fn decap(c: &mut Criterion) {
         // Outer ECN is Not-ECT, so decap never writes: the same buffer
         // decapsulates identically every iteration.
         let mut f = vxlan_frame(&udp_frame(size));
-        g.bench_function(format!("{size}B"), |b| b.iter(|| vxlan::decapsulate(black_box(&mut f), &cfg)));
+        g.bench_function(format!("{size}B"), |b| {
+            b.iter(|| vxlan::decapsulate(black_box(&mut f), &cfg))
+        });
     }
     g.throughput(Throughput::Elements(BATCH as u64));
     for size in SIZES {
@@ -95,7 +102,9 @@ fn checksum(c: &mut Criterion) {
     for size in [20usize, 64, 1400, 1500] {
         let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(format!("full/{size}B"), |b| b.iter(|| internet_checksum(black_box(&data))));
+        g.bench_function(format!("full/{size}B"), |b| {
+            b.iter(|| internet_checksum(black_box(&data)))
+        });
     }
     g.throughput(Throughput::Elements(1));
     let (old, new) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(192, 0, 2, 1));
@@ -110,7 +119,9 @@ fn flow_hash(c: &mut Criterion) {
     let h = FlowHasher::symmetric(7);
     let mut g = c.benchmark_group("flow_hash");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("ipv4-5tuple-symmetric", |b| b.iter(|| h.hash(black_box(&key))));
+    g.bench_function("ipv4-5tuple-symmetric", |b| {
+        b.iter(|| h.hash(black_box(&key)))
+    });
     g.bench_function("ipv4-5tuple-symmetric/fresh-key", |b| {
         b.iter_batched(|| key, |k| h.hash(black_box(&k)), BatchSize::SmallInput)
     });
@@ -119,7 +130,7 @@ fn flow_hash(c: &mut Criterion) {
 /// Allocations per packet for each operation, measured (not assumed).
 fn report_allocations() {
     let cfg = VxlanConfig::default();
-    let ep = endpoint();
+    let tmpl = EncapTemplate::new(&cfg, &endpoint());
     const N: u64 = 10_000;
     println!("heap allocations per packet (counting allocator, {N} packets each):");
     for size in SIZES {
@@ -128,10 +139,30 @@ fn report_allocations() {
         let end = buf.len();
         let mut outer = vxlan_frame(&f);
         let rows = [
-            ("parse", count(N, || drop(black_box(parse_frame(black_box(&f)))))),
-            ("encap", count(N, || drop(black_box(vxlan::encapsulate(&mut buf, OVERHEAD..end, &cfg, &ep))))),
-            ("decap", count(N, || drop(black_box(vxlan::decapsulate(&mut outer, &cfg))))),
-            ("checksum", count(N, || drop(black_box(internet_checksum(black_box(&f)))))),
+            (
+                "parse",
+                count(N, || {
+                    let _ = black_box(parse_frame(black_box(&f)));
+                }),
+            ),
+            (
+                "encap",
+                count(N, || {
+                    let _ = black_box(vxlan::encapsulate(&mut buf, OVERHEAD..end, &tmpl));
+                }),
+            ),
+            (
+                "decap",
+                count(N, || {
+                    let _ = black_box(vxlan::decapsulate(&mut outer, &cfg));
+                }),
+            ),
+            (
+                "checksum",
+                count(N, || {
+                    let _ = black_box(internet_checksum(black_box(&f)));
+                }),
+            ),
         ];
         for (name, per) in rows {
             println!("  {name:>8} {size:>4}B: {per}");

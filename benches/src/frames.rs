@@ -1,7 +1,7 @@
 //! Sample frames and a tunnel endpoint for the benchmarks.
 
 use encap::MacAddr;
-use encap::vxlan::{self, OVERHEAD, TunnelEndpoint, VxlanConfig};
+use encap::vxlan::{self, EncapTemplate, OVERHEAD, TunnelEndpoint, VxlanConfig};
 use etherparse::PacketBuilder;
 
 /// An Ethernet/IPv4/UDP pod frame of exactly `len` bytes (at least 42).
@@ -37,6 +37,11 @@ pub fn with_headroom(inner: &[u8]) -> Vec<u8> {
 pub fn vxlan_frame(inner: &[u8]) -> Vec<u8> {
     let mut b = with_headroom(inner);
     let end = b.len();
-    let r = vxlan::encapsulate(&mut b, OVERHEAD..end, &VxlanConfig::default(), &endpoint()).expect("encap");
+    let r = vxlan::encapsulate(
+        &mut b,
+        OVERHEAD..end,
+        &EncapTemplate::new(&VxlanConfig::default(), &endpoint()),
+    )
+    .expect("encap");
     b[r].to_vec()
 }

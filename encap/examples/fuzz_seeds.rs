@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use encap::vxlan::{self, OVERHEAD, TunnelEndpoint, VxlanConfig};
+use encap::vxlan::{self, EncapTemplate, OVERHEAD, TunnelEndpoint, VxlanConfig};
 use encap::{MacAddr, checksum::internet_checksum};
 use etherparse::{IpNumber, Ipv4Header, Ipv6FragmentHeader, PacketBuilder, VlanId};
 
@@ -19,7 +19,11 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
     let mut out = Vec::new();
     let mut w = |name, f: Vec<u8>| out.push((name, f));
     let mut v = Vec::new();
-    PacketBuilder::ethernet2(A, B).ipv4([10, 244, 1, 2], [10, 244, 2, 3], 64).udp(40000, 53).write(&mut v, b"dns?").unwrap();
+    PacketBuilder::ethernet2(A, B)
+        .ipv4([10, 244, 1, 2], [10, 244, 2, 3], 64)
+        .udp(40000, 53)
+        .write(&mut v, b"dns?")
+        .unwrap();
     w("v4_udp", v);
     let mut v = Vec::new();
     PacketBuilder::ethernet2(A, B)
@@ -32,7 +36,11 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
         .unwrap();
     w("v4_tcp_syn_mss", v);
     let mut v = Vec::new();
-    PacketBuilder::ethernet2(A, B).ipv4([10, 244, 1, 2], [8, 8, 8, 8], 64).icmpv4_echo_request(7, 1).write(&mut v, b"ping").unwrap();
+    PacketBuilder::ethernet2(A, B)
+        .ipv4([10, 244, 1, 2], [8, 8, 8, 8], 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut v, b"ping")
+        .unwrap();
     w("v4_icmp_echo", v);
     let mut v = Vec::new();
     PacketBuilder::ethernet2(A, B)
@@ -42,7 +50,11 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
         .unwrap();
     w("v6_udp", v);
     let mut v = Vec::new();
-    PacketBuilder::ethernet2(A, B).ipv6([0xfd; 16], [0xfe; 16], 64).icmpv6_echo_request(9, 2).write(&mut v, b"ping6").unwrap();
+    PacketBuilder::ethernet2(A, B)
+        .ipv6([0xfd; 16], [0xfe; 16], 64)
+        .icmpv6_echo_request(9, 2)
+        .write(&mut v, b"ping6")
+        .unwrap();
     w("v6_icmp_echo", v);
     let mut v = Vec::new();
     PacketBuilder::ethernet2(A, B)
@@ -116,7 +128,13 @@ fn icmp_seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
         out.push((name, m));
     }
-    out.push(("v4_time_exceeded_short", vec![0, 11, 0, 0, 0, 0, 0, 0, 0, 0x45, 0, 0, 20, 0, 0, 0, 0, 1, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
+    out.push((
+        "v4_time_exceeded_short",
+        vec![
+            0, 11, 0, 0, 0, 0, 0, 0, 0, 0x45, 0, 0, 20, 0, 0, 0, 0, 1, 17, 0, 0, 1, 2, 3, 4, 5, 6,
+            7, 8,
+        ],
+    ));
     out
 }
 
@@ -133,7 +151,12 @@ fn encapsulated(inner: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; OVERHEAD];
     buf.extend_from_slice(inner);
     let end = buf.len();
-    let r = vxlan::encapsulate(&mut buf, OVERHEAD..end, &VxlanConfig::default(), &endpoint()).unwrap();
+    let r = vxlan::encapsulate(
+        &mut buf,
+        OVERHEAD..end,
+        &EncapTemplate::new(&VxlanConfig::default(), &endpoint()),
+    )
+    .unwrap();
     buf[r].to_vec()
 }
 
@@ -144,7 +167,11 @@ fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
 }
 
 fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     for (name, f) in frames() {
         write(&dir, "parse_chain", name, &f);
         // vxlan_decap: control byte 1 = repair the outer IPv4 checksum first;

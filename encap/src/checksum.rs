@@ -84,10 +84,36 @@ const fn fold(mut s: u64) -> u16 {
 
 /// The Internet checksum of `data` (RFC 1071): the value to put in a checksum
 /// field, or, computed over data that includes a correct checksum field, zero.
+#[inline]
 pub fn internet_checksum(data: &[u8]) -> u16 {
+    // An option-less IPv4 header, checked on every packet: fixed-size loads,
+    // no loop.
+    if let Ok(h) = <&[u8; 20]>::try_from(data) {
+        return ipv4_header_checksum(h);
+    }
     let mut c = Checksum::new();
     c.add_bytes(data);
     c.finish()
+}
+
+/// [`internet_checksum`] of a 20-byte IPv4 header.
+#[inline]
+pub fn ipv4_header_checksum(h: &[u8; 20]) -> u16 {
+    ipv4_header_checksum_at(h, 0)
+}
+
+/// [`internet_checksum`] of the 20 bytes of `buf` at `at` (zeros past its end).
+/// Five word loads and a short fold: the sum of five 32-bit words fits in 35
+/// bits, so three 16-bit folds finish it.
+#[inline(always)]
+pub fn ipv4_header_checksum_at(buf: &[u8], at: usize) -> u16 {
+    use crate::bytes::array;
+    let w = |k: usize| u64::from(u32::from_ne_bytes(array::<4>(buf, at + 4 * k)));
+    let mut s = w(0) + w(1) + w(2) + w(3) + w(4);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !u16::from_be(s as u16)
 }
 
 /// The IPv4 pseudo-header sum for TCP/UDP (RFC 9293 section 3.1, RFC 768).

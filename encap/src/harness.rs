@@ -12,7 +12,7 @@ use crate::checksum::internet_checksum;
 use crate::flow::FlowHasher;
 use crate::icmp::IcmpPacket;
 use crate::parse::{L4, parse_frame};
-use crate::vxlan::{self, ReservedBits, TunnelEndpoint, Vni, VxlanConfig};
+use crate::vxlan::{self, EncapTemplate, ReservedBits, TunnelEndpoint, Vni, VxlanConfig};
 use crate::{MacAddr, ethernet};
 
 /// Ethernet -> IP -> L4: offsets stay in bounds, the flow key hashes
@@ -68,7 +68,13 @@ pub fn vxlan_decap(data: &[u8]) {
         ..VxlanConfig::default()
     };
     let before = buf.clone();
-    match vxlan::decapsulate(&mut buf, &cfg) {
+    // Differential: the fast path agrees with the general one, error or not.
+    let mut reference = buf.clone();
+    let general = vxlan::decap::decapsulate_general(&mut reference, &cfg);
+    let result = vxlan::decapsulate(&mut buf, &cfg);
+    assert_eq!(result, general, "fast and general decapsulation disagree");
+    assert_eq!(buf, reference);
+    match result {
         Ok(d) => {
             assert!(d.inner.start <= d.inner.end && d.inner.end <= buf.len());
             assert!(d.inner.len() >= ethernet::HEADER_LEN);
@@ -146,7 +152,8 @@ pub fn encap_roundtrip(data: &[u8]) {
     let mut buf = vec![0u8; headroom];
     buf.extend_from_slice(inner);
     let end = buf.len();
-    let res = vxlan::encapsulate(&mut buf, headroom..end, &cfg, &ep);
+    let tmpl = EncapTemplate::new(&cfg, &ep);
+    let res = vxlan::encapsulate(&mut buf, headroom..end, &tmpl);
     if inner.len() < ethernet::HEADER_LEN {
         assert!(res.is_err());
         return;
@@ -155,7 +162,7 @@ pub fn encap_roundtrip(data: &[u8]) {
         panic_free_fail("encapsulate refused a valid inner frame")
     };
     let mut frame = buf.get(outer).unwrap_or(&[]).to_vec();
-    let again = vxlan::encapsulate(&mut buf, headroom..end, &cfg, &ep);
+    let again = vxlan::encapsulate(&mut buf, headroom..end, &tmpl);
     assert_eq!(
         again.map(|r| buf.get(r).map(<[u8]>::to_vec)),
         Ok(Some(frame.clone())),

@@ -18,11 +18,15 @@ const TARGETS: [(&str, Harness); 4] = [
 ];
 
 fn replay(kind: &str) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(kind);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz")
+        .join(kind);
     let mut n = 0;
     for (target, harness) in TARGETS {
         let dir = root.join(target);
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries {
             let path = e.unwrap().path();
             let data = fs::read(&path).unwrap();
@@ -38,9 +42,15 @@ fn replay(kind: &str) -> usize {
 fn seed_corpora_pass_every_harness() {
     // Every target has seeds (the generator is encap/examples/fuzz_seeds.rs).
     for (target, _) in TARGETS {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
         let count = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
-        assert!(count > 0, "no seed corpus for {target} in {}", dir.display());
+        assert!(
+            count > 0,
+            "no seed corpus for {target} in {}",
+            dir.display()
+        );
     }
     assert!(replay("corpus") >= 4);
 }

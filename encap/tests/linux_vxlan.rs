@@ -20,7 +20,7 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use encap::vxlan::{self, OVERHEAD, TunnelEndpoint, Vni, VxlanConfig};
+use encap::vxlan::{self, EncapTemplate, OVERHEAD, TunnelEndpoint, Vni, VxlanConfig};
 use encap::{MacAddr, flow::PortRange};
 use etherparse::PacketBuilder;
 use support::{Netns, require_root};
@@ -158,7 +158,8 @@ fn kernel_vxlan_delivers_what_encap_builds() {
         let mut buf = vec![0u8; OVERHEAD];
         buf.extend_from_slice(&inner);
         let end = buf.len();
-        let outer = vxlan::encapsulate(&mut buf, OVERHEAD..end, &cfg, &ep).unwrap();
+        let outer =
+            vxlan::encapsulate(&mut buf, OVERHEAD..end, &EncapTemplate::new(&cfg, &ep)).unwrap();
         assert!(outer.len() <= 1514, "outer frame fits a 1500 MTU");
         let m = marker(b'a', i);
         let got = tx
@@ -199,7 +200,8 @@ fn kernel_vxlan_drops_a_foreign_vni() {
         let mut buf = vec![0u8; OVERHEAD];
         buf.extend_from_slice(&inner);
         let end = buf.len();
-        let outer = vxlan::encapsulate(&mut buf, OVERHEAD..end, &cfg, &ep).unwrap();
+        let outer =
+            vxlan::encapsulate(&mut buf, OVERHEAD..end, &EncapTemplate::new(&cfg, &ep)).unwrap();
         let m = marker(b'v', i);
         tx.send_until(&buf[outer], &rx, 5, Duration::from_millis(100), |f| {
             contains(f, &m)

@@ -23,7 +23,8 @@
 //!   atomic datagrams).
 //! - ECN: RFC 6040 normal mode in both directions ([`encap_ecn`], [`decap_ecn`]).
 
-mod decap;
+#[doc(hidden)]
+pub mod decap;
 mod encap;
 pub mod header;
 
@@ -31,7 +32,7 @@ use core::fmt;
 use std::net::Ipv4Addr;
 
 pub use decap::{DecapDrop, DecapError, Decapsulated, decap_ecn, decapsulate};
-pub use encap::{EncapError, InnerMeta, encap_ecn, encapsulate, encapsulate_with};
+pub use encap::{EncapError, EncapTemplate, InnerMeta, encap_ecn, encapsulate, encapsulate_with};
 
 use crate::ethernet::MacAddr;
 use crate::flow::{FlowHasher, PortRange};

@@ -6,14 +6,19 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use super::*;
 use crate::flow::{FlowHasher, FlowKey, PortRange};
 use crate::testutil::{endpoint, random_frame, udp4};
-use crate::vxlan::{OVERHEAD, encapsulate};
+use crate::vxlan::{EncapTemplate, OVERHEAD, encapsulate};
 
 /// Encapsulates `inner` with the default config; returns the outer frame.
 fn encap(inner: &[u8], cfg: &VxlanConfig) -> Vec<u8> {
     let mut buf = vec![0u8; OVERHEAD];
     buf.extend_from_slice(inner);
     let end = buf.len();
-    let r = encapsulate(&mut buf, OVERHEAD..end, cfg, &endpoint()).unwrap();
+    let r = encapsulate(
+        &mut buf,
+        OVERHEAD..end,
+        &EncapTemplate::new(cfg, &endpoint()),
+    )
+    .unwrap();
     buf[r].to_vec()
 }
 
@@ -127,6 +132,11 @@ fn each_drop_reason() {
         let mut f = base.clone();
         corrupt(&mut f);
         let before = f.clone();
+        assert_eq!(
+            decapsulate_fast(&f, &VxlanConfig::default()),
+            None,
+            "{name}: fast path declines"
+        );
         let e = decap_err(&mut f);
         assert_eq!(e.drop_kind(), want, "{name}: {e}");
         assert_eq!(f, before, "{name}: a dropped frame is left untouched");
@@ -270,7 +280,12 @@ fn encap_then_decap_is_the_identity() {
         let mut buf = vec![0u8; headroom];
         buf.extend_from_slice(&inner);
         let end = buf.len();
-        let r = encapsulate(&mut buf, headroom..end, &cfg, &endpoint()).unwrap();
+        let r = encapsulate(
+            &mut buf,
+            headroom..end,
+            &EncapTemplate::new(&cfg, &endpoint()),
+        )
+        .unwrap();
         assert_eq!(r, headroom - OVERHEAD..end);
         let mut outer = buf[r].to_vec();
         let ip = Ipv4Packet::new_checked(&outer[IP..]).unwrap();
@@ -278,7 +293,9 @@ fn encap_then_decap_is_the_identity() {
             ip.verify_checksum() && ip.dont_frag() && ip.ttl() == cfg.ttl,
             "frame {i}"
         );
+        let general = decapsulate_general(&mut outer.clone(), &cfg);
         let d = decapsulate(&mut outer, &cfg).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        assert_eq!(Ok(&d), general.as_ref(), "fast and general paths agree");
         assert_eq!(d.inner_frame(&outer), &inner[..], "frame {i}");
         assert!(cfg.src_ports.contains(d.outer_src_port));
     }
