@@ -251,7 +251,7 @@ fn quoted_v4(q: &[u8]) -> Result<Quoted, WireError> {
     let l4 = if ip.frag_offset() != 0 {
         QuotedL4::None
     } else {
-        quoted_l4(protocol, sub(q, hl, q.len()), false)
+        transport_ids(protocol, sub(q, hl, q.len()), false)
     };
     Ok(Quoted {
         ip_offset: HEADER_LEN,
@@ -283,7 +283,7 @@ fn quoted_v6(q: &[u8]) -> Result<Quoted, WireError> {
     let l4 = if payload.fragmented && payload.incomplete {
         QuotedL4::None
     } else {
-        quoted_l4(payload.ip_number.0, payload.payload, true)
+        transport_ids(payload.ip_number.0, payload.payload, true)
     };
     let h = v6.header();
     Ok(Quoted {
@@ -296,7 +296,9 @@ fn quoted_v6(q: &[u8]) -> Result<Quoted, WireError> {
     })
 }
 
-fn quoted_l4(protocol: u8, l4: &[u8], v6: bool) -> QuotedL4 {
+/// The transport identifiers in the first bytes of an L4 header: TCP/UDP
+/// ports, or an ICMP/ICMPv6 echo identifier (`v6` picks the family).
+pub(crate) fn transport_ids(protocol: u8, l4: &[u8], v6: bool) -> QuotedL4 {
     let echo = |t: u8| {
         if v6 {
             matches!(t, v6_type::ECHO_REQUEST | v6_type::ECHO_REPLY)

@@ -25,16 +25,7 @@ mod field {
     pub const DST: usize = 24;
 }
 
-/// Where a packet stands in fragmentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Fragment {
-    /// Not a fragment.
-    No,
-    /// The first fragment: it carries the upper-layer header.
-    First,
-    /// A later fragment: no upper-layer header.
-    Later,
-}
+pub use crate::Fragment;
 
 /// The upper layer of an IPv6 packet, after its extension headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,6 +62,17 @@ pub mod ip_proto {
     pub const ICMPV6: u8 = 58;
 }
 
+/// Where an IPv4 or IPv6 packet stands in fragmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fragment {
+    /// Not a fragment.
+    No,
+    /// The first fragment: it carries the upper-layer header.
+    First,
+    /// A later fragment: no upper-layer header.
+    Later,
+}
+
 /// Explicit Congestion Notification codepoints (RFC 3168 section 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]

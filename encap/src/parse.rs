@@ -12,10 +12,10 @@ use crate::ethernet::{self, ethertype};
 use crate::flow::FlowKey;
 use crate::icmp::IcmpPacket;
 use crate::ipv4::Ipv4Packet;
-use crate::ipv6::{Fragment, Ipv6Packet};
+use crate::ipv6::Ipv6Packet;
 use crate::tcp::{TcpFlags, TcpPacket};
 use crate::udp::UdpPacket;
-use crate::{Layer, WireError, ip_proto};
+use crate::{Fragment, Layer, WireError, ip_proto};
 
 /// A parsed frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

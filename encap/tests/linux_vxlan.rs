@@ -109,6 +109,25 @@ fn topology(csum: UdpCsum) -> Topo {
     }
 }
 
+/// The Sluice side's tunnel endpoint towards the kernel node.
+fn sluice_endpoint(t: &Topo) -> TunnelEndpoint {
+    TunnelEndpoint {
+        local_mac: MacAddr(t.sluice.mac("ul0")),
+        next_hop_mac: MacAddr(t.kernel.mac("ul0")),
+        local_ip: SLUICE_IP,
+        remote_ip: KERNEL_IP,
+    }
+}
+
+/// `inner` encapsulated by `encap`, as the outer frame to put on the wire.
+fn encapsulated(inner: &[u8], cfg: &VxlanConfig, ep: &TunnelEndpoint) -> Vec<u8> {
+    let mut buf = vec![0u8; OVERHEAD];
+    buf.extend_from_slice(inner);
+    let end = buf.len();
+    let outer = vxlan::encapsulate(&mut buf, OVERHEAD..end, &EncapTemplate::new(cfg, ep)).unwrap();
+    buf[outer].to_vec()
+}
+
 /// An inner Ethernet/IPv4/UDP frame whose payload starts with a marker that
 /// identifies the test, direction and size, then counts bytes.
 fn inner_frame(dst: [u8; 6], src: [u8; 6], tag: u8, index: usize, payload_len: usize) -> Vec<u8> {
@@ -144,26 +163,17 @@ fn kernel_vxlan_delivers_what_encap_builds() {
     let t = topology(UdpCsum::On);
     let tx = t.sluice.packet_socket("ul0");
     let rx = t.pod.packet_socket("eth0");
-    let ep = TunnelEndpoint {
-        local_mac: MacAddr(t.sluice.mac("ul0")),
-        next_hop_mac: MacAddr(t.kernel.mac("ul0")),
-        local_ip: SLUICE_IP,
-        remote_ip: KERNEL_IP,
-    };
+    let ep = sluice_endpoint(&t);
     let cfg = VxlanConfig::default();
     assert_eq!((cfg.vni.get(), cfg.dst_port), (1, 8472));
     let pod_mac = t.pod.mac("eth0");
     for (i, len) in PAYLOADS.into_iter().enumerate() {
         let inner = inner_frame(pod_mac, [0x02, 0x5a, 0, 0, 0, 1], b'a', i, len);
-        let mut buf = vec![0u8; OVERHEAD];
-        buf.extend_from_slice(&inner);
-        let end = buf.len();
-        let outer =
-            vxlan::encapsulate(&mut buf, OVERHEAD..end, &EncapTemplate::new(&cfg, &ep)).unwrap();
+        let outer = encapsulated(&inner, &cfg, &ep);
         assert!(outer.len() <= 1514, "outer frame fits a 1500 MTU");
         let m = marker(b'a', i);
         let got = tx
-            .send_until(&buf[outer], &rx, 20, Duration::from_millis(100), |f| {
+            .send_until(&outer, &rx, 20, Duration::from_millis(100), |f| {
                 contains(f, &m)
             })
             .unwrap_or_else(|| panic!("kernel never delivered the {len}-byte payload frame"));
@@ -184,12 +194,7 @@ fn kernel_vxlan_drops_a_foreign_vni() {
     let t = topology(UdpCsum::On);
     let tx = t.sluice.packet_socket("ul0");
     let rx = t.pod.packet_socket("eth0");
-    let ep = TunnelEndpoint {
-        local_mac: MacAddr(t.sluice.mac("ul0")),
-        next_hop_mac: MacAddr(t.kernel.mac("ul0")),
-        local_ip: SLUICE_IP,
-        remote_ip: KERNEL_IP,
-    };
+    let ep = sluice_endpoint(&t);
     let pod_mac = t.pod.mac("eth0");
     let send = |vni: u32, i: usize| {
         let cfg = VxlanConfig {
@@ -197,13 +202,9 @@ fn kernel_vxlan_drops_a_foreign_vni() {
             ..VxlanConfig::default()
         };
         let inner = inner_frame(pod_mac, [0x02, 0x5a, 0, 0, 0, 1], b'v', i, 64);
-        let mut buf = vec![0u8; OVERHEAD];
-        buf.extend_from_slice(&inner);
-        let end = buf.len();
-        let outer =
-            vxlan::encapsulate(&mut buf, OVERHEAD..end, &EncapTemplate::new(&cfg, &ep)).unwrap();
+        let outer = encapsulated(&inner, &cfg, &ep);
         let m = marker(b'v', i);
-        tx.send_until(&buf[outer], &rx, 5, Duration::from_millis(100), |f| {
+        tx.send_until(&outer, &rx, 5, Duration::from_millis(100), |f| {
             contains(f, &m)
         })
     };

@@ -4,12 +4,15 @@ use core::fmt;
 use core::ops::Range;
 
 use super::{OVERHEAD, TunnelEndpoint, VxlanConfig, header};
-use crate::bytes::{array_mut, be16, sub, u8_at};
+use std::net::IpAddr;
+
+use crate::bytes::{array_mut, be16, sub};
 use crate::ethernet::{self, ethertype};
 use crate::flow::{FlowHasher, FlowKey};
+use crate::icmp::QuotedL4;
 use crate::ipv4::{Ipv4Packet, Ipv4Repr};
 use crate::ipv6::Ipv6Packet;
-use crate::{Ecn, ip_proto};
+use crate::{Ecn, Fragment, ip_proto};
 
 /// Why a frame could not be encapsulated (a caller bug or an oversize frame,
 /// never a property of a well-formed inner frame).
@@ -145,56 +148,59 @@ impl InnerMeta {
 fn light_flow(frame: &[u8]) -> Option<(FlowKey, u8)> {
     let l3 = ethernet::header_len(frame).ok()?;
     let ip = sub(frame, l3, frame.len());
-    let ports = |l4: &[u8]| (be16(l4, 0), be16(l4, 2));
-    match be16(frame, l3 - 2) {
-        ethertype::IPV4 => {
-            let p = Ipv4Packet::new_lax(ip).ok()?;
-            let protocol = p.protocol();
-            let l4 = sub(ip, p.header_len(), ip.len());
-            let (sp, dp) = match protocol {
-                ip_proto::TCP | ip_proto::UDP if !p.is_fragment() && l4.len() >= 4 => ports(l4),
-                ip_proto::ICMP
-                    if !p.is_fragment() && l4.len() >= 6 && matches!(u8_at(l4, 0), 0 | 8) =>
-                {
-                    (be16(l4, 4), be16(l4, 4))
-                }
-                _ => (0, 0),
-            };
-            let key = FlowKey {
-                src: p.src_addr().into(),
-                dst: p.dst_addr().into(),
-                protocol,
-                src_port: sp,
-                dst_port: dp,
-            };
-            Some((key, p.tos()))
-        }
-        ethertype::IPV6 => {
-            let p = Ipv6Packet::new_lax(ip).ok()?;
-            let (protocol, at) = match p.next_header() {
-                n @ (ip_proto::TCP | ip_proto::UDP) => (n, crate::ipv6::HEADER_LEN),
-                _ => match p.upper_layer() {
-                    Ok(u) if u.fragment != crate::ipv6::Fragment::Later => (u.protocol, u.offset),
-                    Ok(u) => (u.protocol, usize::MAX),
-                    Err(_) => (p.next_header(), usize::MAX),
-                },
-            };
-            let l4 = sub(ip, at, ip.len());
-            let (sp, dp) = match protocol {
-                ip_proto::TCP | ip_proto::UDP if l4.len() >= 4 => ports(l4),
-                _ => (0, 0),
-            };
-            let key = FlowKey {
-                src: p.src_addr().into(),
-                dst: p.dst_addr().into(),
-                protocol,
-                src_port: sp,
-                dst_port: dp,
-            };
-            Some((key, p.traffic_class()))
-        }
-        _ => None,
-    }
+    // (address source, protocol, transport offset or None for a later
+    // fragment, TOS) for each family; the rest is shared.
+    let (src, dst, protocol, l4_at, tos): (IpAddr, IpAddr, u8, Option<usize>, u8) =
+        match be16(frame, l3 - 2) {
+            ethertype::IPV4 => {
+                let p = Ipv4Packet::new_lax(ip).ok()?;
+                let at = (!p.is_fragment()).then(|| p.header_len());
+                (
+                    p.src_addr().into(),
+                    p.dst_addr().into(),
+                    p.protocol(),
+                    at,
+                    p.tos(),
+                )
+            }
+            ethertype::IPV6 => {
+                let p = Ipv6Packet::new_lax(ip).ok()?;
+                let (protocol, at) = match p.next_header() {
+                    n @ (ip_proto::TCP | ip_proto::UDP) => (n, Some(crate::ipv6::HEADER_LEN)),
+                    _ => match p.upper_layer() {
+                        Ok(u) => (
+                            u.protocol,
+                            (u.fragment != Fragment::Later).then_some(u.offset),
+                        ),
+                        Err(_) => (p.next_header(), None),
+                    },
+                };
+                (
+                    p.src_addr().into(),
+                    p.dst_addr().into(),
+                    protocol,
+                    at,
+                    p.traffic_class(),
+                )
+            }
+            _ => return None,
+        };
+    let l4 = l4_at.map_or(&[][..], |at| sub(ip, at, ip.len()));
+    let (src_port, dst_port) = match crate::icmp::transport_ids(protocol, l4, src.is_ipv6()) {
+        QuotedL4::Ports { src, dst } => (src, dst),
+        QuotedL4::EchoId(id) => (id, id),
+        QuotedL4::None => (0, 0),
+    };
+    Some((
+        FlowKey {
+            src,
+            dst,
+            protocol,
+            src_port,
+            dst_port,
+        },
+        tos,
+    ))
 }
 
 /// RFC 6040 section 4.1, normal mode: the outer ECN field is the inner one,
