@@ -113,6 +113,14 @@ pub struct IcmpPacket<T> {
 }
 
 impl<T: AsRef<[u8]>> IcmpPacket<T> {
+    /// An ICMPv4 view without validation (for a buffer already checked).
+    pub const fn new_unchecked_v4(buf: T) -> Self {
+        IcmpPacket {
+            buf,
+            layer: Layer::Icmpv4,
+        }
+    }
+
     /// Validates an ICMPv4 message's header length.
     pub fn new_checked_v4(buf: T) -> Result<Self, WireError> {
         Self::new_checked(buf, Layer::Icmpv4)

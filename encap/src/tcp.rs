@@ -92,6 +92,12 @@ pub struct TcpPacket<T> {
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// A view without validation (for a buffer already checked): accessors
+    /// never panic, but read zeros past the end of a short buffer.
+    pub const fn new_unchecked(buf: T) -> Self {
+        TcpPacket { buf }
+    }
+
     /// Validates the data offset against the buffer; the segment is the
     /// whole buffer (the IP layer has already cut it to its length).
     pub fn new_checked(buf: T) -> Result<Self, WireError> {

@@ -23,6 +23,12 @@ pub struct UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
+    /// A view without validation (for a buffer already checked): accessors
+    /// never panic, but read zeros past the end of a short buffer.
+    pub const fn new_unchecked(buf: T) -> Self {
+        UdpPacket { buf }
+    }
+
     /// Validates the header and that the length field fits the buffer.
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let p = Self::new_lax(buf)?;

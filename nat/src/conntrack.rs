@@ -1,0 +1,523 @@
+//! The connection table and the per-packet state machine.
+//!
+//! One entry serves both directions: the map holds the original tuple and
+//! the reply tuple, each pointing at the entry's slot with the direction in
+//! the low bit. Slots live in a slab with a free list, so a full table does
+//! not allocate. Expiry is lazy on lookup and incremental in
+//! [`Conntrack::handle_timeout`] (bounded work per call). Time is always a
+//! parameter: nothing here reads a clock.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use encap::ip_proto;
+use hashbrown::HashMap;
+
+use crate::config::{ConntrackConfig, PortRange, SnatConfig};
+use crate::packet::{Classified, Kind, OuterAddr, classify, rewrite, rewrite_icmp_error};
+use crate::tcp::{self, Sender, TcpState, Transition};
+use crate::tuple::{Direction, Tuple};
+use crate::verdict::{Accepted, CtState, DropReason, Verdict};
+
+/// Protocol state of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtoState {
+    /// TCP state and per-direction window tracking.
+    Tcp {
+        /// State.
+        state: TcpState,
+        /// What each direction (original, reply) has sent.
+        senders: [Sender; 2],
+    },
+    /// UDP.
+    Udp,
+    /// ICMP echo.
+    Icmp,
+    /// Any other protocol, by address pair.
+    Other,
+}
+
+/// A tracked connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The original direction as the pod sent it.
+    pub orig: Tuple,
+    /// What replies carry: after SNAT, to the node address and port.
+    pub reply: Tuple,
+    /// Protocol state.
+    pub proto: ProtoState,
+    /// When the entry expires (same clock as `now`), in milliseconds.
+    expires_ms: u64,
+    /// A packet in the reply direction has been seen.
+    pub seen_reply: bool,
+}
+
+impl Entry {
+    /// Whether the entry is translated.
+    pub fn is_nat(&self) -> bool {
+        self.reply.reversed() != self.orig
+    }
+
+    /// When it expires.
+    pub fn expires(&self) -> Duration {
+        Duration::from_millis(self.expires_ms)
+    }
+}
+
+/// Packet origin: which side of the node it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// From a local pod: may create entries.
+    Pod,
+    /// From the uplink: only matches existing entries (replies, ICMP errors).
+    Uplink,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Drops per [`DropReason`] (`reason as usize`).
+    pub drops: [u64; DropReason::ALL.len()],
+    /// Entries created.
+    pub created: u64,
+    /// Entries removed by expiry.
+    pub expired: u64,
+    /// Unreplied entries evicted to make room.
+    pub early_dropped: u64,
+}
+
+/// The connection tracker and NAT engine of one worker.
+#[derive(Debug)]
+pub struct Conntrack {
+    cfg: ConntrackConfig,
+    snat: Option<SnatConfig>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    map: HashMap<Tuple, u32>,
+    live: usize,
+    expiry_cursor: usize,
+    evict_cursor: usize,
+    rng: u64,
+    counters: Counters,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Conntrack {
+    /// A tracker; with `snat`, also a masquerading NAT. Allocates the whole
+    /// table up front: no allocation happens per packet.
+    pub fn new(cfg: ConntrackConfig, snat: Option<SnatConfig>) -> Self {
+        let n = cfg.max_entries;
+        let rng = snat.as_ref().map_or(1, |s| s.seed | 1);
+        Conntrack {
+            slots: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+            map: HashMap::with_capacity(2 * n),
+            cfg,
+            snat,
+            live: 0,
+            expiry_cursor: 0,
+            evict_cursor: 0,
+            rng,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no entry is live.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Every live entry (for a `conntrack -L`-like listing).
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().flatten()
+    }
+
+    /// Translated ports (and ICMP identifiers) in use.
+    pub fn nat_ports_in_use(&self) -> usize {
+        self.entries().filter(|e| e.is_nat()).count()
+    }
+
+    /// The entry whose original or reply tuple is `t`, if live at `now`.
+    pub fn lookup(&self, now: Duration, t: &Tuple) -> Option<(&Entry, Direction)> {
+        let v = *self.map.get(t)?;
+        let e = self.slots.get((v >> 1) as usize)?.as_ref()?;
+        (e.expires_ms > ms(now)).then_some((
+            e,
+            if v & 1 == 0 {
+                Direction::Original
+            } else {
+                Direction::Reply
+            },
+        ))
+    }
+
+    /// Tracks (and translates, with SNAT) the IPv4 packet in `pkt`.
+    pub fn process(&mut self, now: Duration, pkt: &mut [u8], origin: Origin) -> Verdict {
+        let v = match classify(pkt) {
+            Ok(c) => self.track(now, pkt, origin, c),
+            Err(r) => Err(r),
+        };
+        match v {
+            Ok(a) => Verdict::Accept(a),
+            Err(r) => {
+                if let Some(c) = self.counters.drops.get_mut(r as usize) {
+                    *c += 1;
+                }
+                Verdict::Drop(r)
+            }
+        }
+    }
+
+    fn track(
+        &mut self,
+        now: Duration,
+        pkt: &mut [u8],
+        origin: Origin,
+        c: Classified,
+    ) -> Result<Accepted, DropReason> {
+        if let Kind::IcmpError { quoted, quote_at } = c.kind {
+            return self.related(now, pkt, c.l4, quote_at, &quoted);
+        }
+        let (slot, dir) = match self.find(now, &c.tuple) {
+            Some(found) => found,
+            None => {
+                if origin == Origin::Uplink {
+                    return Err(DropReason::NoEntry);
+                }
+                let slot = self.create(now, &c)?;
+                let e = self.entry_mut(slot).ok_or(DropReason::NoEntry)?;
+                let target = e.reply.reversed();
+                rewrite(pkt, c.l4, &c.tuple, &target);
+                return Ok(Accepted {
+                    state: CtState::New,
+                    dir: Direction::Original,
+                    translated: target != c.tuple,
+                });
+            }
+        };
+        let (cfg_liberal, timeouts) = (self.cfg.tcp_liberal, self.cfg.timeouts);
+        let e = self.entry_mut(slot).ok_or(DropReason::NoEntry)?;
+        let timeout = match (&mut e.proto, c.kind) {
+            (ProtoState::Tcp { state, senders }, Kind::Tcp(seg)) => {
+                let next = match tcp::transition(dir, seg.flags, *state) {
+                    Transition::Invalid => return Err(DropReason::TcpInvalidState),
+                    Transition::Ignore => *state,
+                    Transition::To(s) => s,
+                };
+                if !cfg_liberal && !tcp::in_window(senders, dir, &seg) {
+                    return Err(DropReason::TcpOutOfWindow);
+                }
+                *state = next;
+                tcp_timeout(&timeouts, next)
+            }
+            (ProtoState::Udp, _) => {
+                if dir == Direction::Reply || e.seen_reply {
+                    timeouts.udp_replied
+                } else {
+                    timeouts.udp_unreplied
+                }
+            }
+            (ProtoState::Icmp, _) => timeouts.icmp,
+            _ => timeouts.other,
+        };
+        if dir == Direction::Reply {
+            e.seen_reply = true;
+        }
+        e.expires_ms = ms(now + timeout);
+        let target = match dir {
+            Direction::Original => e.reply.reversed(),
+            Direction::Reply => e.orig.reversed(),
+        };
+        rewrite(pkt, c.l4, &c.tuple, &target);
+        Ok(Accepted {
+            state: CtState::Established,
+            dir,
+            translated: target != c.tuple,
+        })
+    }
+
+    /// An ICMP error: find the flow its quote belongs to and translate the
+    /// quote and the outer address back (Linux `nf_nat_icmp_reply_translation`).
+    fn related(
+        &mut self,
+        now: Duration,
+        pkt: &mut [u8],
+        l4: usize,
+        quote_at: usize,
+        quoted: &Tuple,
+    ) -> Result<Accepted, DropReason> {
+        // The quote is a packet that travelled the other way: its reverse
+        // is the tuple of the direction the error travels.
+        let (slot, dir) = self
+            .find(now, &quoted.reversed())
+            .ok_or(DropReason::IcmpErrorNoEntry)?;
+        let e = self.entry_mut(slot).ok_or(DropReason::IcmpErrorNoEntry)?;
+        if !e.is_nat() {
+            return Ok(Accepted {
+                state: CtState::Related,
+                dir,
+                translated: false,
+            });
+        }
+        let (to, outer) = match dir {
+            // Towards the pod: the quote is our translated packet.
+            Direction::Reply => (e.orig, OuterAddr::Dst(e.orig.src)),
+            // From the pod about a reply it received.
+            Direction::Original => (e.reply, OuterAddr::Src(e.reply.dst)),
+        };
+        rewrite_icmp_error(pkt, l4, quote_at, quoted, &to, outer);
+        Ok(Accepted {
+            state: CtState::Related,
+            dir,
+            translated: true,
+        })
+    }
+
+    /// Looks a tuple up; an expired entry found on the way is removed.
+    fn find(&mut self, now: Duration, t: &Tuple) -> Option<(u32, Direction)> {
+        let v = *self.map.get(t)?;
+        let slot = v >> 1;
+        let expired = self
+            .slots
+            .get(slot as usize)?
+            .as_ref()
+            .is_some_and(|e| e.expires_ms <= ms(now));
+        if expired {
+            self.remove(slot);
+            self.counters.expired += 1;
+            return None;
+        }
+        Some((
+            slot,
+            if v & 1 == 0 {
+                Direction::Original
+            } else {
+                Direction::Reply
+            },
+        ))
+    }
+
+    fn entry_mut(&mut self, slot: u32) -> Option<&mut Entry> {
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Creates the entry for a new flow from a pod.
+    fn create(&mut self, now: Duration, c: &Classified) -> Result<u32, DropReason> {
+        let t = &self.cfg.timeouts;
+        let (proto, timeout) = match c.kind {
+            Kind::Tcp(seg) => {
+                let syn_only = seg.flags.contains(encap::tcp::TcpFlags::SYN)
+                    && !seg.flags.contains(encap::tcp::TcpFlags::ACK);
+                let state = match tcp::transition(Direction::Original, seg.flags, TcpState::None) {
+                    Transition::To(s) if syn_only || self.cfg.tcp_loose => s,
+                    _ => return Err(DropReason::TcpNotSyn),
+                };
+                let mut senders = [Sender::default(); 2];
+                tcp::in_window(&mut senders, Direction::Original, &seg);
+                (ProtoState::Tcp { state, senders }, tcp_timeout(t, state))
+            }
+            Kind::Udp => (ProtoState::Udp, t.udp_unreplied),
+            Kind::IcmpEcho(true) => (ProtoState::Icmp, t.icmp),
+            // An echo reply with no request, or an error: nothing to track.
+            Kind::IcmpEcho(false) | Kind::IcmpError { .. } => return Err(DropReason::NoEntry),
+            Kind::Other => (ProtoState::Other, t.other),
+        };
+        let orig = c.tuple;
+        let reply = match self.snat.as_ref().filter(|s| s.applies(orig.src, orig.dst)) {
+            Some(s) => {
+                let (addr, range, random) = (
+                    s.snat_addr,
+                    s.slice(if orig.proto == ip_proto::ICMP {
+                        s.icmp_ids
+                    } else {
+                        s.ports
+                    }),
+                    s.random_fully,
+                );
+                let probes = s.max_probes;
+                self.allocate(&orig, addr, range, random, probes)
+                    .ok_or(DropReason::PortExhausted)?
+            }
+            None => orig.reversed(),
+        };
+        if self.map.contains_key(&reply) || self.map.contains_key(&orig) {
+            // A non-NAT flow whose reply tuple another flow already owns.
+            return Err(DropReason::PortExhausted);
+        }
+        if self.live >= self.cfg.max_entries && !self.early_drop(now) {
+            return Err(DropReason::TableFull);
+        }
+        let entry = Entry {
+            orig,
+            reply,
+            proto,
+            expires_ms: ms(now + timeout),
+            seen_reply: false,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                if let Some(x) = self.slots.get_mut(s as usize) {
+                    *x = Some(entry);
+                }
+                s
+            }
+            None => {
+                self.slots.push(Some(entry));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.map.insert(orig, slot << 1);
+        self.map.insert(reply, (slot << 1) | 1);
+        self.live += 1;
+        self.counters.created += 1;
+        Ok(slot)
+    }
+
+    /// Picks the translated port (or ICMP identifier) for `orig`, as Linux's
+    /// MASQUERADE does: keep the original if the resulting reply tuple is
+    /// free (unless `random_fully`), else probe the range from a random
+    /// offset, at most `probes` times. Returns the reply tuple.
+    fn allocate(
+        &mut self,
+        orig: &Tuple,
+        addr: Ipv4Addr,
+        range: PortRange,
+        random_fully: bool,
+        probes: u32,
+    ) -> Option<Tuple> {
+        let reply_for = |p: u16| match orig.proto {
+            ip_proto::ICMP => Tuple {
+                src: orig.dst,
+                dst: addr,
+                src_port: p,
+                dst_port: 0,
+                proto: orig.proto,
+            },
+            ip_proto::TCP | ip_proto::UDP => Tuple {
+                src: orig.dst,
+                dst: addr,
+                src_port: orig.dst_port,
+                dst_port: p,
+                proto: orig.proto,
+            },
+            _ => Tuple {
+                src: orig.dst,
+                dst: addr,
+                src_port: 0,
+                dst_port: 0,
+                proto: orig.proto,
+            },
+        };
+        if !matches!(orig.proto, ip_proto::ICMP | ip_proto::TCP | ip_proto::UDP) {
+            let r = reply_for(0);
+            return (!self.map.contains_key(&r)).then_some(r);
+        }
+        if !random_fully
+            && range.contains(orig.src_port)
+            && !self.map.contains_key(&reply_for(orig.src_port))
+        {
+            return Some(reply_for(orig.src_port));
+        }
+        let n = range.len();
+        let offset = (self.next_random() % u64::from(n)) as u32;
+        for i in 0..probes.min(n) {
+            let p = (u32::from(range.min) + (offset + i) % n) as u16;
+            let r = reply_for(p);
+            if !self.map.contains_key(&r) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: deterministic from the configured seed.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Frees one entry that never saw a reply (or has expired), examining at
+    /// most `early_drop_budget` slots. Established (replied) flows are never
+    /// evicted.
+    fn early_drop(&mut self, now: Duration) -> bool {
+        let n = self.slots.len();
+        if n == 0 {
+            return false;
+        }
+        for _ in 0..self.cfg.early_drop_budget.min(n) {
+            self.evict_cursor = (self.evict_cursor + 1) % n;
+            let c = self.evict_cursor;
+            let victim = self
+                .slots
+                .get(c)
+                .and_then(|s| s.as_ref())
+                .is_some_and(|e| !e.seen_reply || e.expires_ms <= ms(now));
+            if victim {
+                self.remove(c as u32);
+                self.counters.early_dropped += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn remove(&mut self, slot: u32) {
+        if let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::take) {
+            self.map.remove(&e.orig);
+            self.map.remove(&e.reply);
+            self.free.push(slot);
+            self.live -= 1;
+        }
+    }
+
+    /// Removes expired entries, examining at most `expiry_budget` slots from
+    /// where the previous call stopped, so a million expiring entries cost
+    /// the same per call as none. Returns the number removed.
+    pub fn handle_timeout(&mut self, now: Duration) -> usize {
+        let n = self.slots.len();
+        let mut removed = 0;
+        for _ in 0..self.cfg.expiry_budget.min(n) {
+            self.expiry_cursor = (self.expiry_cursor + 1) % n;
+            let c = self.expiry_cursor;
+            if self
+                .slots
+                .get(c)
+                .and_then(|s| s.as_ref())
+                .is_some_and(|e| e.expires_ms <= ms(now))
+            {
+                self.remove(c as u32);
+                removed += 1;
+            }
+        }
+        self.counters.expired += removed as u64;
+        removed
+    }
+}
+
+fn tcp_timeout(t: &crate::config::Timeouts, s: TcpState) -> Duration {
+    match s {
+        TcpState::None | TcpState::SynSent | TcpState::SynSent2 => t.tcp_syn_sent,
+        TcpState::SynRecv => t.tcp_syn_recv,
+        TcpState::Established => t.tcp_established,
+        TcpState::FinWait => t.tcp_fin_wait,
+        TcpState::CloseWait => t.tcp_close_wait,
+        TcpState::LastAck => t.tcp_last_ack,
+        TcpState::TimeWait => t.tcp_time_wait,
+        TcpState::Close => t.tcp_close,
+    }
+}
