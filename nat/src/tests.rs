@@ -51,7 +51,10 @@ enum F {
     RstAck,
 }
 
-#[allow(clippy::too_many_arguments, reason = "a packet literal: every field is named at the call")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a packet literal: every field is named at the call"
+)]
 fn tcp(
     src: [u8; 4],
     sp: u16,
