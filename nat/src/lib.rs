@@ -29,6 +29,8 @@
 
 mod config;
 mod conntrack;
+#[doc(hidden)]
+pub mod harness;
 mod packet;
 pub mod tcp;
 mod tuple;

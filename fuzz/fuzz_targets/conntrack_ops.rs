@@ -1,0 +1,4 @@
+//! Fuzz target: see `nat::harness::conntrack_ops` for the invariants it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nat::harness::conntrack_ops(data));

@@ -1,0 +1,223 @@
+//! Fuzz harness body for the `conntrack_ops` target in `fuzz/`, also
+//! replayed by `cargo test` from the committed corpus.
+//!
+//! The input is a sequence of operations on one tracker with a small table:
+//! raw packets from a pod or the uplink, structured (valid) packets that
+//! reach deep TCP states quickly, and time steps. After each, the invariants
+//! hold: no panic, occupancy <= limit, one listed entry per live entry, and,
+//! for an accepted translated pod packet, the reply to it reverse-translates
+//! to exactly the reply the pod would have got without NAT.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use encap::icmp::IcmpPacket;
+use encap::ip_proto;
+use encap::ipv4::{Ipv4Packet, Ipv4Repr};
+use encap::tcp::TcpPacket;
+use encap::udp::UdpPacket;
+
+use crate::{Conntrack, ConntrackConfig, Origin, PortRange, SnatConfig, Verdict};
+
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const LIMIT: usize = 16;
+
+/// Runs one operation sequence.
+pub fn conntrack_ops(data: &[u8]) {
+    let cfg = ConntrackConfig {
+        max_entries: LIMIT,
+        expiry_budget: 8,
+        early_drop_budget: 8,
+        ..ConntrackConfig::default()
+    };
+    let mut snat = SnatConfig::new(
+        vec![ipnet::Ipv4Net::new(Ipv4Addr::new(10, 244, 1, 0), 24).unwrap_or_default()],
+        vec![ipnet::Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default()],
+        NODE,
+    );
+    snat.ports = PortRange {
+        min: 61000,
+        max: 61007,
+    };
+    let mut ct = Conntrack::new(cfg, Some(snat));
+    let mut now = Duration::from_secs(1);
+    let mut rest = data;
+    while let Some((&op, tail)) = rest.split_first() {
+        rest = tail;
+        match op % 4 {
+            0 | 1 => {
+                // A raw packet: a length byte, then that many bytes.
+                let Some((&len, tail)) = rest.split_first() else {
+                    return;
+                };
+                let n = usize::from(len).min(tail.len());
+                let (raw, tail) = tail.split_at(n);
+                rest = tail;
+                let mut p = raw.to_vec();
+                let origin = if op % 4 == 0 {
+                    Origin::Pod
+                } else {
+                    Origin::Uplink
+                };
+                let _ = ct.process(now, &mut p, origin);
+            }
+            2 => {
+                let Some((&dt, tail)) = rest.split_first() else {
+                    return;
+                };
+                rest = tail;
+                now += Duration::from_secs(u64::from(dt));
+                ct.handle_timeout(now);
+            }
+            _ => {
+                // A structured valid packet from the pod side.
+                let Some(fields) = rest.get(..8) else { return };
+                rest = rest.get(8..).unwrap_or(&[]);
+                let original = build(fields);
+                let mut out = original.clone();
+                if let Verdict::Accept(a) = ct.process(now, &mut out, Origin::Pod)
+                    && a.translated
+                    && starts_flow(&original)
+                {
+                    let mut reply = mirror(&out);
+                    let v = ct.process(now, &mut reply, Origin::Uplink);
+                    assert!(
+                        matches!(v, Verdict::Accept(_)),
+                        "reply to a translated packet refused: {v:?}"
+                    );
+                    assert_eq!(
+                        reply,
+                        mirror(&original),
+                        "reverse translation is not the identity"
+                    );
+                }
+            }
+        }
+        assert!(ct.len() <= LIMIT, "occupancy {} over the limit", ct.len());
+        assert_eq!(ct.entries().count(), ct.len());
+    }
+}
+
+/// A valid IPv4 packet from 8 bytes: protocol, pod, destination, ports,
+/// TCP flags.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "harness-built buffers of fixed, known length"
+)]
+fn build(f: &[u8]) -> Vec<u8> {
+    let b = |i: usize| f.get(i).copied().unwrap_or(0);
+    let proto = [ip_proto::TCP, ip_proto::UDP, ip_proto::ICMP][usize::from(b(0) % 3)];
+    let src = Ipv4Addr::new(10, 244, if b(0) & 0x80 != 0 { 2 } else { 1 }, b(1) % 4 + 2);
+    let dst = if b(0) & 0x40 != 0 {
+        Ipv4Addr::new(10, 96, 0, 10)
+    } else {
+        Ipv4Addr::new(198, 51, 100, b(2) % 4 + 1)
+    };
+    let (sp, dp) = (u16::from_be_bytes([0xf0, b(3)]), u16::from(b(4) % 4) + 80);
+    let l4: Vec<u8> = match proto {
+        ip_proto::TCP => {
+            let mut t = vec![0u8; 20];
+            t[0..2].copy_from_slice(&sp.to_be_bytes());
+            t[2..4].copy_from_slice(&dp.to_be_bytes());
+            t[4..8].copy_from_slice(&u32::from(b(6)).to_be_bytes());
+            t[8..12].copy_from_slice(&u32::from(b(7)).to_be_bytes());
+            t[12] = 0x50;
+            t[13] = b(5) & 0x1f;
+            t[14] = 0xff;
+            t
+        }
+        ip_proto::UDP => {
+            let mut u = vec![0u8; 8];
+            u[0..2].copy_from_slice(&sp.to_be_bytes());
+            u[2..4].copy_from_slice(&dp.to_be_bytes());
+            u[4..6].copy_from_slice(&8u16.to_be_bytes());
+            u
+        }
+        _ => vec![8, 0, 0, 0, b(3), b(5), 0, 1],
+    };
+    let mut p = vec![0u8; 20];
+    let mut h = [0u8; 20];
+    Ipv4Repr {
+        src,
+        dst,
+        protocol: proto,
+        payload_len: l4.len() as u16,
+        tos: 0,
+        ttl: 64,
+        dont_frag: true,
+        ident: 0,
+    }
+    .emit(&mut h);
+    p.copy_from_slice(&h);
+    p.extend_from_slice(&l4);
+    fill_l4(&mut p);
+    p
+}
+
+/// Whether a reply to this packet is valid whatever the entry's history:
+/// UDP, an echo request, or a bare SYN.
+fn starts_flow(p: &[u8]) -> bool {
+    match Ipv4Packet::new_unchecked(p).protocol() {
+        ip_proto::TCP => p.get(33) == Some(&0x02),
+        _ => true,
+    }
+}
+
+/// The packet a peer answering `p` sends: addresses and ports swapped, TCP
+/// as SYN/ACK, ICMP as echo reply, checksums computed from scratch.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "harness-built buffers of fixed, known length"
+)]
+pub fn mirror(p: &[u8]) -> Vec<u8> {
+    let mut m = p.to_vec();
+    let ip = Ipv4Packet::new_unchecked(p);
+    let (hl, proto) = (ip.header_len(), ip.protocol());
+    swap(&mut m, 12, 16, 4);
+    match proto {
+        ip_proto::TCP | ip_proto::UDP => {
+            swap(&mut m, hl, hl + 2, 2);
+            if proto == ip_proto::TCP {
+                let seq = TcpPacket::new_unchecked(p.get(hl..).unwrap_or(&[])).seq();
+                if let Some(t) = m.get_mut(hl + 4..hl + 14) {
+                    t[..4].copy_from_slice(&7u32.to_be_bytes());
+                    t[4..8].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+                    t[9] = 0x12;
+                }
+            }
+        }
+        _ => {
+            if let Some(t) = m.get_mut(hl) {
+                *t = 0;
+            }
+        }
+    }
+    fill_l4(&mut m);
+    m
+}
+
+fn swap(m: &mut [u8], a: usize, b: usize, n: usize) {
+    for i in 0..n {
+        if let (Some(&x), Some(&y)) = (m.get(a + i), m.get(b + i)) {
+            if let Some(s) = m.get_mut(a + i) {
+                *s = y;
+            }
+            if let Some(s) = m.get_mut(b + i) {
+                *s = x;
+            }
+        }
+    }
+}
+
+/// Recomputes the IPv4 and transport checksums of `p` from scratch.
+fn fill_l4(p: &mut [u8]) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut *p);
+    ip.fill_checksum();
+    let (s, d, hl, proto) = (ip.src_addr(), ip.dst_addr(), ip.header_len(), ip.protocol());
+    let Some(l4) = p.get_mut(hl..) else { return };
+    match proto {
+        ip_proto::TCP => TcpPacket::new_unchecked(l4).fill_checksum_v4(s, d),
+        ip_proto::UDP => UdpPacket::new_unchecked(l4).fill_checksum_v4(s, d),
+        _ => IcmpPacket::new_unchecked_v4(l4).fill_checksum_v4(),
+    }
+}
