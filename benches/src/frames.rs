@@ -45,3 +45,30 @@ pub fn vxlan_frame(inner: &[u8]) -> Vec<u8> {
     .expect("encap");
     b[r].to_vec()
 }
+
+/// An IPv4/UDP packet (no Ethernet header) of `len` bytes from
+/// `10.244.a.b:sport` to `198.51.c.d:53`, the shape the NAT benchmarks feed
+/// conntrack: flow `i` of a large set gets distinct pod, port and
+/// destination bits.
+pub fn pod_udp(i: u32, len: usize) -> Vec<u8> {
+    let [_, b1, b2, b3] = i.to_be_bytes();
+    let payload = vec![0x42; len.saturating_sub(28)];
+    let mut v = Vec::with_capacity(len);
+    PacketBuilder::ipv4([10, 244, b1 & 0x0f, b2], [198, 51, b3, b1 >> 4], 64)
+        .udp(1024 + (i % 60000) as u16, 53)
+        .write(&mut v, &payload)
+        .expect("packet builds");
+    v
+}
+
+/// The reply a server sends to the translated packet `out`.
+pub fn reply_to(out: &[u8]) -> Vec<u8> {
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(out).expect("ipv4");
+    let udp = etherparse::UdpHeaderSlice::from_slice(&out[ip.slice().len()..]).expect("udp");
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(ip.destination(), ip.source(), 64)
+        .udp(udp.destination_port(), udp.source_port())
+        .write(&mut v, &out[ip.slice().len() + 8..])
+        .expect("packet builds");
+    v
+}

@@ -124,3 +124,51 @@ fn refusals_do_not_allocate() {
         0.0
     );
 }
+
+#[test]
+fn conntrack_hit_and_new_flow_do_not_allocate() {
+    use nat::{Conntrack, ConntrackConfig, Origin, SnatConfig, Verdict};
+    use sluice_benches::frames::{pod_udp, reply_to};
+    use std::time::Duration;
+
+    let snat = SnatConfig::new(
+        vec!["10.244.0.0/16".parse().unwrap()],
+        vec![],
+        std::net::Ipv4Addr::new(192, 0, 2, 10),
+    );
+    let cfg = ConntrackConfig {
+        max_entries: 10_000,
+        ..ConntrackConfig::default()
+    };
+    // The table is sized up front, so even new flows allocate nothing.
+    let mut ct = Conntrack::new(cfg, Some(snat));
+    let now = Duration::from_secs(1);
+    let mut pkts: Vec<Vec<u8>> = (0..2_000).map(|i| pod_udp(i, 64)).collect();
+    let mut it = pkts.iter_mut();
+    let per_new = count(2_000, || {
+        let p = it.next().unwrap();
+        assert!(matches!(
+            ct.process(now, p, Origin::Pod),
+            Verdict::Accept(_)
+        ));
+    });
+    assert_eq!(per_new, 0.0, "new flow with SNAT");
+    let original = pod_udp(0, 64);
+    let mut out = original.clone();
+    ct.process(now, &mut out, Origin::Pod);
+    let reply = reply_to(&out);
+    let (mut p, mut r) = (original.clone(), reply.clone());
+    let per_hit = count(N, || {
+        p.copy_from_slice(&original);
+        r.copy_from_slice(&reply);
+        assert!(matches!(
+            ct.process(now, &mut p, Origin::Pod),
+            Verdict::Accept(_)
+        ));
+        assert!(matches!(
+            ct.process(now, &mut r, Origin::Uplink),
+            Verdict::Accept(_)
+        ));
+    });
+    assert_eq!(per_hit, 0.0, "hit in both directions");
+}
