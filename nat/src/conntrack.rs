@@ -11,9 +11,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use encap::ip_proto;
-use hashbrown::HashMap;
 
 use crate::config::{ConntrackConfig, PortRange, SnatConfig};
+use crate::index::Index;
 use crate::packet::{Classified, Kind, OuterAddr, classify, rewrite, rewrite_icmp_error};
 use crate::tcp::{self, Sender, TcpState, Transition};
 use crate::tuple::{Direction, Tuple};
@@ -93,7 +93,7 @@ pub struct Conntrack {
     snat: Option<SnatConfig>,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
-    map: HashMap<Tuple, u32>,
+    index: Index,
     live: usize,
     expiry_cursor: usize,
     evict_cursor: usize,
@@ -114,7 +114,7 @@ impl Conntrack {
         Conntrack {
             slots: Vec::with_capacity(n),
             free: Vec::with_capacity(n),
-            map: HashMap::with_capacity(2 * n),
+            index: Index::with_capacity(2 * n),
             cfg,
             snat,
             live: 0,
@@ -152,16 +152,9 @@ impl Conntrack {
 
     /// The entry whose original or reply tuple is `t`, if live at `now`.
     pub fn lookup(&self, now: Duration, t: &Tuple) -> Option<(&Entry, Direction)> {
-        let v = *self.map.get(t)?;
-        let e = self.slots.get((v >> 1) as usize)?.as_ref()?;
-        (e.expires_ms > ms(now)).then_some((
-            e,
-            if v & 1 == 0 {
-                Direction::Original
-            } else {
-                Direction::Reply
-            },
-        ))
+        let (slot, dir) = self.index.get(&self.slots, t, self.index.hash(t))?;
+        let e = self.slots.get(slot as usize)?.as_ref()?;
+        (e.expires_ms > ms(now)).then_some((e, dir))
     }
 
     /// Tracks (and translates, with SNAT) the IPv4 packet in `pkt`.
@@ -191,13 +184,14 @@ impl Conntrack {
         if let Kind::IcmpError { quoted, quote_at } = c.kind {
             return self.related(now, pkt, c.l4, quote_at, &quoted);
         }
-        let (slot, dir) = match self.find(now, &c.tuple) {
+        let h = self.index.hash(&c.tuple);
+        let (slot, dir) = match self.find(now, &c.tuple, h) {
             Some(found) => found,
             None => {
                 if origin == Origin::Uplink {
                     return Err(DropReason::NoEntry);
                 }
-                let slot = self.create(now, &c)?;
+                let slot = self.create(now, &c, h)?;
                 let e = self.entry_mut(slot).ok_or(DropReason::NoEntry)?;
                 let target = e.reply.reversed();
                 rewrite(pkt, c.l4, &c.tuple, &target);
@@ -261,8 +255,10 @@ impl Conntrack {
     ) -> Result<Accepted, DropReason> {
         // The quote is a packet that travelled the other way: its reverse
         // is the tuple of the direction the error travels.
+        let key = quoted.reversed();
+        let h = self.index.hash(&key);
         let (slot, dir) = self
-            .find(now, &quoted.reversed())
+            .find(now, &key, h)
             .ok_or(DropReason::IcmpErrorNoEntry)?;
         let e = self.entry_mut(slot).ok_or(DropReason::IcmpErrorNoEntry)?;
         if !e.is_nat() {
@@ -287,9 +283,8 @@ impl Conntrack {
     }
 
     /// Looks a tuple up; an expired entry found on the way is removed.
-    fn find(&mut self, now: Duration, t: &Tuple) -> Option<(u32, Direction)> {
-        let v = *self.map.get(t)?;
-        let slot = v >> 1;
+    fn find(&mut self, now: Duration, t: &Tuple, h: u64) -> Option<(u32, Direction)> {
+        let (slot, dir) = self.index.get(&self.slots, t, h)?;
         let expired = self
             .slots
             .get(slot as usize)?
@@ -300,14 +295,7 @@ impl Conntrack {
             self.counters.expired += 1;
             return None;
         }
-        Some((
-            slot,
-            if v & 1 == 0 {
-                Direction::Original
-            } else {
-                Direction::Reply
-            },
-        ))
+        Some((slot, dir))
     }
 
     fn entry_mut(&mut self, slot: u32) -> Option<&mut Entry> {
@@ -315,7 +303,8 @@ impl Conntrack {
     }
 
     /// Creates the entry for a new flow from a pod.
-    fn create(&mut self, now: Duration, c: &Classified) -> Result<u32, DropReason> {
+    /// `h` is the hash of `c.tuple`, which the caller found absent.
+    fn create(&mut self, now: Duration, c: &Classified, h: u64) -> Result<u32, DropReason> {
         let t = &self.cfg.timeouts;
         let (proto, timeout) = match c.kind {
             Kind::Tcp(seg) => {
@@ -353,8 +342,10 @@ impl Conntrack {
             }
             None => orig.reversed(),
         };
-        if self.map.contains_key(&reply) || self.map.contains_key(&orig) {
-            // A non-NAT flow whose reply tuple another flow already owns.
+        // Allocation proved a translated reply tuple free. An untranslated
+        // flow's reply tuple can still be another flow's original tuple
+        // (both ends opening the same ports): refuse, as Linux does.
+        if reply == orig.reversed() && self.index.contains(&self.slots, &reply) {
             return Err(DropReason::PortExhausted);
         }
         if self.live >= self.cfg.max_entries && !self.early_drop(now) {
@@ -379,8 +370,9 @@ impl Conntrack {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.map.insert(orig, slot << 1);
-        self.map.insert(reply, (slot << 1) | 1);
+        let hr = self.index.hash(&reply);
+        self.index.insert(&self.slots, h, slot, Direction::Original);
+        self.index.insert(&self.slots, hr, slot, Direction::Reply);
         self.live += 1;
         self.counters.created += 1;
         Ok(slot)
@@ -423,11 +415,11 @@ impl Conntrack {
         };
         if !matches!(orig.proto, ip_proto::ICMP | ip_proto::TCP | ip_proto::UDP) {
             let r = reply_for(0);
-            return (!self.map.contains_key(&r)).then_some(r);
+            return (!self.index.contains(&self.slots, &r)).then_some(r);
         }
         if !random_fully
             && range.contains(orig.src_port)
-            && !self.map.contains_key(&reply_for(orig.src_port))
+            && !self.index.contains(&self.slots, &reply_for(orig.src_port))
         {
             return Some(reply_for(orig.src_port));
         }
@@ -436,7 +428,7 @@ impl Conntrack {
         for i in 0..probes.min(n) {
             let p = (u32::from(range.min) + (offset + i) % n) as u16;
             let r = reply_for(p);
-            if !self.map.contains_key(&r) {
+            if !self.index.contains(&self.slots, &r) {
                 return Some(r);
             }
         }
@@ -477,12 +469,23 @@ impl Conntrack {
     }
 
     fn remove(&mut self, slot: u32) {
-        if let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::take) {
-            self.map.remove(&e.orig);
-            self.map.remove(&e.reply);
-            self.free.push(slot);
-            self.live -= 1;
+        // Unindex while the entry is still in the slab (the index compares
+        // against it), then free the slot.
+        let Some(e) = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .copied()
+        else {
+            return;
+        };
+        self.index.remove(&self.slots, &e.orig);
+        self.index.remove(&self.slots, &e.reply);
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = None;
         }
+        self.free.push(slot);
+        self.live -= 1;
     }
 
     /// Removes expired entries, examining at most `expiry_budget` slots from

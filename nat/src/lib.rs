@@ -31,6 +31,7 @@ mod config;
 mod conntrack;
 #[doc(hidden)]
 pub mod harness;
+mod index;
 mod packet;
 pub mod tcp;
 mod tuple;
