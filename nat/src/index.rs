@@ -14,7 +14,21 @@ use crate::tuple::{Direction, Tuple};
 #[derive(Debug)]
 pub(crate) struct Index {
     table: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    /// Per-table random key (drawn from hashbrown's randomly seeded
+    /// builder), so flows an outsider picks cannot be aimed at one bucket
+    /// chain without knowing it.
+    key: u64,
+}
+
+/// The tuple's hash: one keyed 128-bit multiply over its two packed words,
+/// folded (wyhash's `mum`). Derived `Hash` would feed the hasher field by
+/// field, with a length prefix per address: several times slower.
+fn hash_tuple(key: u64, t: &Tuple) -> u64 {
+    let a = (u64::from(t.src.to_bits()) << 32) | u64::from(t.dst.to_bits());
+    let b = (u64::from(t.src_port) << 48) | (u64::from(t.dst_port) << 32) | u64::from(t.proto);
+    let r = u128::from(a ^ key)
+        .wrapping_mul(u128::from(b ^ 0xe703_7ed1_a0b4_28db ^ key.rotate_left(32)));
+    (r as u64) ^ ((r >> 64) as u64)
 }
 
 /// The tuple an index value refers to.
@@ -25,14 +39,15 @@ fn tuple_of(slots: &[Option<Entry>], v: u32) -> Option<Tuple> {
 
 impl Index {
     pub(crate) fn with_capacity(n: usize) -> Self {
+        let key = DefaultHashBuilder::default().hash_one(0x5175_1ce0_u64) | 1;
         Index {
             table: HashTable::with_capacity(n),
-            hasher: DefaultHashBuilder::default(),
+            key,
         }
     }
 
     pub(crate) fn hash(&self, t: &Tuple) -> u64 {
-        self.hasher.hash_one(t)
+        hash_tuple(self.key, t)
     }
 
     /// The slot and direction holding `t` (whose hash is `h`).
@@ -63,10 +78,10 @@ impl Index {
     /// Indexes direction `dir` of the entry in `slot` (already in the slab),
     /// whose tuple hashes to `h`.
     pub(crate) fn insert(&mut self, slots: &[Option<Entry>], h: u64, slot: u32, dir: Direction) {
-        let hasher = &self.hasher;
+        let key = self.key;
         let v = (slot << 1) | dir.index() as u32;
         self.table.insert_unique(h, v, |&x| {
-            tuple_of(slots, x).map_or(0, |t| hasher.hash_one(t))
+            tuple_of(slots, x).map_or(0, |t| hash_tuple(key, &t))
         });
     }
 
