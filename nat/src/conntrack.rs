@@ -108,7 +108,9 @@ fn ms(d: Duration) -> u64 {
 impl Conntrack {
     /// A tracker; with `snat`, also a masquerading NAT. Allocates the whole
     /// table up front: no allocation happens per packet.
-    pub fn new(cfg: ConntrackConfig, snat: Option<SnatConfig>) -> Self {
+    /// `max_entries` is capped at 2^23 (8.4M) per worker.
+    pub fn new(mut cfg: ConntrackConfig, snat: Option<SnatConfig>) -> Self {
+        cfg.max_entries = cfg.max_entries.min(crate::index::MAX_SLOTS);
         let n = cfg.max_entries;
         let rng = snat.as_ref().map_or(1, |s| s.seed | 1);
         Conntrack {

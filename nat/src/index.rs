@@ -1,7 +1,9 @@
-//! Tuple -> entry index. The table stores only a `u32` per direction (slot
-//! number shifted left, direction in the low bit); the tuples it compares
-//! against live in the slab entries, which a lookup reads anyway. That is 5
-//! bytes per bucket instead of 21 with the tuple as a map key.
+//! Tuple -> entry index. The table stores only a `u32` per direction:
+//! slot number (23 bits), an 8-bit tag from the tuple's hash, and the
+//! direction (low bit). The tuples it compares against live in the slab
+//! entries, which a lookup reads anyway: 5 bytes per bucket instead of 21
+//! with the tuple as a map key. The tag keeps a probe from dereferencing
+//! (and missing cache on) a slab entry whose control byte merely collided.
 
 use core::hash::BuildHasher;
 
@@ -31,9 +33,30 @@ fn hash_tuple(key: u64, t: &Tuple) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
+/// Most slots an index can address (2^23): the per-worker table limit.
+pub(crate) const MAX_SLOTS: usize = 1 << 23;
+
+const TAG_MASK: u32 = 0xff << 1;
+
+/// The tag bits of a hash, placed as in a stored value.
+const fn tag(h: u64) -> u32 {
+    ((h >> 40) as u32 & 0xff) << 1
+}
+
+/// The slot a stored value names.
+const fn slot_of(v: u32) -> u32 {
+    v >> 9
+}
+
+/// Whether stored value `v` is tuple `t` (hash `h`): the tag first, the
+/// slab entry only when the tag agrees.
+fn matches(slots: &[Option<Entry>], v: u32, t: &Tuple, h: u64) -> bool {
+    v & TAG_MASK == tag(h) && tuple_of(slots, v).as_ref() == Some(t)
+}
+
 /// The tuple an index value refers to.
 fn tuple_of(slots: &[Option<Entry>], v: u32) -> Option<Tuple> {
-    let e = slots.get((v >> 1) as usize)?.as_ref()?;
+    let e = slots.get(slot_of(v) as usize)?.as_ref()?;
     Some(if v & 1 == 0 { e.orig } else { e.reply })
 }
 
@@ -57,17 +80,13 @@ impl Index {
         t: &Tuple,
         h: u64,
     ) -> Option<(u32, Direction)> {
-        let v = *self
-            .table
-            .find(h, |&v| tuple_of(slots, v).as_ref() == Some(t))?;
-        Some((
-            v >> 1,
-            if v & 1 == 0 {
-                Direction::Original
-            } else {
-                Direction::Reply
-            },
-        ))
+        let v = *self.table.find(h, |&v| matches(slots, v, t, h))?;
+        let dir = if v & 1 == 0 {
+            Direction::Original
+        } else {
+            Direction::Reply
+        };
+        Some((slot_of(v), dir))
     }
 
     /// Whether `t` is indexed.
@@ -79,7 +98,7 @@ impl Index {
     /// whose tuple hashes to `h`.
     pub(crate) fn insert(&mut self, slots: &[Option<Entry>], h: u64, slot: u32, dir: Direction) {
         let key = self.key;
-        let v = (slot << 1) | dir.index() as u32;
+        let v = (slot << 9) | tag(h) | dir.index() as u32;
         self.table.insert_unique(h, v, |&x| {
             tuple_of(slots, x).map_or(0, |t| hash_tuple(key, &t))
         });
@@ -88,10 +107,7 @@ impl Index {
     /// Removes `t` (its entry must still be in the slab).
     pub(crate) fn remove(&mut self, slots: &[Option<Entry>], t: &Tuple) {
         let h = self.hash(t);
-        if let Ok(e) = self
-            .table
-            .find_entry(h, |&v| tuple_of(slots, v).as_ref() == Some(t))
-        {
+        if let Ok(e) = self.table.find_entry(h, |&v| matches(slots, v, t, h)) {
             e.remove();
         }
     }

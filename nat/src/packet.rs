@@ -140,8 +140,12 @@ pub(crate) fn rewrite(pkt: &mut [u8], l4: usize, from: &Tuple, to: &Tuple) {
     match from.proto {
         ip_proto::TCP => {
             let mut t = TcpPacket::new_unchecked(body);
-            t.update_addr_v4(from.src, to.src);
-            t.update_addr_v4(from.dst, to.dst);
+            if from.src != to.src {
+                t.update_addr_v4(from.src, to.src);
+            }
+            if from.dst != to.dst {
+                t.update_addr_v4(from.dst, to.dst);
+            }
             if from.src_port != to.src_port {
                 t.set_src_port(to.src_port);
             }
@@ -151,8 +155,12 @@ pub(crate) fn rewrite(pkt: &mut [u8], l4: usize, from: &Tuple, to: &Tuple) {
         }
         ip_proto::UDP => {
             let mut u = UdpPacket::new_unchecked(body);
-            u.update_addr_v4(from.src, to.src);
-            u.update_addr_v4(from.dst, to.dst);
+            if from.src != to.src {
+                u.update_addr_v4(from.src, to.src);
+            }
+            if from.dst != to.dst {
+                u.update_addr_v4(from.dst, to.dst);
+            }
             if from.src_port != to.src_port {
                 u.set_src_port(to.src_port);
             }
