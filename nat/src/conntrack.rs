@@ -101,8 +101,11 @@ pub struct Conntrack {
     counters: Counters,
 }
 
+/// Milliseconds of a `Duration`, without `as_millis`'s 128-bit arithmetic.
 fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 impl Conntrack {
@@ -204,8 +207,14 @@ impl Conntrack {
                 });
             }
         };
-        let (cfg_liberal, timeouts) = (self.cfg.tcp_liberal, self.cfg.timeouts);
-        let e = self.entry_mut(slot).ok_or(DropReason::NoEntry)?;
+        // Disjoint borrows: the config is read while the entry is written
+        // (a copy of `Timeouts` per packet cost 192 bytes of moves).
+        let (cfg_liberal, timeouts) = (self.cfg.tcp_liberal, &self.cfg.timeouts);
+        let e = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or(DropReason::NoEntry)?;
         let timeout = match (&mut e.proto, c.kind) {
             (ProtoState::Tcp { state, senders }, Kind::Tcp(seg)) => {
                 let next = match tcp::transition(dir, seg.flags, *state) {
@@ -217,7 +226,7 @@ impl Conntrack {
                     return Err(DropReason::TcpOutOfWindow);
                 }
                 *state = next;
-                tcp_timeout(&timeouts, next)
+                tcp_timeout(timeouts, next)
             }
             (ProtoState::Udp, _) => {
                 if dir == Direction::Reply || e.seen_reply {
