@@ -138,40 +138,60 @@ pub(crate) fn rewrite(pkt: &mut [u8], l4: usize, from: &Tuple, to: &Tuple) {
         return;
     };
     match from.proto {
-        ip_proto::TCP => {
-            let mut t = TcpPacket::new_unchecked(body);
-            if from.src != to.src {
-                t.update_addr_v4(from.src, to.src);
-            }
-            if from.dst != to.dst {
-                t.update_addr_v4(from.dst, to.dst);
-            }
-            if from.src_port != to.src_port {
-                t.set_src_port(to.src_port);
-            }
-            if from.dst_port != to.dst_port {
-                t.set_dst_port(to.dst_port);
-            }
-        }
-        ip_proto::UDP => {
-            let mut u = UdpPacket::new_unchecked(body);
-            if from.src != to.src {
-                u.update_addr_v4(from.src, to.src);
-            }
-            if from.dst != to.dst {
-                u.update_addr_v4(from.dst, to.dst);
-            }
-            if from.src_port != to.src_port {
-                u.set_src_port(to.src_port);
-            }
-            if from.dst_port != to.dst_port {
-                u.set_dst_port(to.dst_port);
-            }
-        }
+        ip_proto::TCP => rewrite_ports(&mut TcpPacket::new_unchecked(body), from, to),
+        ip_proto::UDP => rewrite_ports(&mut UdpPacket::new_unchecked(body), from, to),
         ip_proto::ICMP if from.src_port != to.src_port => {
             IcmpPacket::new_unchecked_v4(body).set_echo_ident(to.src_port);
         }
         _ => {}
+    }
+}
+
+/// The rewrites TCP and UDP share: ports, and the pseudo-header addresses
+/// their checksums cover (each view applies its own checksum rules, such as
+/// UDP's zero checksum).
+trait PortsView {
+    fn update_addr_v4(&mut self, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr);
+    fn set_src_port(&mut self, port: u16);
+    fn set_dst_port(&mut self, port: u16);
+}
+
+impl PortsView for TcpPacket<&mut [u8]> {
+    fn update_addr_v4(&mut self, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) {
+        TcpPacket::update_addr_v4(self, old, new);
+    }
+    fn set_src_port(&mut self, port: u16) {
+        TcpPacket::set_src_port(self, port);
+    }
+    fn set_dst_port(&mut self, port: u16) {
+        TcpPacket::set_dst_port(self, port);
+    }
+}
+
+impl PortsView for UdpPacket<&mut [u8]> {
+    fn update_addr_v4(&mut self, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) {
+        UdpPacket::update_addr_v4(self, old, new);
+    }
+    fn set_src_port(&mut self, port: u16) {
+        UdpPacket::set_src_port(self, port);
+    }
+    fn set_dst_port(&mut self, port: u16) {
+        UdpPacket::set_dst_port(self, port);
+    }
+}
+
+fn rewrite_ports(v: &mut impl PortsView, from: &Tuple, to: &Tuple) {
+    if from.src != to.src {
+        v.update_addr_v4(from.src, to.src);
+    }
+    if from.dst != to.dst {
+        v.update_addr_v4(from.dst, to.dst);
+    }
+    if from.src_port != to.src_port {
+        v.set_src_port(to.src_port);
+    }
+    if from.dst_port != to.dst_port {
+        v.set_dst_port(to.dst_port);
     }
 }
 
