@@ -241,7 +241,7 @@ impl Conntrack {
         if dir == Direction::Reply {
             e.seen_reply = true;
         }
-        e.expires_ms = ms(now + timeout);
+        e.expires_ms = ms(now.saturating_add(timeout));
         let target = match dir {
             Direction::Original => e.reply.reversed(),
             Direction::Reply => e.orig.reversed(),
@@ -366,7 +366,7 @@ impl Conntrack {
             orig,
             reply,
             proto,
-            expires_ms: ms(now + timeout),
+            expires_ms: ms(now.saturating_add(timeout)),
             seen_reply: false,
         };
         let slot = match self.free.pop() {

@@ -524,3 +524,30 @@ fn every_drop_reason_is_reachable() {
         let _ = r.name();
     }
 }
+
+#[test]
+fn huge_configured_timeouts_and_late_clocks_do_not_panic() {
+    let t = Timeouts {
+        udp_unreplied: Duration::MAX,
+        udp_replied: Duration::MAX,
+        ..Timeouts::default()
+    };
+    let mut ct = ct_with(
+        ConntrackConfig {
+            timeouts: t,
+            ..ConntrackConfig::default()
+        },
+        snat(),
+    );
+    let mut q = udp(POD_A, 1, OUTSIDE, 53, b"q");
+    accept(ct.process(Duration::MAX - secs(1), &mut q, Origin::Pod));
+    let key = Tuple {
+        src: a(POD_A),
+        dst: a(OUTSIDE),
+        src_port: 1,
+        dst_port: 53,
+        proto: 17,
+    };
+    assert!(ct.lookup(Duration::MAX - secs(1), &key).is_some());
+    ct.handle_timeout(Duration::MAX);
+}
