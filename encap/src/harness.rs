@@ -159,7 +159,7 @@ pub fn encap_roundtrip(data: &[u8]) {
         return;
     }
     let Ok(outer) = res else {
-        panic_free_fail("encapsulate refused a valid inner frame")
+        invariant_violated("encapsulate refused a valid inner frame")
     };
     let mut frame = buf.get(outer).unwrap_or(&[]).to_vec();
     let again = vxlan::encapsulate(&mut buf, headroom..end, &tmpl);
@@ -174,7 +174,7 @@ pub fn encap_roundtrip(data: &[u8]) {
             assert_eq!((d.outer_src, d.outer_dst), (ep.local_ip, ep.remote_ip));
             assert!(cfg.src_ports.contains(d.outer_src_port));
         }
-        Err(e) => panic_free_fail(&format!("decap of our own encap failed: {e}")),
+        Err(e) => invariant_violated(&format!("decap of our own encap failed: {e}")),
     }
 }
 
@@ -182,6 +182,6 @@ pub fn encap_roundtrip(data: &[u8]) {
     clippy::panic,
     reason = "fuzz harness: a violated invariant must abort"
 )]
-fn panic_free_fail(msg: &str) -> ! {
+fn invariant_violated(msg: &str) -> ! {
     panic!("{msg}")
 }
