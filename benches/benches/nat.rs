@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
 use nat::{Conntrack, ConntrackConfig, Origin, PortRange, SnatConfig, Verdict};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
 use sluice_benches::alloc::{CountingAlloc, count, live_bytes};
 use sluice_benches::frames::{pod_udp, reply_to};
+
+/// Packets per burst, as a worker's RX batch.
+const BURST: usize = 32;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -87,6 +91,46 @@ fn hits(c: &mut Criterion) {
             b.iter_batched_ref(
                 || reply.clone(),
                 |p| ct.process(now, black_box(p), Origin::Uplink),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+/// Hits spread over the whole table: each timed iteration is a burst of 32
+/// packets of flows drawn at random from the `n` live ones, so at 1M entries
+/// the index and slab reads miss the cache as a worker's would.
+fn random_hits(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conntrack_hit_random");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for n in [1_000u32, big()] {
+        let (mut ct, _, _) = filled(n);
+        let now = Duration::from_secs(2);
+        let mut rng = StdRng::seed_from_u64(7);
+        g.bench_function(format!("{n}/original+snat/burst32/process"), |b| {
+            b.iter_batched_ref(
+                || {
+                    (0..BURST)
+                        .map(|_| pod_udp(rng.random_range(0..n), 64))
+                        .collect::<Vec<_>>()
+                },
+                |burst| {
+                    for p in burst.iter_mut() {
+                        black_box(ct.process(now, black_box(p), Origin::Pod));
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        let mut verdicts = [Verdict::Drop(nat::DropReason::Malformed); BURST];
+        g.bench_function(format!("{n}/original+snat/burst32/process_burst"), |b| {
+            b.iter_batched_ref(
+                || {
+                    (0..BURST)
+                        .map(|_| pod_udp(rng.random_range(0..n), 64))
+                        .collect::<Vec<_>>()
+                },
+                |burst| ct.process_burst(now, black_box(burst), Origin::Pod, &mut verdicts),
                 BatchSize::SmallInput,
             )
         });
@@ -176,7 +220,7 @@ fn report_memory() {
     drop(ct);
 }
 
-criterion::criterion_group!(benches, hits, new_flows, expiry);
+criterion::criterion_group!(benches, hits, random_hits, new_flows, expiry);
 
 fn main() {
     report_memory();

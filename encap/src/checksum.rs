@@ -174,6 +174,49 @@ pub fn update_ipv6_addr(check: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
     !fold(s)
 }
 
+/// Several field changes folded into one RFC 1624 update: the sum of
+/// `~m + m'` over every changed 16-bit word, applied to any number of
+/// checksums that cover those words (a NAT's address change is covered by
+/// the IPv4 header checksum and the TCP/UDP pseudo-header alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delta(u64);
+
+impl Delta {
+    /// No change.
+    pub const fn new() -> Self {
+        Delta(0)
+    }
+
+    /// A 16-bit word changed from `old` to `new`.
+    #[inline]
+    #[must_use]
+    pub const fn u16(self, old: u16, new: u16) -> Self {
+        Delta(self.0 + (!old) as u64 + new as u64)
+    }
+
+    /// A 32-bit field (two words) changed.
+    #[inline]
+    #[must_use]
+    pub const fn u32(self, old: u32, new: u32) -> Self {
+        self.u16((old >> 16) as u16, (new >> 16) as u16)
+            .u16(old as u16, new as u16)
+    }
+
+    /// An IPv4 address changed.
+    #[inline]
+    #[must_use]
+    pub const fn ipv4_addr(self, old: Ipv4Addr, new: Ipv4Addr) -> Self {
+        self.u32(old.to_bits(), new.to_bits())
+    }
+
+    /// `check` after the changes (RFC 1624 equation 3; the same value a
+    /// full recomputation gives).
+    #[inline]
+    pub const fn apply(self, check: u16) -> u16 {
+        !fold((!check) as u64 + self.0)
+    }
+}
+
 /// UDP's variant of an incremental update (RFC 768): a zero checksum means
 /// "none computed" and stays zero; a computed zero is sent as 0xFFFF.
 #[inline]
@@ -191,6 +234,29 @@ pub fn udp_adjust(check: u16, update: impl FnOnce(u16) -> u16) -> u16 {
 mod tests {
     use super::*;
     use rand::{Rng, RngExt, SeedableRng, rngs::StdRng};
+
+    #[test]
+    fn delta_equals_updates_applied_one_by_one_and_a_full_recompute() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..10_000 {
+            let mut data = [0u8; 24];
+            rng.fill_bytes(&mut data);
+            let before = internet_checksum(&data);
+            let (a, b): (u32, u32) = (rng.random(), rng.random());
+            let p: u16 = rng.random();
+            let old_a = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+            let old_b = u32::from_be_bytes([data[12], data[13], data[14], data[15]]);
+            let old_p = u16::from_be_bytes([data[20], data[21]]);
+            data[4..8].copy_from_slice(&a.to_be_bytes());
+            data[12..16].copy_from_slice(&b.to_be_bytes());
+            data[20..22].copy_from_slice(&p.to_be_bytes());
+            let d = Delta::new().u32(old_a, a).u32(old_b, b).u16(old_p, p);
+            let one_by_one =
+                update_u16(update_u32(update_u32(before, old_a, a), old_b, b), old_p, p);
+            assert_eq!(d.apply(before), one_by_one);
+            assert_eq!(d.apply(before), internet_checksum(&data));
+        }
+    }
 
     /// The obvious byte-at-a-time RFC 1071 reference.
     fn reference(data: &[u8]) -> u16 {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use encap::ip_proto;
 
 use crate::config::{ConntrackConfig, PortRange, SnatConfig};
-use crate::index::Index;
+use crate::index::{Index, prefetch};
 use crate::packet::{Classified, Kind, OuterAddr, classify, rewrite, rewrite_icmp_error};
 use crate::tcp::{self, Sender, TcpState, Transition};
 use crate::tuple::{Direction, Tuple};
@@ -52,6 +52,17 @@ pub struct Entry {
     pub seen_reply: bool,
 }
 
+#[cfg(test)]
+pub(crate) fn test_entry(orig: Tuple, reply: Tuple) -> Entry {
+    Entry {
+        orig,
+        reply,
+        proto: ProtoState::Udp,
+        expires_ms: u64::MAX,
+        seen_reply: false,
+    }
+}
+
 impl Entry {
     /// Whether the entry is translated.
     pub fn is_nat(&self) -> bool {
@@ -63,6 +74,10 @@ impl Entry {
         Duration::from_millis(self.expires_ms)
     }
 }
+
+/// Packets [`Conntrack::process_burst`] prepares together (a worker's RX
+/// burst); longer slices are processed in chunks of this size.
+pub const BURST: usize = 32;
 
 /// Packet origin: which side of the node it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,11 +179,74 @@ impl Conntrack {
 
     /// Tracks (and translates, with SNAT) the IPv4 packet in `pkt`.
     pub fn process(&mut self, now: Duration, pkt: &mut [u8], origin: Origin) -> Verdict {
-        let v = match classify(pkt) {
-            Ok(c) => self.track(now, pkt, origin, c),
-            Err(r) => Err(r),
-        };
-        match v {
+        let c = classify(pkt);
+        let h = c.as_ref().map_or(0, |c| self.index.hash(&c.key()));
+        self.finish(now, pkt, origin, c, h)
+    }
+
+    /// [`process`](Self::process) for a burst of packets from one origin,
+    /// as a worker receives them: `verdicts[i]` is the verdict for
+    /// `pkts[i]`; only the first `min(pkts.len(), verdicts.len())` packets
+    /// are processed (that number is returned).
+    ///
+    /// The result is exactly that of calling `process` on each packet in
+    /// order. It is faster on a large table: every packet of a chunk of
+    /// [`BURST`] is parsed and its index bucket prefetched, then the likely
+    /// entry of each is prefetched, and only then are they tracked, so the
+    /// cache misses of a burst overlap instead of adding up.
+    pub fn process_burst<P: AsMut<[u8]>>(
+        &mut self,
+        now: Duration,
+        pkts: &mut [P],
+        origin: Origin,
+        verdicts: &mut [Verdict],
+    ) -> usize {
+        let mut done = 0;
+        for (pc, vc) in pkts.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
+            let mut prep = [(Err(DropReason::Malformed), 0u64); BURST];
+            for (p, slot) in pc.iter_mut().zip(prep.iter_mut()) {
+                let c = classify(p.as_mut());
+                let h = c.as_ref().map_or(0, |c| self.index.hash(&c.key()));
+                if c.is_ok() {
+                    self.index.prefetch(h);
+                }
+                *slot = (c, h);
+            }
+            for (c, h) in prep.iter().take(pc.len()) {
+                if c.is_ok()
+                    && let Some(e) = self
+                        .index
+                        .likely_slot(*h)
+                        .and_then(|s| self.slots.get(s as usize))
+                {
+                    prefetch(e);
+                    prefetch(
+                        std::ptr::from_ref(e)
+                            .wrapping_add(1)
+                            .cast::<u8>()
+                            .wrapping_sub(1),
+                    );
+                }
+            }
+            for ((p, v), (c, h)) in pc.iter_mut().zip(vc.iter_mut()).zip(prep) {
+                *v = self.finish(now, p.as_mut(), origin, c, h);
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// Tracks a classified packet whose lookup key hashes to `h`, and
+    /// counts a drop.
+    fn finish(
+        &mut self,
+        now: Duration,
+        pkt: &mut [u8],
+        origin: Origin,
+        c: Result<Classified, DropReason>,
+        h: u64,
+    ) -> Verdict {
+        match c.and_then(|c| self.track(now, pkt, origin, c, h)) {
             Ok(a) => Verdict::Accept(a),
             Err(r) => {
                 if let Some(c) = self.counters.drops.get_mut(r as usize) {
@@ -179,17 +257,18 @@ impl Conntrack {
         }
     }
 
+    /// `h` is the hash of `c.key()`.
     fn track(
         &mut self,
         now: Duration,
         pkt: &mut [u8],
         origin: Origin,
         c: Classified,
+        h: u64,
     ) -> Result<Accepted, DropReason> {
         if let Kind::IcmpError { quoted, quote_at } = c.kind {
-            return self.related(now, pkt, c.l4, quote_at, &quoted);
+            return self.related(now, pkt, c.l4, quote_at, &quoted, h);
         }
-        let h = self.index.hash(&c.tuple);
         let (slot, dir) = match self.find(now, &c.tuple, h) {
             Some(found) => found,
             None => {
@@ -263,11 +342,11 @@ impl Conntrack {
         l4: usize,
         quote_at: usize,
         quoted: &Tuple,
+        h: u64,
     ) -> Result<Accepted, DropReason> {
         // The quote is a packet that travelled the other way: its reverse
-        // is the tuple of the direction the error travels.
+        // is the tuple of the direction the error travels (`h` is its hash).
         let key = quoted.reversed();
-        let h = self.index.hash(&key);
         let (slot, dir) = self
             .find(now, &key, h)
             .ok_or(DropReason::IcmpErrorNoEntry)?;
@@ -382,8 +461,18 @@ impl Conntrack {
             }
         };
         let hr = self.index.hash(&reply);
-        self.index.insert(&self.slots, h, slot, Direction::Original);
-        self.index.insert(&self.slots, hr, slot, Direction::Reply);
+        // Sizing (two values per entry, 15 ways per 10 on average) leaves
+        // room for every entry the slab can hold; were it ever full, the
+        // flow is refused rather than left half-indexed.
+        if !self.index.insert(h, slot, Direction::Original) {
+            self.release(slot);
+            return Err(DropReason::TableFull);
+        }
+        if !self.index.insert(hr, slot, Direction::Reply) {
+            self.index.remove(&self.slots, &orig, h);
+            self.release(slot);
+            return Err(DropReason::TableFull);
+        }
         self.live += 1;
         self.counters.created += 1;
         Ok(slot)
@@ -490,13 +579,19 @@ impl Conntrack {
         else {
             return;
         };
-        self.index.remove(&self.slots, &e.orig);
-        self.index.remove(&self.slots, &e.reply);
+        let (ho, hr) = (self.index.hash(&e.orig), self.index.hash(&e.reply));
+        self.index.remove(&self.slots, &e.orig, ho);
+        self.index.remove(&self.slots, &e.reply, hr);
+        self.release(slot);
+        self.live -= 1;
+    }
+
+    /// Empties a slot and returns it to the free list.
+    fn release(&mut self, slot: u32) {
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = None;
         }
         self.free.push(slot);
-        self.live -= 1;
     }
 
     /// Removes expired entries, examining at most `expiry_budget` slots from

@@ -16,7 +16,8 @@
 //! queue by the dataplane, as VPP's NAT44 does. No state is shared, so the
 //! per-packet path takes no lock. The original source port is kept only when
 //! it lies in the worker's own slice.
-#![forbid(unsafe_code)]
+// One `unsafe` block in the crate: the cache prefetch hint in `index.rs`.
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(
@@ -38,7 +39,7 @@ mod tuple;
 mod verdict;
 
 pub use config::{ConntrackConfig, PortRange, SnatConfig, Timeouts};
-pub use conntrack::{Conntrack, Counters, Entry, Origin, ProtoState};
+pub use conntrack::{BURST, Conntrack, Counters, Entry, Origin, ProtoState};
 pub use tuple::{Direction, Tuple};
 pub use verdict::{Accepted, CtState, DropReason, Verdict};
 

@@ -1,6 +1,7 @@
 //! Reading a packet's tuple and rewriting it to another tuple, on `encap`'s
 //! views, with incremental checksums only.
 
+use encap::checksum::Delta;
 use encap::icmp::{IcmpPacket, is_v4_error, v4_type};
 use encap::ip_proto;
 use encap::ipv4::Ipv4Packet;
@@ -33,6 +34,18 @@ pub(crate) struct Classified {
     pub tuple: Tuple,
     pub kind: Kind,
     pub l4: usize,
+}
+
+impl Classified {
+    /// The tuple the table is searched for: the packet's own, or for an
+    /// ICMP error the reverse of the packet it quotes (the direction the
+    /// error travels).
+    pub(crate) fn key(&self) -> Tuple {
+        match self.kind {
+            Kind::IcmpError { quoted, .. } => quoted.reversed(),
+            _ => self.tuple,
+        }
+    }
 }
 
 /// Reads the tuple and tracking fields of the IPv4 packet in `pkt`.
@@ -123,75 +136,52 @@ fn quoted_tuple(pkt: &[u8], at: usize) -> Option<Tuple> {
 /// Rewrites the IPv4 packet `pkt`, whose tuple is `from`, to carry `to`:
 /// addresses in the IP header, ports (or the ICMP echo identifier) in the
 /// transport header, every checksum updated incrementally (RFC 1624).
+///
+/// `pkt` has passed [`classify`], which put a whole TCP or UDP header at
+/// `l4`. For TCP and UDP the address and port changes are summed once
+/// ([`Delta`]) and applied to both checksums; UDP keeps a zero ("none")
+/// checksum and sends a computed zero as 0xFFFF.
 pub(crate) fn rewrite(pkt: &mut [u8], l4: usize, from: &Tuple, to: &Tuple) {
     if from == to {
         return;
     }
-    let mut ip = Ipv4Packet::new_unchecked(&mut *pkt);
-    if from.src != to.src {
-        ip.set_src_addr(to.src);
-    }
-    if from.dst != to.dst {
-        ip.set_dst_addr(to.dst);
-    }
-    let Some(body) = pkt.get_mut(l4..) else {
-        return;
-    };
-    match from.proto {
-        ip_proto::TCP => rewrite_ports(&mut TcpPacket::new_unchecked(body), from, to),
-        ip_proto::UDP => rewrite_ports(&mut UdpPacket::new_unchecked(body), from, to),
+    let addrs = Delta::new()
+        .ipv4_addr(from.src, to.src)
+        .ipv4_addr(from.dst, to.dst);
+    put(pkt, 12, to.src.octets());
+    put(pkt, 16, to.dst.octets());
+    put(pkt, 10, addrs.apply(be16(pkt, 10)).to_be_bytes());
+    let csum_at = match from.proto {
+        ip_proto::TCP => l4 + 16,
+        ip_proto::UDP => l4 + 6,
         ip_proto::ICMP if from.src_port != to.src_port => {
-            IcmpPacket::new_unchecked_v4(body).set_echo_ident(to.src_port);
+            if let Some(body) = pkt.get_mut(l4..) {
+                IcmpPacket::new_unchecked_v4(body).set_echo_ident(to.src_port);
+            }
+            return;
         }
-        _ => {}
-    }
+        _ => return,
+    };
+    let check = be16(pkt, csum_at);
+    let new = addrs
+        .u16(from.src_port, to.src_port)
+        .u16(from.dst_port, to.dst_port)
+        .apply(check);
+    let new = match from.proto {
+        ip_proto::UDP if check == 0 => 0,
+        ip_proto::UDP if new == 0 => 0xffff,
+        _ => new,
+    };
+    put(pkt, l4, to.src_port.to_be_bytes());
+    put(pkt, l4 + 2, to.dst_port.to_be_bytes());
+    put(pkt, csum_at, new.to_be_bytes());
 }
 
-/// The rewrites TCP and UDP share: ports, and the pseudo-header addresses
-/// their checksums cover (each view applies its own checksum rules, such as
-/// UDP's zero checksum).
-trait PortsView {
-    fn update_addr_v4(&mut self, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr);
-    fn set_src_port(&mut self, port: u16);
-    fn set_dst_port(&mut self, port: u16);
-}
-
-impl PortsView for TcpPacket<&mut [u8]> {
-    fn update_addr_v4(&mut self, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) {
-        TcpPacket::update_addr_v4(self, old, new);
-    }
-    fn set_src_port(&mut self, port: u16) {
-        TcpPacket::set_src_port(self, port);
-    }
-    fn set_dst_port(&mut self, port: u16) {
-        TcpPacket::set_dst_port(self, port);
-    }
-}
-
-impl PortsView for UdpPacket<&mut [u8]> {
-    fn update_addr_v4(&mut self, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) {
-        UdpPacket::update_addr_v4(self, old, new);
-    }
-    fn set_src_port(&mut self, port: u16) {
-        UdpPacket::set_src_port(self, port);
-    }
-    fn set_dst_port(&mut self, port: u16) {
-        UdpPacket::set_dst_port(self, port);
-    }
-}
-
-fn rewrite_ports(v: &mut impl PortsView, from: &Tuple, to: &Tuple) {
-    if from.src != to.src {
-        v.update_addr_v4(from.src, to.src);
-    }
-    if from.dst != to.dst {
-        v.update_addr_v4(from.dst, to.dst);
-    }
-    if from.src_port != to.src_port {
-        v.set_src_port(to.src_port);
-    }
-    if from.dst_port != to.dst_port {
-        v.set_dst_port(to.dst_port);
+/// Writes `v` at `at` (nothing if it does not fit).
+#[inline(always)]
+fn put<const N: usize>(pkt: &mut [u8], at: usize, v: [u8; N]) {
+    if let Some(b) = pkt.get_mut(at..at + N) {
+        b.copy_from_slice(&v);
     }
 }
 
