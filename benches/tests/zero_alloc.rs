@@ -171,4 +171,19 @@ fn conntrack_hit_and_new_flow_do_not_allocate() {
         ));
     });
     assert_eq!(per_hit, 0.0, "hit in both directions");
+    // A burst of 32 hits through process_burst: its staging is on the stack.
+    let burst_src: Vec<Vec<u8>> = (0..nat::BURST as u32).map(|i| pod_udp(i, 64)).collect();
+    let mut burst = burst_src.clone();
+    let mut verdicts = [Verdict::Drop(nat::DropReason::Malformed); nat::BURST];
+    let per_burst = count(N / 32, || {
+        for (b, s) in burst.iter_mut().zip(&burst_src) {
+            b.copy_from_slice(s);
+        }
+        assert_eq!(
+            ct.process_burst(now, &mut burst, Origin::Pod, &mut verdicts),
+            nat::BURST
+        );
+        assert!(verdicts.iter().all(|v| matches!(v, Verdict::Accept(_))));
+    });
+    assert_eq!(per_burst, 0.0, "process_burst of 32 hits");
 }
