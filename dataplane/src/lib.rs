@@ -1,4 +1,27 @@
-//! The Sluice forwarder: ports (AF_XDP, TUN, fake), pinned poll-mode workers,
-//! the per-packet pipeline and the `sluice` binary.
+//! The Sluice forwarder: ports (AF_XDP, TUN, fake), pinned poll-mode
+//! workers, the per-packet pipeline, and the pieces of the `sluice` binary.
 //!
-//! Not built yet: issue 4 builds it on [`encap`] and [`nat`].
+//! Data flow: a [`port::Port`] fills caller-owned [`buf::Buf`]s in bursts;
+//! the [`worker::Worker`] runs each frame through [`pipeline`] against the
+//! current [`route::Snapshot`] and queues it on the output port, or counts
+//! it under one [`counters::Reason`].
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod buf;
+pub mod counters;
+pub mod icmp;
+pub mod pipeline;
+pub mod port;
+pub mod route;
+pub mod worker;
+
+#[cfg(test)]
+mod tests;

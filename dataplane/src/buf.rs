@@ -1,0 +1,161 @@
+//! Packet buffers: fixed-size, owned by the worker, reused forever.
+//!
+//! A [`Buf`] holds one frame with [`HEADROOM`] bytes free in front of it, so
+//! the pipeline can put an Ethernet header in front of a TUN packet and the
+//! 50-byte VXLAN header in front of that without moving the frame. Buffers
+//! move between the worker's pool, the RX burst and the TX queues by value
+//! (a pointer move): nothing is allocated per packet.
+
+/// Bytes of a buffer.
+pub const BUF_SIZE: usize = 2048;
+
+/// Free bytes kept in front of a received frame: an inner Ethernet header
+/// (14) plus VXLAN's 50, rounded up to a cache line.
+pub const HEADROOM: usize = 128;
+
+/// Largest frame a buffer holds after its headroom.
+pub const MAX_FRAME: usize = BUF_SIZE - HEADROOM;
+
+/// One packet buffer.
+pub struct Buf {
+    data: Box<[u8; BUF_SIZE]>,
+    start: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for Buf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buf")
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Buf::new()
+    }
+}
+
+impl Buf {
+    /// An empty buffer (allocates: call at start-up, not per packet).
+    pub fn new() -> Buf {
+        Buf {
+            data: Box::new([0; BUF_SIZE]),
+            start: HEADROOM,
+            len: 0,
+        }
+    }
+
+    /// Empties the buffer and returns the whole room after the headroom, for
+    /// a port to receive into; then call [`Buf::set_len`].
+    pub fn rx_room(&mut self) -> &mut [u8] {
+        self.start = HEADROOM;
+        self.len = 0;
+        self.data.get_mut(HEADROOM..).unwrap_or_default()
+    }
+
+    /// Sets the frame length after receiving into [`Buf::rx_room`]
+    /// (clamped to the room).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(BUF_SIZE - self.start);
+    }
+
+    /// Replaces the content with `frame` (truncated to [`MAX_FRAME`]).
+    pub fn fill(&mut self, frame: &[u8]) {
+        let n = frame.len().min(MAX_FRAME);
+        let room = self.rx_room();
+        if let (Some(dst), Some(src)) = (room.get_mut(..n), frame.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.set_len(n);
+    }
+
+    /// The frame.
+    pub fn data(&self) -> &[u8] {
+        self.data
+            .get(self.start..self.start + self.len)
+            .unwrap_or_default()
+    }
+
+    /// The frame, writable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.data
+            .get_mut(self.start..self.start + self.len)
+            .unwrap_or_default()
+    }
+
+    /// Frame length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Free bytes in front of the frame.
+    pub fn headroom(&self) -> usize {
+        self.start
+    }
+
+    /// Grows the frame by `n` bytes at the front and returns them; `None` if
+    /// the headroom is too small.
+    pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
+        let start = self.start.checked_sub(n)?;
+        self.start = start;
+        self.len += n;
+        self.data.get_mut(start..start + n)
+    }
+
+    /// Drops `n` bytes from the front of the frame (all of it if shorter).
+    pub fn pull_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.start += n;
+        self.len -= n;
+    }
+
+    /// Shortens the frame to `len` bytes (no effect if already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The whole buffer and the frame's range in it, for in-place
+    /// operations that write into the headroom (VXLAN encapsulation).
+    pub fn raw_mut(&mut self) -> (&mut [u8], std::ops::Range<usize>) {
+        let r = self.start..self.start + self.len;
+        (&mut self.data[..], r)
+    }
+
+    /// Makes `range` of the whole buffer the frame (after an in-place
+    /// operation through [`Buf::raw_mut`]); ignored if out of bounds.
+    pub fn set_range(&mut self, range: std::ops::Range<usize>) {
+        if range.start <= range.end && range.end <= BUF_SIZE {
+            self.start = range.start;
+            self.len = range.end - range.start;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_and_pull_move_the_front_within_the_buffer() {
+        let mut b = Buf::new();
+        b.fill(&[1, 2, 3]);
+        assert_eq!(b.headroom(), HEADROOM);
+        b.push_front(2).unwrap().copy_from_slice(&[9, 8]);
+        assert_eq!(b.data(), &[9, 8, 1, 2, 3]);
+        b.pull_front(3);
+        assert_eq!(b.data(), &[2, 3]);
+        assert!(b.push_front(HEADROOM + 10).is_none());
+        b.pull_front(100);
+        assert!(b.is_empty());
+        b.fill(&[0; BUF_SIZE]);
+        assert_eq!(b.len(), MAX_FRAME);
+    }
+}

@@ -1,0 +1,187 @@
+//! Drop reasons and per-worker counters. Every packet a worker takes in
+//! leaves through a port or is counted under exactly one reason.
+
+use encap::vxlan::decap::DecapDrop;
+
+/// Why the dataplane dropped a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Truncated or invalid Ethernet/IPv4 header.
+    Malformed,
+    /// IPv4 header checksum wrong.
+    BadIpChecksum,
+    /// Not IPv4 (IPv6 and others are not forwarded yet).
+    NotIpv4,
+    /// A pod sent from an address that is not its own.
+    Spoofed,
+    /// VXLAN inner source outside the sending peer's pod CIDRs.
+    InnerSpoofed,
+    /// Destination inside the cluster CIDRs that no node owns.
+    NoRoute,
+    /// Destination in this node's pod CIDR with no pod attached.
+    NoSuchPod,
+    /// TTL ran out (an ICMP time exceeded was sent when possible).
+    TtlExceeded,
+    /// Too big for the uplink after encapsulation, DF set (an ICMP
+    /// fragmentation needed was sent).
+    FragNeeded,
+    /// Too big for the uplink after encapsulation, DF clear (fragmenting is
+    /// not supported: pod MTU is uplink MTU - 50, so this means a
+    /// misconfigured pod).
+    TooBig,
+    /// VXLAN from an address that is not a known peer's VTEP.
+    UnknownVtep,
+    /// The next hop (peer or gateway) has no resolved MAC yet.
+    NoNeighbour,
+    /// A frame on the uplink that is not for Sluice (not VXLAN, not a reply
+    /// to a masqueraded flow): the XDP program should have passed it to the
+    /// kernel.
+    NotOurs,
+    /// The output port's queue was full.
+    TxFull,
+    /// The output port failed.
+    TxError,
+    /// VXLAN decapsulation refused the frame.
+    Decap(DecapDrop),
+    /// Conntrack/NAT refused the packet.
+    Conntrack(nat::DropReason),
+}
+
+const LOCAL: [Reason; 15] = [
+    Reason::Malformed,
+    Reason::BadIpChecksum,
+    Reason::NotIpv4,
+    Reason::Spoofed,
+    Reason::InnerSpoofed,
+    Reason::NoRoute,
+    Reason::NoSuchPod,
+    Reason::TtlExceeded,
+    Reason::FragNeeded,
+    Reason::TooBig,
+    Reason::UnknownVtep,
+    Reason::NoNeighbour,
+    Reason::NotOurs,
+    Reason::TxFull,
+    Reason::TxError,
+];
+
+/// Number of distinct reasons.
+pub const REASONS: usize = LOCAL.len() + DecapDrop::ALL.len() + nat::DropReason::ALL.len();
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub fn all() -> impl Iterator<Item = Reason> {
+        LOCAL
+            .into_iter()
+            .chain(DecapDrop::ALL.into_iter().map(Reason::Decap))
+            .chain(nat::DropReason::ALL.into_iter().map(Reason::Conntrack))
+    }
+
+    /// Index into a counter array.
+    pub fn index(self) -> usize {
+        match self {
+            Reason::Decap(d) => LOCAL.len() + d as usize,
+            Reason::Conntrack(c) => LOCAL.len() + DecapDrop::ALL.len() + c as usize,
+            local => LOCAL.iter().position(|&r| r == local).unwrap_or(0),
+        }
+    }
+
+    /// Counter name (Prometheus label value).
+    pub fn name(self) -> String {
+        match self {
+            Reason::Decap(d) => format!("vxlan_{}", d.name()),
+            Reason::Conntrack(c) => format!("conntrack_{}", c.name()),
+            Reason::Malformed => "malformed".into(),
+            Reason::BadIpChecksum => "bad_ip_checksum".into(),
+            Reason::NotIpv4 => "not_ipv4".into(),
+            Reason::Spoofed => "spoofed_source".into(),
+            Reason::InnerSpoofed => "vxlan_inner_spoofed".into(),
+            Reason::NoRoute => "no_route".into(),
+            Reason::NoSuchPod => "no_such_pod".into(),
+            Reason::TtlExceeded => "ttl_exceeded".into(),
+            Reason::FragNeeded => "frag_needed".into(),
+            Reason::TooBig => "too_big".into(),
+            Reason::UnknownVtep => "vxlan_unknown_vtep".into(),
+            Reason::NoNeighbour => "no_neighbour".into(),
+            Reason::NotOurs => "not_ours".into(),
+            Reason::TxFull => "tx_full".into(),
+            Reason::TxError => "tx_error".into(),
+        }
+    }
+}
+
+/// Per-port counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Port name.
+    pub name: String,
+    /// Frames received.
+    pub rx: u64,
+    /// Frames transmitted.
+    pub tx: u64,
+}
+
+/// A worker's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters {
+    /// Drops by [`Reason::index`].
+    pub drops: [u64; REASONS],
+    /// Frames encapsulated towards peers.
+    pub encapsulated: u64,
+    /// Frames decapsulated from peers.
+    pub decapsulated: u64,
+    /// Packets translated by SNAT (either direction).
+    pub nat: u64,
+    /// ICMP errors sent to pods.
+    pub icmp_sent: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            drops: [0; REASONS],
+            encapsulated: 0,
+            decapsulated: 0,
+            nat: 0,
+            icmp_sent: 0,
+        }
+    }
+}
+
+impl Counters {
+    /// Counts a drop.
+    pub fn drop(&mut self, r: Reason) {
+        if let Some(c) = self.drops.get_mut(r.index()) {
+            *c += 1;
+        }
+    }
+
+    /// The count for `r`.
+    pub fn dropped(&self, r: Reason) -> u64 {
+        self.drops.get(r.index()).copied().unwrap_or(0)
+    }
+
+    /// All drops.
+    pub fn total_dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter_and_name() {
+        let all: Vec<Reason> = Reason::all().collect();
+        assert_eq!(all.len(), REASONS);
+        let mut idx: Vec<usize> = all.iter().map(|r| r.index()).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        assert_eq!(idx, (0..REASONS).collect::<Vec<_>>());
+        let mut names: Vec<String> = all.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), REASONS);
+    }
+}

@@ -1,0 +1,292 @@
+//! The per-packet path, run to completion on the worker that received the
+//! packet: parse -> anti-spoof -> route (longest prefix) -> local delivery,
+//! VXLAN to a peer, or conntrack + SNAT to the world; and from the uplink,
+//! VXLAN decap from known VTEPs or reverse NAT, to a pod.
+//!
+//! Each function returns the port the buffer leaves by, or the one
+//! [`Reason`] it is dropped for.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use encap::ethernet::{self, EthernetFrame, ethertype};
+use encap::ipv4::Ipv4Packet;
+use encap::vxlan::{self, OVERHEAD};
+use encap::{MacAddr, ip_proto};
+use nat::{Origin, Verdict};
+
+use crate::buf::Buf;
+use crate::counters::Reason;
+use crate::icmp;
+use crate::port::Framing;
+use crate::route::{Route, Snapshot};
+use crate::worker::{Role, Worker};
+
+/// Writes an Ethernet header in front of the frame.
+fn push_ethernet(buf: &mut Buf, dst: MacAddr, src: MacAddr) -> Result<(), Reason> {
+    let h = buf
+        .push_front(ethernet::HEADER_LEN)
+        .ok_or(Reason::Malformed)?;
+    let [t0, t1] = ethertype::IPV4.to_be_bytes();
+    let (d, rest) = h.split_at_mut(6);
+    let (s, t) = rest.split_at_mut(6);
+    d.copy_from_slice(&dst.0);
+    s.copy_from_slice(&src.0);
+    t.copy_from_slice(&[t0, t1]);
+    Ok(())
+}
+
+/// Checks the IPv4 packet at the front of `buf` and trims link padding:
+/// returns (source, destination).
+fn check_ipv4(buf: &mut Buf) -> Result<(Ipv4Addr, Ipv4Addr), Reason> {
+    if buf.data().first().map(|b| b >> 4) != Some(4) {
+        return Err(Reason::NotIpv4);
+    }
+    let ip = Ipv4Packet::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
+    if !ip.verify_checksum() {
+        return Err(Reason::BadIpChecksum);
+    }
+    let (src, dst, total) = (ip.src_addr(), ip.dst_addr(), ip.total_len());
+    // Ethernet pads short frames to 60 bytes: the IP length is the truth.
+    buf.truncate(usize::from(total));
+    Ok((src, dst))
+}
+
+/// Strips an Ethernet header carrying IPv4.
+fn strip_ethernet(buf: &mut Buf) -> Result<(), Reason> {
+    let eth = EthernetFrame::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
+    if eth.ethertype() != ethertype::IPV4 {
+        return Err(Reason::NotIpv4);
+    }
+    buf.pull_front(ethernet::HEADER_LEN);
+    Ok(())
+}
+
+impl Worker {
+    /// Handles one frame received on port `from`.
+    pub(crate) fn handle(
+        &mut self,
+        snap: &Snapshot,
+        now: Duration,
+        from: usize,
+        buf: &mut Buf,
+    ) -> Result<usize, Reason> {
+        let Some(slot) = self.port(from) else {
+            return Err(Reason::NoSuchPod);
+        };
+        match (slot.role, slot.port.framing()) {
+            (Role::Uplink, _) => self.uplink_rx(snap, now, buf),
+            (Role::Pod { ip, .. }, framing) => {
+                if framing == Framing::Ethernet {
+                    strip_ethernet(buf)?;
+                }
+                self.pod_rx(snap, now, from, ip, buf)
+            }
+        }
+    }
+
+    /// Leaves by pod port `to`, with an Ethernet header if it takes one.
+    fn deliver(&self, snap: &Snapshot, to: usize, buf: &mut Buf) -> Result<usize, Reason> {
+        if let Some(slot) = self.port(to)
+            && slot.port.framing() == Framing::Ethernet
+        {
+            let Role::Pod { mac, .. } = slot.role else {
+                return Err(Reason::NoSuchPod);
+            };
+            push_ethernet(buf, mac.unwrap_or(MacAddr::BROADCAST), snap.node.vtep_mac)?;
+        }
+        Ok(to)
+    }
+
+    /// Decrements the TTL of a packet being forwarded. When it runs out,
+    /// turns the buffer into an ICMP time exceeded for the sender and
+    /// returns `Err(port back to the sender)` (or the drop reason if no
+    /// error may be sent).
+    fn decrement_ttl(
+        &mut self,
+        snap: &Snapshot,
+        back: Option<usize>,
+        buf: &mut Buf,
+    ) -> Result<(), Result<usize, Reason>> {
+        self.ttl_expired(snap, back, buf)?;
+        let mut ip = Ipv4Packet::new_unchecked(buf.data_mut());
+        let ttl = ip.ttl();
+        ip.set_ttl(ttl.saturating_sub(1));
+        Ok(())
+    }
+
+    /// The TTL check of [`Self::decrement_ttl`] alone (Linux's
+    /// `ip_forward` checks TTL, then the MTU, then decrements, so an ICMP
+    /// fragmentation needed quotes the TTL the sender used).
+    fn ttl_expired(
+        &mut self,
+        snap: &Snapshot,
+        back: Option<usize>,
+        buf: &mut Buf,
+    ) -> Result<(), Result<usize, Reason>> {
+        if Ipv4Packet::new_unchecked(buf.data()).ttl() > 1 {
+            return Ok(());
+        }
+        self.counters.drop(Reason::TtlExceeded);
+        let Some(back) = back else {
+            return Err(Err(Reason::TtlExceeded));
+        };
+        if icmp::make_error(
+            buf,
+            snap.node.gateway_ip,
+            icmp::TIME_EXCEEDED,
+            icmp::TTL_EXCEEDED,
+            0,
+        ) {
+            self.counters.icmp_sent += 1;
+            // The drop is counted; the buffer now carries the error.
+            Err(self.deliver(snap, back, buf))
+        } else {
+            Err(Err(Reason::TtlExceeded))
+        }
+    }
+
+    fn pod_rx(
+        &mut self,
+        snap: &Snapshot,
+        now: Duration,
+        from: usize,
+        pod_ip: Ipv4Addr,
+        buf: &mut Buf,
+    ) -> Result<usize, Reason> {
+        let (src, dst) = check_ipv4(buf)?;
+        if src != pod_ip {
+            return Err(Reason::Spoofed);
+        }
+        match snap.route(dst) {
+            Route::Local => {
+                let to = self.pod_port(dst).ok_or(Reason::NoSuchPod)?;
+                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                    return r;
+                }
+                self.deliver(snap, to, buf)
+            }
+            Route::Peer(peer) => {
+                if let Err(r) = self.ttl_expired(snap, Some(from), buf) {
+                    return r;
+                }
+                let tunnel = peer.tunnel.as_ref().ok_or(Reason::NoNeighbour)?;
+                let mtu = usize::from(snap.node.uplink_mtu);
+                // Outer IP packet = inner IP packet + inner Ethernet + VXLAN
+                // + UDP + IPv4 = inner + 50.
+                if buf.len() + OVERHEAD > mtu {
+                    let df = Ipv4Packet::new_unchecked(buf.data()).dont_frag();
+                    if !df {
+                        return Err(Reason::TooBig);
+                    }
+                    // RFC 1191 / Linux vxlan: tell the sender the overlay MTU.
+                    self.counters.drop(Reason::FragNeeded);
+                    let inner_mtu = mtu.saturating_sub(OVERHEAD) as u32;
+                    if !icmp::make_error(
+                        buf,
+                        snap.node.gateway_ip,
+                        icmp::DEST_UNREACH,
+                        icmp::FRAG_NEEDED,
+                        inner_mtu,
+                    ) {
+                        return Err(Reason::FragNeeded);
+                    }
+                    self.counters.icmp_sent += 1;
+                    return self.deliver(snap, from, buf);
+                }
+                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                    return r;
+                }
+                push_ethernet(buf, peer.spec.vtep_mac, snap.node.vtep_mac)?;
+                let (raw, inner) = buf.raw_mut();
+                let outer = vxlan::encapsulate(raw, inner, tunnel).map_err(|_| Reason::TooBig)?;
+                buf.set_range(outer);
+                self.counters.encapsulated += 1;
+                self.uplink().ok_or(Reason::NoNeighbour)
+            }
+            Route::Unroutable => Err(Reason::NoRoute),
+            Route::External => {
+                let gw = snap.node.gateway_mac.ok_or(Reason::NoNeighbour)?;
+                let up = self.uplink().ok_or(Reason::NoNeighbour)?;
+                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                    return r;
+                }
+                match self.ct.process(now, buf.data_mut(), Origin::Pod) {
+                    Verdict::Accept(a) => {
+                        if a.translated {
+                            self.counters.nat += 1;
+                        }
+                    }
+                    Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
+                }
+                push_ethernet(buf, gw, snap.node.uplink_mac)?;
+                Ok(up)
+            }
+        }
+    }
+
+    fn uplink_rx(
+        &mut self,
+        snap: &Snapshot,
+        now: Duration,
+        buf: &mut Buf,
+    ) -> Result<usize, Reason> {
+        let eth = EthernetFrame::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
+        if eth.ethertype() != ethertype::IPV4 {
+            return Err(Reason::NotIpv4);
+        }
+        let p = eth.payload();
+        let ip = Ipv4Packet::new_checked(p).map_err(|_| Reason::Malformed)?;
+        let vxlan_port = ip.protocol() == ip_proto::UDP
+            && !ip.is_fragment()
+            && ip
+                .payload()
+                .get(2..4)
+                .is_some_and(|b| b == snap.vxlan.dst_port.to_be_bytes());
+        if ip.dst_addr() != snap.node.ip {
+            return Err(Reason::NotOurs);
+        }
+        if vxlan_port {
+            return self.decap(snap, buf);
+        }
+        // A reply to a masqueraded flow (or an ICMP error about one).
+        strip_ethernet(buf)?;
+        check_ipv4(buf)?;
+        match self.ct.process(now, buf.data_mut(), Origin::Uplink) {
+            Verdict::Accept(a) => {
+                if a.translated {
+                    self.counters.nat += 1;
+                }
+            }
+            Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
+        }
+        let dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
+        let to = self.pod_port(dst).ok_or(Reason::NoSuchPod)?;
+        if let Err(r) = self.decrement_ttl(snap, None, buf) {
+            return r;
+        }
+        self.deliver(snap, to, buf)
+    }
+
+    /// RFC 7348: a VXLAN frame to this node. Only from known VTEPs, only
+    /// the configured VNI (checked by `decapsulate`), only towards a pod
+    /// here, only from an address inside the sending peer's pod CIDRs.
+    fn decap(&mut self, snap: &Snapshot, buf: &mut Buf) -> Result<usize, Reason> {
+        let d = vxlan::decap::decapsulate(buf.data_mut(), &snap.vxlan)
+            .map_err(|e| Reason::Decap(e.drop_kind()))?;
+        let peer = snap.peer_by_ip(d.outer_src).ok_or(Reason::UnknownVtep)?;
+        buf.truncate(d.inner.end);
+        buf.pull_front(d.inner.start);
+        strip_ethernet(buf)?;
+        let (src, dst) = check_ipv4(buf)?;
+        if !peer.spec.pod_cidrs.iter().any(|c| c.contains(&src)) {
+            return Err(Reason::InnerSpoofed);
+        }
+        let to = self.pod_port(dst).ok_or(Reason::NoSuchPod)?;
+        if let Err(r) = self.decrement_ttl(snap, None, buf) {
+            return r;
+        }
+        self.counters.decapsulated += 1;
+        self.deliver(snap, to, buf)
+    }
+}

@@ -1,0 +1,48 @@
+//! Ports: where frames enter and leave a worker, behind one batch trait.
+//!
+//! Three backends: AF_XDP ([`xdp`], the uplink and optionally veth pods),
+//! TUN ([`tun`], one device per pod) and an in-memory [`fake`] for tests
+//! and benchmarks. The pipeline does not know which one it talks to.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::buf::Buf;
+
+pub mod fake;
+pub mod tun;
+pub mod xdp;
+
+/// What a port's frames start with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// An Ethernet header (AF_XDP, veth).
+    Ethernet,
+    /// The IP header (TUN without packet information).
+    Ip,
+}
+
+/// A batch I/O port with caller-owned buffers.
+pub trait Port: Send {
+    /// A name for counters and logs (the interface name).
+    fn name(&self) -> &str;
+
+    /// What frames start with.
+    fn framing(&self) -> Framing;
+
+    /// Receives up to `bufs.len()` frames into `bufs[..n]` without
+    /// blocking; returns `n` (0 when nothing is waiting).
+    fn recv(&mut self, bufs: &mut [Buf]) -> io::Result<usize>;
+
+    /// Transmits `bufs` in order without blocking; returns how many were
+    /// taken. The caller counts the rest as dropped (queue full).
+    fn send(&mut self, bufs: &[Buf]) -> io::Result<usize>;
+
+    /// A file descriptor that becomes readable when frames wait, for the
+    /// idle policy's sleep (none for the fake).
+    fn poll_fd(&self) -> Option<RawFd>;
+
+    /// Prepares to sleep on [`Port::poll_fd`]: AF_XDP sets need_wakeup
+    /// here. Default: nothing.
+    fn before_sleep(&mut self) {}
+}

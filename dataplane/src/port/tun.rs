@@ -1,0 +1,1 @@
+//! TUN ports (tun-rs): one device per pod. Built in the next step.

@@ -1,0 +1,1 @@
+//! AF_XDP ports (xsk-rs). Built in the next step.
