@@ -18,6 +18,7 @@
 pub mod buf;
 pub mod counters;
 pub mod icmp;
+pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod route;

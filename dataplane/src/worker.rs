@@ -242,3 +242,83 @@ impl Worker {
         self.pool.len() + self.rx.len()
     }
 }
+
+/// When a worker sleeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdlePolicy {
+    /// Empty polls in a row before sleeping (0: never sleep, pure busy
+    /// polling).
+    pub spins: u32,
+    /// Longest sleep: the worker wakes at least this often for expiry and
+    /// commands.
+    pub max_sleep: Duration,
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy {
+            spins: 2000,
+            max_sleep: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Worker {
+    /// Runs until `stop` is set: busy-polls while frames arrive; after
+    /// `idle.spins` empty polls sleeps on the ports' descriptors (epoll
+    /// through mio) until one is readable or `max_sleep` passes. `clock`
+    /// gives the time passed to conntrack.
+    pub fn run(
+        &mut self,
+        stop: &std::sync::atomic::AtomicBool,
+        idle: IdlePolicy,
+        clock: impl Fn() -> Duration,
+        mut between: impl FnMut(&mut Worker),
+    ) -> std::io::Result<()> {
+        use mio::unix::SourceFd;
+        use mio::{Events, Interest, Poll, Token};
+        use std::sync::atomic::Ordering;
+
+        let mut poll = Poll::new()?;
+        let mut events = Events::with_capacity(64);
+        let mut registered: Vec<std::os::fd::RawFd> = Vec::new();
+        let mut empty = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let got = self.poll(clock());
+            if got > 0 {
+                empty = 0;
+                continue;
+            }
+            empty = empty.saturating_add(1);
+            if idle.spins == 0 || empty < idle.spins {
+                if empty.is_multiple_of(64) {
+                    between(self);
+                }
+                continue;
+            }
+            between(self);
+            // Register new ports' descriptors (ports change rarely).
+            let fds: Vec<_> = self.ports().filter_map(|s| s.port.poll_fd()).collect();
+            if fds != registered {
+                for fd in &registered {
+                    let _ = poll.registry().deregister(&mut SourceFd(fd));
+                }
+                for (i, fd) in fds.iter().enumerate() {
+                    poll.registry()
+                        .register(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
+                }
+                registered = fds;
+            }
+            for s in self.ports.iter_mut().flatten() {
+                s.port.before_sleep();
+            }
+            match poll.poll(&mut events, Some(idle.max_sleep)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            empty = idle.spins / 2;
+        }
+        Ok(())
+    }
+}

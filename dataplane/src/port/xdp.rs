@@ -1,1 +1,362 @@
-//! AF_XDP ports (xsk-rs). Built in the next step.
+//! AF_XDP ports (xsk-rs) and the XDP program that steers frames to them.
+//!
+//! On the uplink, [`SteerProgram`] (bpf/steer.c) redirects to the socket
+//! of the receiving queue only what Sluice owns: VXLAN to the node IP on
+//! the overlay port, replies to masqueraded flows (destination port or ICMP
+//! identifier in the SNAT range) and ICMP errors about them. Everything
+//! else gets `XDP_PASS`, so the node's SSH, kubelet and ARP keep working.
+//!
+//! Frames are copied between the UMEM and the worker's buffers (one copy
+//! each way, copy mode on veth); zero-copy UMEM buffers are future work.
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+
+use xsk_rs::config::{BindFlags, LibxdpFlags, SocketConfig, UmemConfig, XdpFlags};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use super::{Framing, Port};
+use crate::buf::Buf;
+
+static STEER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.o"));
+
+/// What the steering program redirects (mirrors `struct steer_config`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SteerConfig {
+    /// The node IP.
+    pub node_ip: Ipv4Addr,
+    /// The VXLAN UDP port.
+    pub vxlan_port: u16,
+    /// SNAT TCP/UDP ports.
+    pub ports: (u16, u16),
+    /// SNAT ICMP identifiers.
+    pub idents: (u16, u16),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawSteerConfig {
+    node_ip: u32,
+    vxlan_port: u16,
+    port_min: u16,
+    port_max: u16,
+    ident_min: u16,
+    ident_max: u16,
+    pad: u16,
+}
+
+fn os_err(what: &str, rc: i32) -> io::Error {
+    let e = io::Error::from_raw_os_error(rc.unsigned_abs() as i32);
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn ifindex(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::other("interface name has a NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name}"),
+        ))
+    } else {
+        Ok(i)
+    }
+}
+
+/// The steering program attached to an interface; detached on drop.
+#[derive(Debug)]
+pub struct SteerProgram {
+    obj: *mut libbpf_sys::bpf_object,
+    ifindex: u32,
+    xdp_flags: u32,
+    xsks_fd: i32,
+}
+
+// SAFETY: the bpf_object is only used through &mut self or in Drop; libbpf
+// objects are not tied to the thread that created them.
+unsafe impl Send for SteerProgram {}
+
+impl SteerProgram {
+    /// Loads the program, writes its configuration and attaches it to
+    /// `ifname` in native (driver) mode, which veth supports.
+    pub fn attach(ifname: &str, cfg: SteerConfig) -> io::Result<SteerProgram> {
+        let ifindex = ifindex(ifname)?;
+        let name = CString::new("sluice_steer").map_err(|_| io::Error::other("name"))?;
+        // SAFETY: the buffer outlives the call (libbpf copies the ELF), the
+        // opts pointer may be null, and every returned pointer is checked
+        // before use. The object is closed on every error path and in Drop.
+        unsafe {
+            let obj = libbpf_sys::bpf_object__open_mem(
+                STEER_OBJ.as_ptr().cast(),
+                STEER_OBJ.len() as _,
+                std::ptr::null(),
+            );
+            if obj.is_null() {
+                return Err(io::Error::other("bpf_object__open_mem failed"));
+            }
+            let mut p = SteerProgram {
+                obj,
+                ifindex,
+                xdp_flags: 0,
+                xsks_fd: -1,
+            };
+            let rc = libbpf_sys::bpf_object__load(obj);
+            if rc != 0 {
+                return Err(os_err("loading the XDP program", rc));
+            }
+            let prog = libbpf_sys::bpf_object__find_program_by_name(obj, name.as_ptr());
+            if prog.is_null() {
+                return Err(io::Error::other("program sluice_steer not in object"));
+            }
+            let prog_fd = libbpf_sys::bpf_program__fd(prog);
+            let map_fd = |n: &str| -> io::Result<i32> {
+                let c = CString::new(n).map_err(|_| io::Error::other("name"))?;
+                let fd = libbpf_sys::bpf_object__find_map_fd_by_name(obj, c.as_ptr());
+                if fd < 0 { Err(os_err(n, fd)) } else { Ok(fd) }
+            };
+            p.xsks_fd = map_fd("xsks")?;
+            let config_fd = map_fd("config")?;
+            let raw = RawSteerConfig {
+                node_ip: u32::from_ne_bytes(cfg.node_ip.octets()),
+                vxlan_port: cfg.vxlan_port.to_be(),
+                port_min: cfg.ports.0,
+                port_max: cfg.ports.1,
+                ident_min: cfg.idents.0,
+                ident_max: cfg.idents.1,
+                pad: 0,
+            };
+            let key = 0u32;
+            let rc = libbpf_sys::bpf_map_update_elem(
+                config_fd,
+                std::ptr::from_ref(&key).cast(),
+                std::ptr::from_ref(&raw).cast(),
+                0,
+            );
+            if rc != 0 {
+                return Err(os_err("writing the steering config", rc));
+            }
+            let flags = libbpf_sys::XDP_FLAGS_DRV_MODE;
+            let rc = libbpf_sys::bpf_xdp_attach(ifindex as i32, prog_fd, flags, std::ptr::null());
+            if rc != 0 {
+                return Err(os_err(&format!("attaching XDP to {ifname}"), rc));
+            }
+            p.xdp_flags = flags;
+            Ok(p)
+        }
+    }
+
+    /// Directs queue `queue`'s steered frames to the AF_XDP socket `fd`.
+    pub fn register(&self, queue: u32, fd: RawFd) -> io::Result<()> {
+        let v = fd as u32;
+        // SAFETY: key and value point at live u32s of the map's sizes.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_update_elem(
+                self.xsks_fd,
+                std::ptr::from_ref(&queue).cast(),
+                std::ptr::from_ref(&v).cast(),
+                0,
+            )
+        };
+        if rc != 0 {
+            Err(os_err("registering the AF_XDP socket", rc))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for SteerProgram {
+    fn drop(&mut self) {
+        // SAFETY: obj came from bpf_object__open_mem and is closed once;
+        // detaching with the flags used to attach is harmless if already
+        // detached.
+        unsafe {
+            if self.xdp_flags != 0 {
+                libbpf_sys::bpf_xdp_detach(self.ifindex as i32, self.xdp_flags, std::ptr::null());
+            }
+            libbpf_sys::bpf_object__close(self.obj);
+        }
+    }
+}
+
+/// Frames in a port's UMEM: half for receiving, half for sending.
+const FRAMES: u32 = 4096;
+
+/// An AF_XDP socket on one queue of an interface.
+pub struct XdpPort {
+    name: String,
+    umem: Umem,
+    fq: FillQueue,
+    cq: CompQueue,
+    rx: RxQueue,
+    tx: TxQueue,
+    /// Descriptors the RX ring filled (scratch).
+    rx_descs: Vec<FrameDesc>,
+    /// TX frames not in flight.
+    tx_free: Vec<FrameDesc>,
+    /// TX descriptors being produced (scratch).
+    tx_batch: Vec<FrameDesc>,
+    fd: RawFd,
+    _prog: Option<SteerProgram>,
+}
+
+impl std::fmt::Debug for XdpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpPort").field("name", &self.name).finish()
+    }
+}
+
+// SAFETY: the UMEM and rings are owned by this port alone; xsk-rs's types
+// are !Send only because they hold raw pointers to the mmap'd rings, which
+// no other owner touches. The port moves to its worker thread once.
+unsafe impl Send for XdpPort {}
+
+impl XdpPort {
+    /// Binds an AF_XDP socket to `ifname` queue `queue` (copy mode, with
+    /// need_wakeup) and registers it with `prog` (which the port keeps
+    /// alive).
+    pub fn open(ifname: &str, queue: u32, prog: Option<SteerProgram>) -> io::Result<XdpPort> {
+        let io_err =
+            |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
+        let frames = NonZeroU32::new(FRAMES).ok_or_else(|| io::Error::other("frames"))?;
+        let (umem, mut descs) =
+            Umem::new(UmemConfig::default(), frames, false).map_err(|e| io_err("UMEM", &e))?;
+        let cfg = SocketConfig::builder()
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .xdp_flags(XdpFlags::XDP_FLAGS_DRV_MODE)
+            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let iface = ifname.parse().map_err(|e| io_err("interface name", &e))?;
+        // SAFETY: this UMEM is new and bound to no other socket; the pair
+        // (interface, queue) gets one socket from this daemon.
+        let (tx, rx, fqcq) = unsafe { Socket::new(cfg, &umem, &iface, queue) }
+            .map_err(|e| io_err("AF_XDP socket", &e))?;
+        let (mut fq, cq) = fqcq.ok_or_else(|| io::Error::other("no fill/completion queue"))?;
+        let fd = rx.fd().as_raw_fd();
+        if let Some(p) = &prog {
+            p.register(queue, fd)?;
+        }
+        let half = descs.len() / 2;
+        let tx_free = descs.split_off(half);
+        // SAFETY: the RX half is handed to the kernel once; it comes back
+        // through the RX ring before being reused.
+        unsafe {
+            fq.produce(&descs);
+        }
+        let burst = crate::worker::BURST;
+        Ok(XdpPort {
+            name: ifname.to_string(),
+            rx_descs: descs,
+            tx_batch: Vec::with_capacity(tx_free.len()),
+            tx_free,
+            umem,
+            fq,
+            cq,
+            rx,
+            tx,
+            fd,
+            _prog: prog,
+        })
+        .map(|mut p| {
+            p.rx_descs.truncate(burst);
+            p
+        })
+    }
+
+    /// Takes back TX frames the kernel has finished with.
+    fn reclaim(&mut self) {
+        let room = self.tx_batch.capacity();
+        let start = self.tx_free.len();
+        if start >= room {
+            return;
+        }
+        // Grow the free list into its spare capacity with placeholder
+        // descriptors, let the completion ring overwrite them, then cut to
+        // what it returned.
+        let template = self
+            .tx_free
+            .first()
+            .copied()
+            .or(self.rx_descs.first().copied());
+        let Some(t) = template else { return };
+        self.tx_free.resize(room, t);
+        // SAFETY: completed descriptors are frames this port sent; the
+        // kernel has released them.
+        let n = unsafe {
+            self.cq
+                .consume(self.tx_free.get_mut(start..).unwrap_or_default())
+        };
+        self.tx_free.truncate(start + n);
+    }
+}
+
+impl Port for XdpPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn framing(&self) -> Framing {
+        Framing::Ethernet
+    }
+
+    fn recv(&mut self, bufs: &mut [Buf]) -> io::Result<usize> {
+        let want = bufs.len().min(self.rx_descs.len());
+        let descs = self.rx_descs.get_mut(..want).unwrap_or_default();
+        // SAFETY: descriptors come from this port's UMEM.
+        let n = unsafe { self.rx.consume(descs) };
+        for (d, b) in descs.iter().take(n).zip(bufs.iter_mut()) {
+            // SAFETY: the kernel wrote this frame and handed it back through
+            // the RX ring; it is not in the fill ring until produced below.
+            let data = unsafe { self.umem.data(d) };
+            b.fill(data.contents());
+        }
+        if n > 0 {
+            // SAFETY: the frames just consumed are handed back to the kernel;
+            // nothing reads them afterwards.
+            unsafe {
+                self.fq.produce_and_wakeup(
+                    descs.get(..n).unwrap_or_default(),
+                    self.rx.fd_mut(),
+                    0,
+                )?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn send(&mut self, bufs: &[Buf]) -> io::Result<usize> {
+        self.reclaim();
+        self.tx_batch.clear();
+        for b in bufs {
+            let Some(mut d) = self.tx_free.pop() else {
+                break;
+            };
+            // SAFETY: a free TX frame belongs to this port and is not in any
+            // ring.
+            let mut data = unsafe { self.umem.data_mut(&mut d) };
+            let mut c = data.cursor();
+            c.set_pos(0);
+            if c.write_all(b.data()).is_err() {
+                self.tx_free.push(d);
+                break;
+            }
+            self.tx_batch.push(d);
+        }
+        // SAFETY: each descriptor holds a frame written above and is handed
+        // to the kernel once; it returns through the completion ring.
+        let n = unsafe { self.tx.produce_and_wakeup(&self.tx_batch) }?;
+        // Descriptors the ring did not take go back to the free list.
+        for d in self.tx_batch.drain(n..) {
+            self.tx_free.push(d);
+        }
+        Ok(n)
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+}

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Sluice's XDP program for the uplink: steer to the AF_XDP socket of the
+// receive queue only what Sluice owns, pass everything else to the kernel.
+//
+// Sluice owns, for IPv4 packets addressed to the node IP:
+//   - VXLAN: UDP to the configured port;
+//   - replies to masqueraded flows: TCP/UDP to a port in the SNAT range,
+//     ICMP echo replies with an identifier in the SNAT identifier range;
+//   - ICMP errors quoting a packet Sluice sent (quoted source = node IP and
+//     quoted source port / identifier in those ranges).
+// Fragments, ARP, IPv6, SSH, kubelet and the rest go to the kernel.
+//
+// Built by dataplane/build.rs with clang -target bpf; helpers are declared
+// here so that only the kernel's UAPI headers are needed.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <linux/tcp.h>
+
+// linux/icmp.h pulls in libc headers through linux/if.h: declared here.
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	union {
+		struct {
+			__u16 id;
+			__u16 sequence;
+		} echo;
+		__u32 gateway;
+	} un;
+};
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+
+struct steer_config {
+	__u32 node_ip;      // network order
+	__u16 vxlan_port;   // network order
+	__u16 port_min;     // host order: SNAT TCP/UDP ports
+	__u16 port_max;
+	__u16 ident_min;    // host order: SNAT ICMP identifiers
+	__u16 ident_max;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct steer_config);
+} config SEC(".maps");
+
+static __attribute__((always_inline)) int in_range(__u16 v, __u16 lo, __u16 hi)
+{
+	return v >= lo && v <= hi;
+}
+
+// Whether the transport header at l4 (protocol proto) is addressed to a
+// SNAT port; `dst` selects the destination (reply) or source (quoted) side.
+static __attribute__((always_inline)) int
+snat_port(void *l4, void *end, __u8 proto, int dst, struct steer_config *c)
+{
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		__u16 *ports = l4;
+		if ((void *)(ports + 2) > end)
+			return 0;
+		__u16 p = __builtin_bswap16(dst ? ports[1] : ports[0]);
+		return in_range(p, c->port_min, c->port_max);
+	}
+	if (proto == IPPROTO_ICMP) {
+		struct icmphdr *ic = l4;
+		if ((void *)(ic + 1) > end)
+			return 0;
+		if (dst && ic->type != ICMP_ECHOREPLY)
+			return 0;
+		if (!dst && ic->type != ICMP_ECHO)
+			return 0;
+		return in_range(__builtin_bswap16(ic->un.echo.id), c->ident_min, c->ident_max);
+	}
+	return 0;
+}
+
+SEC("xdp")
+int sluice_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct steer_config *c = bpf_map_lookup_elem(&config, &zero);
+	if (!c)
+		return XDP_PASS;
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(ETH_P_IP))
+		return XDP_PASS;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+		return XDP_PASS;
+	if (ip->daddr != c->node_ip)
+		return XDP_PASS;
+	// Fragments: the kernel reassembles them.
+	if (ip->frag_off & __builtin_bswap16(0x3fff))
+		return XDP_PASS;
+	void *l4 = (void *)ip + ip->ihl * 4;
+	if (l4 > end)
+		return XDP_PASS;
+
+	int ours = 0;
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *u = l4;
+		if ((void *)(u + 1) > end)
+			return XDP_PASS;
+		ours = u->dest == c->vxlan_port;
+	}
+	if (!ours)
+		ours = snat_port(l4, end, ip->protocol, 1, c);
+	if (!ours && ip->protocol == IPPROTO_ICMP) {
+		struct icmphdr *ic = l4;
+		if ((void *)(ic + 1) > end)
+			return XDP_PASS;
+		if (ic->type == ICMP_DEST_UNREACH || ic->type == ICMP_TIME_EXCEEDED) {
+			struct iphdr *q = (void *)(ic + 1);
+			if ((void *)(q + 1) > end || q->ihl < 5 || q->saddr != c->node_ip)
+				return XDP_PASS;
+			void *ql4 = (void *)q + q->ihl * 4;
+			if (ql4 > end)
+				return XDP_PASS;
+			ours = snat_port(ql4, end, q->protocol, 0, c);
+		}
+	}
+	if (!ours)
+		return XDP_PASS;
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,296 @@
+//! One Sluice node (AF_XDP uplink on a veth, TUN pod) and one plain Linux
+//! node configured the way Flannel's vxlan backend configures it (vxlan VNI
+//! 1, port 8472, permanent ARP and FDB entries, onlink route): ping, a
+//! 10 MB TCP transfer compared byte for byte, and UDP, in both directions;
+//! and the Sluice node's own kernel still answers on the uplink.
+
+#[path = "../../encap/tests/support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::port::tun::TunPort;
+use dataplane::port::xdp::{SteerConfig, SteerProgram, XdpPort};
+use dataplane::route::{Node, PeerSpec, Routes, Snapshot};
+use dataplane::worker::{IdlePolicy, Role, Worker};
+use encap::MacAddr;
+use encap::vxlan::VxlanConfig;
+use nat::{ConntrackConfig, SnatConfig};
+use support::{Netns, require_root};
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const B_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+const POD_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const POD_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
+const VTEP_A: MacAddr = MacAddr([0x0a, 0x5e, 0, 0, 0, 1]);
+const VTEP_B: &str = "0a:5e:00:00:00:02";
+
+/// The kernel node: Flannel's flannel.1 plus one pod on a routed veth.
+fn flannel_node(node: &Netns, pod: &Netns) {
+    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    node.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "address",
+        VTEP_B,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        "192.168.77.2",
+        "dev",
+        "up-b",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
+    node.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"]);
+    node.ip(&["addr", "add", "10.244.2.0/32", "dev", "flannel.1"]);
+    // What flanneld writes for a peer: route, neighbour, FDB.
+    node.ip(&[
+        "route",
+        "add",
+        "10.244.1.0/24",
+        "via",
+        "10.244.1.0",
+        "dev",
+        "flannel.1",
+        "onlink",
+    ]);
+    node.ip(&[
+        "neigh",
+        "add",
+        "10.244.1.0",
+        "lladdr",
+        "0a:5e:00:00:00:01",
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ]);
+    support::run(&[
+        "bridge",
+        "-n",
+        &node.name,
+        "fdb",
+        "append",
+        "0a:5e:00:00:00:01",
+        "dev",
+        "flannel.1",
+        "dst",
+        "192.168.77.1",
+    ]);
+    // The pod, routed (cni0's role played by the veth's host end).
+    node.ip(&[
+        "link", "add", "vb-pod", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+    ]);
+    node.ip(&["addr", "add", "10.244.2.1/24", "dev", "vb-pod"]);
+    node.ip(&["link", "set", "vb-pod", "mtu", "1450", "up"]);
+    pod.ip(&["addr", "add", "10.244.2.2/24", "dev", "eth0"]);
+    pod.ip(&["link", "set", "eth0", "mtu", "1450", "up"]);
+    pod.ip(&["route", "add", "default", "via", "10.244.2.1"]);
+    // Software checksums on the pod side: AF_XDP in copy mode on veth sees
+    // frames as the kernel left them, and a CHECKSUM_PARTIAL inner packet
+    // would reach the Sluice pod unfinished (a NIC finishes it in hardware).
+    pod.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Worker>>,
+}
+
+impl Running {
+    fn stop(mut self) -> Worker {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts Sluice on node A: AF_XDP on up-a, a TUN pod in `pod`.
+fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6]) -> Running {
+    let uplink_mac = MacAddr(node.mac("up-a"));
+    let vxlan = VxlanConfig::default();
+    let snapshot = Snapshot::new(
+        1,
+        Node {
+            name: "a".into(),
+            ip: A_IP,
+            uplink_mac,
+            uplink_mtu: 1500,
+            vtep_mac: VTEP_A,
+            pod_cidr: "10.244.1.0/24".parse().unwrap(),
+            gateway_ip: Ipv4Addr::new(10, 244, 1, 1),
+            gateway_mac: None,
+        },
+        vxlan,
+        vec!["10.244.0.0/16".parse().unwrap()],
+        [PeerSpec {
+            name: "b".into(),
+            ip: B_IP,
+            vtep_mac: VTEP_B.parse().unwrap(),
+            pod_cidrs: vec!["10.244.2.0/24".parse().unwrap()],
+        }],
+        &|ip| (ip == B_IP).then_some(MacAddr(peer_mac)),
+    );
+    let routes = Routes::new(snapshot);
+    let snat = SnatConfig::new(
+        vec!["10.244.1.0/24".parse().unwrap()],
+        vec!["10.244.0.0/16".parse().unwrap()],
+        A_IP,
+    );
+    let (pmin, pmax) = (snat.ports.min, snat.ports.max);
+    let mut w = Worker::new(routes, ConntrackConfig::default(), Some(snat), 1024);
+    let ns_path = PathBuf::from(format!("/var/run/netns/{}", node.name));
+    let uplink = dataplane::netns::run_in(&ns_path, move || {
+        let prog = SteerProgram::attach(
+            "up-a",
+            SteerConfig {
+                node_ip: A_IP,
+                vxlan_port: 8472,
+                ports: (pmin, pmax),
+                idents: (pmin, pmax),
+            },
+        )?;
+        XdpPort::open("up-a", 0, Some(prog))
+    })
+    .expect("AF_XDP uplink");
+    w.add_port(Box::new(uplink), Role::Uplink);
+    let pod_ns = PathBuf::from(format!("/var/run/netns/{}", pod.name));
+    let tun = TunPort::create(&pod_ns, "eth0", POD_A, 1450).expect("TUN pod");
+    w.add_port(
+        Box::new(tun),
+        Role::Pod {
+            ip: POD_A,
+            mac: None,
+        },
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        w.run(&s, IdlePolicy::default(), || t0.elapsed(), |_| {})
+            .expect("worker");
+        w
+    });
+    Running {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// Sends `data` over TCP from `client` to a server in `server` at `addr`,
+/// which echoes back a digest; compares the received bytes exactly.
+fn tcp_transfer(client: &Netns, server: &Netns, addr: Ipv4Addr, data: &[u8]) {
+    let listener = server
+        .enter(move || TcpListener::bind((addr, 5201)))
+        .expect("listen");
+    let want = data.to_vec();
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read");
+        got
+    });
+    let payload = data.to_vec();
+    client
+        .enter(move || {
+            let mut s = TcpStream::connect_timeout(&(addr, 5201).into(), Duration::from_secs(5))?;
+            s.set_write_timeout(Some(Duration::from_secs(20)))?;
+            s.write_all(&payload)?;
+            s.shutdown(std::net::Shutdown::Write)
+        })
+        .expect("client");
+    let got = srv.join().expect("server");
+    assert_eq!(got.len(), want.len(), "bytes received");
+    assert!(got == want, "TCP stream differs from what was sent");
+}
+
+/// A UDP request from `client` answered by an echo in `server`.
+fn udp_echo(client: &Netns, server: &Netns, addr: Ipv4Addr, size: usize) {
+    let sock = server
+        .enter(move || UdpSocket::bind((addr, 5300)))
+        .expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut b = [0u8; 4000];
+        let (n, from) = sock.recv_from(&mut b).expect("udp request");
+        sock.send_to(&b[..n], from).expect("udp reply");
+    });
+    let msg = pattern(size);
+    let got = client
+        .enter(move || {
+            let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            // Bounded retries: the first datagram may race the echo's bind.
+            for _ in 0..5 {
+                c.send_to(&msg, (addr, 5300))?;
+                let mut b = [0u8; 4000];
+                if let Ok(n) = c.recv(&mut b) {
+                    return Ok(b[..n].to_vec());
+                }
+            }
+            Err(std::io::Error::other("no UDP answer"))
+        })
+        .expect("udp client");
+    echo.join().unwrap();
+    assert_eq!(got, pattern(size));
+}
+
+#[test]
+fn sluice_joins_a_flannel_node() {
+    if !require_root("sluice_joins_a_flannel_node") {
+        return;
+    }
+    let a = Netns::new("fla");
+    let b = Netns::new("flb");
+    let pa = Netns::new("flpa");
+    let pb = Netns::new("flpb");
+    a.ip(&[
+        "link", "add", "up-a", "type", "veth", "peer", "name", "up-b", "netns", &b.name,
+    ]);
+    a.ip(&["addr", "add", "192.168.77.1/24", "dev", "up-a"]);
+    b.ip(&["addr", "add", "192.168.77.2/24", "dev", "up-b"]);
+    a.ip(&["link", "set", "up-a", "up"]);
+    b.ip(&["link", "set", "up-b", "up"]);
+    // Native XDP on a veth receives only when the peer end has XDP or GRO.
+    b.exec(&["ethtool", "-K", "up-b", "gro", "on", "tx", "off"]);
+    a.exec(&["ethtool", "-K", "up-a", "gro", "on"]);
+    flannel_node(&b, &pb);
+    let running = sluice_node(&a, &pa, b.mac("up-b"));
+    // Node A's kernel answers on the uplink while Sluice runs.
+    b.exec(&["ping", "-c", "2", "-W", "2", "192.168.77.1"]);
+    pa.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.2"]);
+    pb.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.2"]);
+    udp_echo(&pa, &pb, POD_B, 1000);
+    udp_echo(&pb, &pa, POD_A, 1400);
+    let data = pattern(10 << 20);
+    tcp_transfer(&pa, &pb, POD_B, &data);
+    tcp_transfer(&pb, &pa, POD_A, &data);
+    let w = running.stop();
+    let c = &w.counters;
+    assert!(c.encapsulated > 1000, "{c:?}");
+    assert!(c.decapsulated > 1000, "{c:?}");
+    eprintln!("counters: {c:?}");
+}
