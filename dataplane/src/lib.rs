@@ -16,8 +16,12 @@
 )]
 
 pub mod buf;
+pub mod config;
 pub mod counters;
+pub mod daemon;
+pub mod demo;
 pub mod icmp;
+pub mod neigh;
 pub mod netns;
 pub mod pipeline;
 pub mod port;

@@ -84,11 +84,18 @@ impl Worker {
         }
     }
 
-    /// Attaches a port; returns its index.
+    /// Attaches a port; returns its index. Counters carry the port's name.
     pub fn add_port(&mut self, port: Box<dyn Port>, role: Role) -> usize {
+        let label = port.name().to_string();
+        self.add_port_labelled(port, role, label)
+    }
+
+    /// [`Worker::add_port`] with the name counters use (a pod's name rather
+    /// than its interface's, which is `eth0` in every pod).
+    pub fn add_port_labelled(&mut self, port: Box<dyn Port>, role: Role, label: String) -> usize {
         let slot = PortSlot {
             counters: PortCounters {
-                name: port.name().to_string(),
+                name: label,
                 ..PortCounters::default()
             },
             port,

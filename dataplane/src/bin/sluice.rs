@@ -1,0 +1,204 @@
+//! `sluice`: the node daemon and its admin client.
+//!
+//!     sluice run --config /etc/sluice/config.yaml
+//!     sluice stats | status | routes | conntrack
+//!     sluice pods add NAME IP NETNS | pods del IP
+//!     sluice peers add NAME IP VTEP_MAC CIDR[,CIDR] | peers del NAME
+//!     sluice demo
+//!
+//! Admin commands talk to the daemon over its Unix socket (`--socket`,
+//! default /run/sluice/admin.sock).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use dataplane::config::Config;
+use dataplane::daemon::{self, Daemon};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a userspace dataplane for Kubernetes nodes"
+)]
+struct Cli {
+    /// The daemon's admin socket.
+    #[arg(long, global = true, default_value = "/run/sluice/admin.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the node daemon.
+    Run {
+        /// YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    Check {
+        /// YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Counters: per port, per drop reason.
+    Stats,
+    /// Control-plane status.
+    Status,
+    /// The routing snapshot: peers, next hops, pods.
+    Routes,
+    /// Tracked connections, like `conntrack -L`.
+    Conntrack,
+    /// Attach or detach pods.
+    Pods {
+        #[command(subcommand)]
+        op: PodOp,
+    },
+    /// Add or remove peer nodes.
+    Peers {
+        #[command(subcommand)]
+        op: PeerOp,
+    },
+    /// Stop the daemon.
+    Shutdown,
+    /// Build a two-node cluster in network namespaces, run Sluice on both
+    /// nodes, send traffic between every pod and to an external host, print
+    /// a summary, and remove everything.
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+enum PodOp {
+    /// Create the pod's TUN interface in NETNS and attach it.
+    Add {
+        name: String,
+        ip: String,
+        netns: String,
+    },
+    /// Detach the pod (idempotent).
+    Del { ip: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerOp {
+    /// Add (or replace) a peer node.
+    Add {
+        name: String,
+        ip: String,
+        vtep_mac: String,
+        pod_cidrs: String,
+    },
+    /// Remove a peer node.
+    Del { name: String },
+}
+
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::Relaxed);
+}
+
+fn run(config: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let d = match Daemon::start(cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sluice: start-up failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("sluice: running");
+    while !SIGNALLED.load(Ordering::Relaxed) && !d.stopping() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.join();
+    eprintln!("sluice: stopped");
+    ExitCode::SUCCESS
+}
+
+fn admin(socket: &std::path::Path, line: &str) -> ExitCode {
+    match daemon::request(socket, line) {
+        Ok(reply) => {
+            let (head, body) = reply.split_once('\n').unwrap_or((&reply, ""));
+            if head == "ok" {
+                print!("{body}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("sluice: {head}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sluice: cannot reach the daemon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config } => run(&config),
+        Cmd::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Stats => admin(&cli.socket, "stats"),
+        Cmd::Status => admin(&cli.socket, "status"),
+        Cmd::Routes => admin(&cli.socket, "routes"),
+        Cmd::Conntrack => admin(&cli.socket, "conntrack"),
+        Cmd::Shutdown => admin(&cli.socket, "shutdown"),
+        Cmd::Pods {
+            op: PodOp::Add { name, ip, netns },
+        } => admin(&cli.socket, &format!("pods add {name} {ip} {netns}")),
+        Cmd::Pods {
+            op: PodOp::Del { ip },
+        } => admin(&cli.socket, &format!("pods del {ip}")),
+        Cmd::Peers {
+            op:
+                PeerOp::Add {
+                    name,
+                    ip,
+                    vtep_mac,
+                    pod_cidrs,
+                },
+        } => admin(
+            &cli.socket,
+            &format!("peers add {name} {ip} {vtep_mac} {pod_cidrs}"),
+        ),
+        Cmd::Peers {
+            op: PeerOp::Del { name },
+        } => admin(&cli.socket, &format!("peers del {name}")),
+        Cmd::Demo => match dataplane::demo::run() {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("sluice demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,500 @@
+//! `sluice run --config FILE`: the daemon's YAML configuration.
+//!
+//! Parsing is two steps: serde reads the document into plain fields
+//! (unknown keys are refused, so a typo is not silently ignored), then
+//! [`Config::validate`] checks every value and reports the first problem
+//! with the field's path, e.g. `node.pod_cidr: "10.244.1.0/33" is not an
+//! IPv4 CIDR`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use encap::MacAddr;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::route::PeerSpec;
+
+/// A configuration error: the field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the field (`node.ip`, `peers[2].vtep_mac`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config error: {}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// The document as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    #[serde(default)]
+    cluster_cidrs: Vec<String>,
+    #[serde(default)]
+    vxlan: RawVxlan,
+    #[serde(default)]
+    snat: RawSnat,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+    #[serde(default)]
+    workers: RawWorkers,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    uplink: String,
+    ip: String,
+    pod_cidr: String,
+    #[serde(default)]
+    vtep_mac: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
+    #[serde(default)]
+    uplink_mtu: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVxlan {
+    vni: Option<u32>,
+    port: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnat {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    ports: Option<String>,
+    #[serde(default)]
+    random_fully: bool,
+    #[serde(default = "yes")]
+    reserve_ports: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawSnat {
+    fn default() -> Self {
+        RawSnat {
+            enabled: true,
+            ports: None,
+            random_fully: false,
+            reserve_ports: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    ip: String,
+    vtep_mac: String,
+    pod_cidrs: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    #[serde(default)]
+    cores: Vec<usize>,
+    #[serde(default)]
+    idle_spins: Option<u32>,
+    #[serde(default)]
+    max_sleep_ms: Option<u64>,
+    #[serde(default)]
+    conntrack_max: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    socket: Option<String>,
+    #[serde(default)]
+    metrics: Option<String>,
+    #[serde(default)]
+    state_dir: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Node name.
+    pub name: String,
+    /// Uplink interface.
+    pub uplink: String,
+    /// Node IP on the uplink.
+    pub ip: Ipv4Addr,
+    /// This node's pod CIDR.
+    pub pod_cidr: Ipv4Net,
+    /// VTEP MAC (default: derived from the node IP, `0a:58:` + IP, stable
+    /// across restarts).
+    pub vtep_mac: MacAddr,
+    /// Next hop for traffic leaving the cluster.
+    pub gateway: Option<Ipv4Addr>,
+    /// Uplink MTU (default 1500).
+    pub uplink_mtu: u16,
+    /// Cluster CIDRs: never masqueraded towards.
+    pub cluster_cidrs: Vec<Ipv4Net>,
+    /// VNI.
+    pub vni: u32,
+    /// VXLAN UDP port.
+    pub vxlan_port: u16,
+    /// Whether to masquerade traffic leaving the cluster.
+    pub snat: bool,
+    /// SNAT port range (also used for ICMP identifiers).
+    pub snat_ports: (u16, u16),
+    /// Fully random port allocation.
+    pub random_fully: bool,
+    /// Reserve the SNAT range from the host's ephemeral ports.
+    pub reserve_ports: bool,
+    /// Static peers.
+    pub peers: Vec<PeerSpec>,
+    /// Cores for workers (empty: core 0... no pinning preference; one
+    /// worker).
+    pub cores: Vec<usize>,
+    /// Empty polls before sleeping.
+    pub idle_spins: u32,
+    /// Longest sleep.
+    pub max_sleep_ms: u64,
+    /// Conntrack entries per worker.
+    pub conntrack_max: usize,
+    /// Admin socket path.
+    pub socket: PathBuf,
+    /// Prometheus endpoint.
+    pub metrics: SocketAddr,
+    /// Where pod attachments are recorded.
+    pub state_dir: PathBuf,
+}
+
+fn ipv4(field: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.parse()
+        .or_else(|_| err(field, format!("{s:?} is not an IPv4 address")))
+}
+
+fn cidr(field: &str, s: &str) -> Result<Ipv4Net, ConfigError> {
+    match s.parse::<Ipv4Net>() {
+        Ok(n) if n.network() == n.addr() => Ok(n),
+        Ok(n) => err(
+            field,
+            format!("{s:?} has host bits set (did you mean {}?)", n.trunc()),
+        ),
+        Err(_) => err(field, format!("{s:?} is not an IPv4 CIDR")),
+    }
+}
+
+fn mac(field: &str, s: &str) -> Result<MacAddr, ConfigError> {
+    let m: MacAddr = s
+        .parse()
+        .or_else(|_| err(field, format!("{s:?} is not a MAC address")))?;
+    if m.is_multicast() {
+        return err(field, format!("{s:?} is a multicast MAC"));
+    }
+    Ok(m)
+}
+
+fn range(field: &str, s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || err(field, format!("{s:?} is not a port range like 61000-65535"));
+    let Some((a, b)) = s.split_once('-') else {
+        return bad();
+    };
+    let (Ok(a), Ok(b)) = (a.trim().parse::<u16>(), b.trim().parse::<u16>()) else {
+        return bad();
+    };
+    if a == 0 || a > b {
+        return err(field, format!("{s:?}: need 1 <= first <= last"));
+    }
+    Ok((a, b))
+}
+
+impl Config {
+    /// Parses and validates a YAML document.
+    pub fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(yaml).map_err(|e| {
+            let loc = e
+                .location()
+                .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+                .unwrap_or_default();
+            // serde_yaml names the field in its message ("node: missing
+            // field `ip`", "unknown field `pod_cidrs`").
+            ConfigError {
+                field: "document".into(),
+                message: format!("{e}{loc}"),
+            }
+        })?;
+        Self::validate(raw)
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            field: "file".into(),
+            message: format!("{}: {e}", path.display()),
+        })?;
+        Self::parse(&text)
+    }
+
+    fn validate(r: RawConfig) -> Result<Config, ConfigError> {
+        let n = &r.node;
+        if n.name.is_empty() {
+            return err("node.name", "empty");
+        }
+        if n.uplink.is_empty() || n.uplink.len() > 15 {
+            return err(
+                "node.uplink",
+                format!("{:?} is not an interface name", n.uplink),
+            );
+        }
+        let ip = ipv4("node.ip", &n.ip)?;
+        let pod_cidr = cidr("node.pod_cidr", &n.pod_cidr)?;
+        if pod_cidr.prefix_len() > 30 {
+            return err(
+                "node.pod_cidr",
+                "too small for a gateway and pods (at most /30)",
+            );
+        }
+        let [a, b, c, d] = ip.octets();
+        let vtep_mac = match &n.vtep_mac {
+            Some(s) => mac("node.vtep_mac", s)?,
+            None => MacAddr([0x0a, 0x58, a, b, c, d]),
+        };
+        let gateway = n
+            .gateway
+            .as_deref()
+            .map(|g| ipv4("node.gateway", g))
+            .transpose()?;
+        let uplink_mtu = match n.uplink_mtu {
+            None => 1500,
+            Some(m) if (576..=9000).contains(&m) => m as u16,
+            Some(m) => return err("node.uplink_mtu", format!("{m} is outside 576-9000")),
+        };
+        let mut cluster_cidrs = Vec::new();
+        for (i, c) in r.cluster_cidrs.iter().enumerate() {
+            cluster_cidrs.push(cidr(&format!("cluster_cidrs[{i}]"), c)?);
+        }
+        if !cluster_cidrs.iter().any(|c| c.contains(&pod_cidr)) {
+            cluster_cidrs.push(pod_cidr);
+        }
+        let vni = r.vxlan.vni.unwrap_or(1);
+        if encap::vxlan::Vni::new(vni).is_none() {
+            return err("vxlan.vni", format!("{vni} is not a 24-bit VNI"));
+        }
+        let vxlan_port = match r.vxlan.port {
+            None => encap::vxlan::FLANNEL_PORT,
+            Some(p) if (1..=65535).contains(&p) => p as u16,
+            Some(p) => return err("vxlan.port", format!("{p} is not a UDP port")),
+        };
+        let snat_ports = match &r.snat.ports {
+            Some(s) => range("snat.ports", s)?,
+            None => (61000, 65535),
+        };
+        if (snat_ports.0..=snat_ports.1).contains(&vxlan_port) {
+            return err(
+                "snat.ports",
+                format!("overlaps the VXLAN port {vxlan_port}"),
+            );
+        }
+        let mut peers = Vec::new();
+        for (i, p) in r.peers.iter().enumerate() {
+            let f = |x: &str| format!("peers[{i}].{x}");
+            if p.name.is_empty() {
+                return err(f("name"), "empty");
+            }
+            let pip = ipv4(&f("ip"), &p.ip)?;
+            if pip == ip {
+                return err(f("ip"), "is this node's own IP");
+            }
+            let mut cidrs = Vec::new();
+            for (k, c) in p.pod_cidrs.iter().enumerate() {
+                let net = cidr(&f(&format!("pod_cidrs[{k}]")), c)?;
+                if net.contains(&pod_cidr.network()) || pod_cidr.contains(&net.network()) {
+                    return err(
+                        f(&format!("pod_cidrs[{k}]")),
+                        format!("{net} overlaps this node's pod CIDR {pod_cidr}"),
+                    );
+                }
+                cidrs.push(net);
+            }
+            if cidrs.is_empty() {
+                return err(f("pod_cidrs"), "empty");
+            }
+            peers.push(PeerSpec {
+                name: p.name.clone(),
+                ip: pip,
+                vtep_mac: mac(&f("vtep_mac"), &p.vtep_mac)?,
+                pod_cidrs: cidrs,
+            });
+        }
+        let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for (i, &c) in r.workers.cores.iter().enumerate() {
+            if c >= ncores {
+                return err(
+                    format!("workers.cores[{i}]"),
+                    format!("core {c} does not exist (this machine has {ncores})"),
+                );
+            }
+        }
+        if r.workers.cores.len() > 1 {
+            return err(
+                "workers.cores",
+                "one worker per daemon for now: the uplink is a single AF_XDP queue",
+            );
+        }
+        let conntrack_max = r.workers.conntrack_max.unwrap_or(262_144);
+        if conntrack_max == 0 || conntrack_max > (1 << 23) - 1 {
+            return err("workers.conntrack_max", "must be 1 to 8388607");
+        }
+        let metrics = r.admin.metrics.as_deref().unwrap_or("127.0.0.1:9420");
+        let metrics = metrics
+            .parse()
+            .or_else(|_| err("admin.metrics", format!("{metrics:?} is not ADDRESS:PORT")))?;
+        Ok(Config {
+            name: n.name.clone(),
+            uplink: n.uplink.clone(),
+            ip,
+            pod_cidr,
+            vtep_mac,
+            gateway,
+            uplink_mtu,
+            cluster_cidrs,
+            vni,
+            vxlan_port,
+            snat: r.snat.enabled,
+            snat_ports,
+            random_fully: r.snat.random_fully,
+            reserve_ports: r.snat.reserve_ports,
+            peers,
+            cores: r.workers.cores.clone(),
+            idle_spins: r.workers.idle_spins.unwrap_or(2000),
+            max_sleep_ms: r.workers.max_sleep_ms.unwrap_or(50),
+            conntrack_max,
+            socket: PathBuf::from(
+                r.admin
+                    .socket
+                    .as_deref()
+                    .unwrap_or("/run/sluice/admin.sock"),
+            ),
+            metrics,
+            state_dir: PathBuf::from(r.admin.state_dir.as_deref().unwrap_or("/var/lib/sluice")),
+        })
+    }
+
+    /// The pods' gateway address: the first of the pod CIDR (Flannel's
+    /// cni0 address).
+    pub fn gateway_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.pod_cidr.network().to_bits() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+node:
+  name: a
+  uplink: eth0
+  ip: 192.168.77.1
+  pod_cidr: 10.244.1.0/24
+  gateway: 192.168.77.100
+cluster_cidrs: [10.244.0.0/16, 10.96.0.0/12]
+peers:
+  - name: b
+    ip: 192.168.77.2
+    vtep_mac: 0a:58:c0:a8:4d:02
+    pod_cidrs: [10.244.2.0/24]
+";
+
+    #[test]
+    fn a_good_config_gets_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.vni, 1);
+        assert_eq!(c.vxlan_port, 8472);
+        assert_eq!(c.snat_ports, (61000, 65535));
+        assert_eq!(c.vtep_mac, MacAddr([0x0a, 0x58, 192, 168, 77, 1]));
+        assert_eq!(c.gateway_ip(), Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    /// Each broken document names the field at fault.
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("ip: 192.168.77.1", "ip: 192.168.77.300", "node.ip"),
+            (
+                "pod_cidr: 10.244.1.0/24",
+                "pod_cidr: 10.244.1.0/33",
+                "node.pod_cidr",
+            ),
+            (
+                "pod_cidr: 10.244.1.0/24",
+                "pod_cidr: 10.244.1.7/24",
+                "node.pod_cidr",
+            ),
+            (
+                "vtep_mac: 0a:58:c0:a8:4d:02",
+                "vtep_mac: 0a:58:c0:a8:4d",
+                "peers[0].vtep_mac",
+            ),
+            (
+                "pod_cidrs: [10.244.2.0/24]",
+                "pod_cidrs: [10.244.1.0/25]",
+                "peers[0].pod_cidrs[0]",
+            ),
+            (
+                "gateway: 192.168.77.100",
+                "gateway: nowhere",
+                "node.gateway",
+            ),
+            (
+                "[10.244.0.0/16, 10.96.0.0/12]",
+                "[10.244.0.0/16, 10.96.0.0/40]",
+                "cluster_cidrs[1]",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let doc = GOOD.replace(from, to);
+            assert_ne!(doc, GOOD, "case {field} did not apply");
+            let e = Config::parse(&doc).unwrap_err();
+            assert_eq!(&e.field, field, "{e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        let e = Config::parse(&format!(
+            "{GOOD}snat:\n  ports: 8000-9000\nvxlan:\n  port: 8472\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "snat.ports");
+        let e = Config::parse(&format!("{GOOD}workers:\n  cores: [999]\n")).unwrap_err();
+        assert_eq!(e.field, "workers.cores[0]");
+        // Unknown and missing keys: serde names them.
+        let e = Config::parse(&GOOD.replace("pod_cidrs:", "pod_cidr:")).unwrap_err();
+        assert!(e.message.contains("pod_cidr"), "{e}");
+        let e = Config::parse(&GOOD.replace("  ip: 192.168.77.1\n", "")).unwrap_err();
+        assert!(e.message.contains("missing field `ip`"), "{e}");
+    }
+}

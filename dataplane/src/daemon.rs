@@ -1,0 +1,773 @@
+//! The node daemon behind `sluice run`: one pinned worker polling the
+//! AF_XDP uplink and the pods' ports, a control thread keeping next-hop
+//! MACs and the routing snapshot current, the admin socket and the
+//! Prometheus endpoint.
+//!
+//! Threads and what they share: the worker owns its ports and conntrack
+//! table outright. Other threads reach it only through a crossbeam channel
+//! of [`Cmd`]s, which it drains between polls, and read its counters from a
+//! [`StatsView`] it publishes with `try_lock` (it never waits for a lock).
+//! Routes reach it as immutable snapshots ([`Routes`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use encap::MacAddr;
+use encap::vxlan::{Vni, VxlanConfig};
+use nat::{ConntrackConfig, PortRange, SnatConfig};
+
+use crate::config::Config;
+use crate::counters::{Counters, PortCounters, Reason};
+use crate::port::Port;
+use crate::port::tun::TunPort;
+use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
+use crate::route::{Node, PeerSpec, Routes, Snapshot};
+use crate::worker::{IdlePolicy, Role, Worker};
+use crate::{neigh, netns};
+
+/// A request to the worker.
+pub enum Cmd {
+    /// Attach a pod's port.
+    AddPod {
+        /// Pod name (for counters).
+        name: String,
+        /// Pod address.
+        ip: Ipv4Addr,
+        /// Its port.
+        port: Box<dyn Port>,
+    },
+    /// Detach the pod at `ip`.
+    DelPod {
+        /// Pod address.
+        ip: Ipv4Addr,
+        /// Whether it was attached.
+        reply: Sender<bool>,
+    },
+    /// A `conntrack -L`-like listing.
+    Conntrack {
+        /// The listing.
+        reply: Sender<String>,
+    },
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cmd::AddPod { ip, .. } => write!(f, "AddPod({ip})"),
+            Cmd::DelPod { ip, .. } => write!(f, "DelPod({ip})"),
+            Cmd::Conntrack { .. } => write!(f, "Conntrack"),
+        }
+    }
+}
+
+/// What the worker publishes for the admin and metrics threads.
+#[derive(Clone, Debug, Default)]
+pub struct StatsView {
+    /// Its counters.
+    pub counters: Counters,
+    /// Per port.
+    pub ports: Vec<PortCounters>,
+    /// Live conntrack entries.
+    pub conntrack_entries: usize,
+    /// Translated ports in use.
+    pub nat_ports: usize,
+    /// The worker thread's CPU affinity as it reported it.
+    pub pinned_core: Option<usize>,
+    /// Snapshot generation it last used.
+    pub generation: u64,
+}
+
+/// A pod as recorded on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRecord {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Its network namespace path.
+    pub netns: PathBuf,
+}
+
+/// Control-side state: the peers, neighbours and pods the snapshot is
+/// built from.
+struct Control {
+    cfg: Config,
+    uplink_mac: MacAddr,
+    peers: BTreeMap<String, PeerSpec>,
+    neigh: HashMap<Ipv4Addr, MacAddr>,
+    pods: BTreeMap<Ipv4Addr, PodRecord>,
+    generation: u64,
+    routes: Routes,
+}
+
+impl Control {
+    fn snapshot(&self) -> Snapshot {
+        let vxlan = VxlanConfig {
+            vni: Vni::new(self.cfg.vni).unwrap_or(VxlanConfig::default().vni),
+            dst_port: self.cfg.vxlan_port,
+            ..VxlanConfig::default()
+        };
+        let gw_mac = self.cfg.gateway.and_then(|g| self.neigh.get(&g).copied());
+        Snapshot::new(
+            self.generation,
+            Node {
+                name: self.cfg.name.clone(),
+                ip: self.cfg.ip,
+                uplink_mac: self.uplink_mac,
+                uplink_mtu: self.cfg.uplink_mtu,
+                vtep_mac: self.cfg.vtep_mac,
+                pod_cidr: self.cfg.pod_cidr,
+                gateway_ip: self.cfg.gateway_ip(),
+                gateway_mac: gw_mac,
+            },
+            vxlan,
+            self.cfg.cluster_cidrs.clone(),
+            self.peers.values().cloned(),
+            &|ip| self.neigh.get(&ip).copied(),
+        )
+    }
+
+    fn publish(&mut self) {
+        self.generation += 1;
+        self.routes.store(self.snapshot());
+    }
+
+    /// Re-reads the neighbour table; publishes if a next hop changed.
+    /// Asks the kernel to resolve the ones it is missing.
+    fn refresh_neighbours(&mut self) -> bool {
+        let now = neigh::read(Some(&self.cfg.uplink));
+        let mut wanted: Vec<Ipv4Addr> = self.peers.values().map(|p| p.ip).collect();
+        wanted.extend(self.cfg.gateway);
+        let relevant = |m: &HashMap<Ipv4Addr, MacAddr>| -> Vec<(Ipv4Addr, Option<MacAddr>)> {
+            wanted.iter().map(|ip| (*ip, m.get(ip).copied())).collect()
+        };
+        let changed = relevant(&now) != relevant(&self.neigh);
+        for ip in &wanted {
+            if !now.contains_key(ip) {
+                neigh::solicit(*ip);
+            }
+        }
+        self.neigh = now;
+        if changed {
+            self.publish();
+        }
+        changed
+    }
+}
+
+/// Handles shared by the daemon's threads.
+struct Ctx {
+    control: Mutex<Control>,
+    cmds: Sender<Cmd>,
+    stats: Mutex<StatsView>,
+    stop: AtomicBool,
+    started: Instant,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    ctx: Arc<Ctx>,
+    threads: Vec<JoinHandle<()>>,
+    socket: PathBuf,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+fn uplink_mac(dev: &str) -> std::io::Result<MacAddr> {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{dev}/address"))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("uplink {dev}: {e}")))?;
+    s.trim()
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("uplink {dev}: bad MAC {s:?}")))
+}
+
+/// Keeps the SNAT range out of the host's ephemeral ports, so a local
+/// socket never picks a port whose replies the XDP program would steer to
+/// Sluice (the kernel's `ip_local_reserved_ports`; ports stay usable by
+/// explicit bind).
+fn reserve_ports((a, b): (u16, u16)) -> std::io::Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let old = std::fs::read_to_string(path)?;
+    let range = format!("{a}-{b}");
+    if old.split(',').any(|r| r.trim() == range) {
+        return Ok(());
+    }
+    let new = if old.trim().is_empty() {
+        range
+    } else {
+        format!("{},{range}", old.trim())
+    };
+    std::fs::write(path, new)
+}
+
+fn pods_dir(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("pods")
+}
+
+fn save_pod(cfg: &Config, p: &PodRecord) {
+    let dir = pods_dir(cfg);
+    let _ = std::fs::create_dir_all(&dir);
+    let tmp = dir.join(format!(".{}", p.ip));
+    let body = format!("{}\n{}\n{}\n", p.name, p.ip, p.netns.display());
+    if std::fs::write(&tmp, body).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(p.ip.to_string()));
+    }
+}
+
+fn load_pods(cfg: &Config) -> Vec<PodRecord> {
+    let Ok(rd) = std::fs::read_dir(pods_dir(cfg)) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let t = std::fs::read_to_string(e.path()).ok()?;
+            let mut l = t.lines();
+            Some(PodRecord {
+                name: l.next()?.to_string(),
+                ip: l.next()?.parse().ok()?,
+                netns: PathBuf::from(l.next()?),
+            })
+        })
+        .collect()
+}
+
+impl Daemon {
+    /// Starts the daemon in the current network namespace.
+    pub fn start(cfg: Config) -> std::io::Result<Daemon> {
+        if cfg.reserve_ports && cfg.snat {
+            reserve_ports(cfg.snat_ports)?;
+        }
+        let mac = uplink_mac(&cfg.uplink)?;
+        let mut control = Control {
+            uplink_mac: mac,
+            peers: cfg
+                .peers
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+            neigh: HashMap::new(),
+            pods: BTreeMap::new(),
+            generation: 0,
+            routes: Routes::new(Snapshot::new(
+                0,
+                Node {
+                    name: cfg.name.clone(),
+                    ip: cfg.ip,
+                    uplink_mac: mac,
+                    uplink_mtu: cfg.uplink_mtu,
+                    vtep_mac: cfg.vtep_mac,
+                    pod_cidr: cfg.pod_cidr,
+                    gateway_ip: cfg.gateway_ip(),
+                    gateway_mac: None,
+                },
+                VxlanConfig::default(),
+                Vec::new(),
+                [],
+                &|_| None,
+            )),
+            cfg: cfg.clone(),
+        };
+        control.refresh_neighbours();
+        control.publish();
+        let routes = control.routes.clone();
+
+        let snat = cfg.snat.then(|| {
+            let mut s = SnatConfig::new(vec![cfg.pod_cidr], cfg.cluster_cidrs.clone(), cfg.ip);
+            s.ports = PortRange {
+                min: cfg.snat_ports.0,
+                max: cfg.snat_ports.1,
+            };
+            s.icmp_ids = s.ports;
+            s.random_fully = cfg.random_fully;
+            s
+        });
+        let ct = ConntrackConfig {
+            max_entries: cfg.conntrack_max,
+            ..ConntrackConfig::default()
+        };
+        let mut worker = Worker::new(routes, ct, snat, 4096);
+        let prog = SteerProgram::attach(
+            &cfg.uplink,
+            SteerConfig {
+                node_ip: cfg.ip,
+                vxlan_port: cfg.vxlan_port,
+                ports: cfg.snat_ports,
+                idents: cfg.snat_ports,
+            },
+        )?;
+        let up = XdpPort::open(&cfg.uplink, 0, Some(prog))?;
+        worker.add_port(Box::new(up), Role::Uplink);
+
+        let (tx, rx) = crossbeam_channel::bounded::<Cmd>(256);
+        let ctx = Arc::new(Ctx {
+            control: Mutex::new(control),
+            cmds: tx,
+            stats: Mutex::new(StatsView::default()),
+            stop: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        // Pods served before a restart come back from the state directory.
+        for p in load_pods(&cfg) {
+            if p.netns.exists()
+                && let Err(e) = attach_pod(&ctx, &p)
+            {
+                eprintln!("sluice: re-attaching pod {} ({}): {e}", p.name, p.ip);
+            }
+        }
+        let _ = std::fs::remove_file(&cfg.socket);
+        if let Some(d) = cfg.socket.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let admin = UnixListener::bind(&cfg.socket)?;
+        let metrics = TcpListener::bind(cfg.metrics)?;
+
+        let mut threads = Vec::new();
+        let c = ctx.clone();
+        let idle = IdlePolicy {
+            spins: cfg.idle_spins,
+            max_sleep: Duration::from_millis(cfg.max_sleep_ms),
+        };
+        let core = cfg.cores.first().copied();
+        threads.push(
+            std::thread::Builder::new()
+                .name("sluice-worker-0".into())
+                .spawn(move || worker_main(&c, worker, rx, idle, core))?,
+        );
+        let c = ctx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("sluice-control".into())
+                .spawn(move || {
+                    while !c.stop.load(Ordering::Relaxed) {
+                        if let Ok(mut ctl) = c.control.lock() {
+                            ctl.refresh_neighbours();
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                })?,
+        );
+        let c = ctx.clone();
+        admin.set_nonblocking(true)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("sluice-admin".into())
+                .spawn(move || admin_main(&c, &admin))?,
+        );
+        let c = ctx.clone();
+        metrics.set_nonblocking(true)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("sluice-metrics".into())
+                .spawn(move || metrics_main(&c, &metrics))?,
+        );
+        Ok(Daemon {
+            ctx,
+            threads,
+            socket: cfg.socket,
+        })
+    }
+
+    /// Asks every thread to stop.
+    pub fn stop(&self) {
+        self.ctx.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was requested (by [`Daemon::stop`] or the admin
+    /// `shutdown` command).
+    pub fn stopping(&self) -> bool {
+        self.ctx.stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops and waits for every thread; the XDP program is detached and
+    /// the pods' TUN devices removed as their ports drop.
+    pub fn join(mut self) {
+        self.stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn worker_main(ctx: &Ctx, mut w: Worker, rx: Receiver<Cmd>, idle: IdlePolicy, core: Option<usize>) {
+    let pinned = core
+        .and_then(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }).then_some(c));
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    let between = |w: &mut Worker| {
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Cmd::AddPod { name, ip, port } => {
+                    w.remove_pod(ip);
+                    w.add_port_labelled(port, Role::Pod { ip, mac: None }, format!("pod/{name}"));
+                }
+                Cmd::DelPod { ip, reply } => {
+                    let _ = reply.send(w.remove_pod(ip).is_some());
+                }
+                Cmd::Conntrack { reply } => {
+                    let _ = reply.send(conntrack_listing(w));
+                }
+            }
+        }
+        // Publish counters at most every 100 ms, never waiting for the lock.
+        if last.elapsed() >= Duration::from_millis(100)
+            && let Ok(mut s) = ctx.stats.try_lock()
+        {
+            s.counters = w.counters.clone();
+            s.ports = w.ports().map(|p| p.counters.clone()).collect();
+            s.conntrack_entries = w.conntrack().len();
+            s.nat_ports = w.conntrack().nat_ports_in_use();
+            s.pinned_core = pinned;
+            last = Instant::now();
+        }
+    };
+    if let Err(e) = w.run(&ctx.stop, idle, || t0.elapsed(), between) {
+        eprintln!("sluice: worker failed: {e}");
+        ctx.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn conntrack_listing(w: &Worker) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for e in w.conntrack().entries() {
+        let proto = match e.orig.proto {
+            6 => "tcp",
+            17 => "udp",
+            1 => "icmp",
+            _ => "other",
+        };
+        let state = match e.proto {
+            nat::ProtoState::Tcp { state, .. } => format!("{state:?} "),
+            _ => String::new(),
+        };
+        let o = e.orig;
+        let r = e.reply;
+        let _ = writeln!(
+            s,
+            "{proto} {state}src={} dst={} sport={} dport={} src={} dst={} sport={} dport={}{}",
+            o.src,
+            o.dst,
+            o.src_port,
+            o.dst_port,
+            r.src,
+            r.dst,
+            r.src_port,
+            r.dst_port,
+            if e.seen_reply {
+                " [ASSURED]"
+            } else {
+                " [UNREPLIED]"
+            }
+        );
+    }
+    s
+}
+
+fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
+    let (mtu, cidr, cfg) = {
+        let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
+        (
+            ctl.cfg
+                .uplink_mtu
+                .saturating_sub(encap::vxlan::OVERHEAD as u16),
+            ctl.cfg.pod_cidr,
+            ctl.cfg.clone(),
+        )
+    };
+    if !cidr.contains(&p.ip) || p.ip == cfg.gateway_ip() || p.ip == cidr.network() {
+        return Err(format!("{} is not a pod address in {cidr}", p.ip));
+    }
+    let port = TunPort::create(&p.netns, "eth0", p.ip, mtu).map_err(|e| e.to_string())?;
+    ctx.cmds
+        .send(Cmd::AddPod {
+            name: p.name.clone(),
+            ip: p.ip,
+            port: Box::new(port),
+        })
+        .map_err(|_| "worker stopped")?;
+    save_pod(&cfg, p);
+    if let Ok(mut ctl) = ctx.control.lock() {
+        ctl.pods.insert(p.ip, p.clone());
+    }
+    Ok(())
+}
+
+/// One admin request line -> the reply text (first line `ok` or `error:`).
+fn admin_request(ctx: &Ctx, line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["stats"] => {
+            let s = ctx.stats.lock().map(|s| s.clone()).unwrap_or_default();
+            let mut out = String::from("ok\n");
+            for p in &s.ports {
+                out += &format!("port {} rx {} tx {}\n", p.name, p.rx, p.tx);
+            }
+            out += &format!(
+                "encapsulated {}\ndecapsulated {}\nnat {}\nicmp_sent {}\nconntrack_entries {}\nnat_ports {}\n",
+                s.counters.encapsulated,
+                s.counters.decapsulated,
+                s.counters.nat,
+                s.counters.icmp_sent,
+                s.conntrack_entries,
+                s.nat_ports
+            );
+            out += &format!(
+                "worker_core {}\n",
+                s.pinned_core.map_or("unpinned".into(), |c| c.to_string())
+            );
+            for r in Reason::all() {
+                out += &format!("drop {} {}\n", r.name(), s.counters.dropped(r));
+            }
+            out
+        }
+        ["status"] => {
+            let ctl = ctx.control.lock();
+            let g = ctl.map(|c| c.generation).unwrap_or(0);
+            format!(
+                "ok\nsnapshot_generation {g}\nuptime_s {}\n",
+                ctx.started.elapsed().as_secs()
+            )
+        }
+        ["routes"] => {
+            let Ok(ctl) = ctx.control.lock() else {
+                return "error: control state poisoned\n".into();
+            };
+            let snap = ctl.routes.load_full();
+            let mut out = format!(
+                "ok\nnode {} ip {} pod_cidr {} vtep_mac {} generation {}\n",
+                snap.node.name,
+                snap.node.ip,
+                snap.node.pod_cidr,
+                snap.node.vtep_mac,
+                snap.generation
+            );
+            for p in snap.peers() {
+                let cidrs: Vec<String> = p.spec.pod_cidrs.iter().map(|c| c.to_string()).collect();
+                out += &format!(
+                    "peer {} ip {} vtep_mac {} pod_cidrs {} next_hop {}\n",
+                    p.spec.name,
+                    p.spec.ip,
+                    p.spec.vtep_mac,
+                    cidrs.join(","),
+                    p.next_hop_mac
+                        .map_or("unresolved".into(), |m| m.to_string())
+                );
+            }
+            for p in ctl.pods.values() {
+                out += &format!("pod {} ip {} netns {}\n", p.name, p.ip, p.netns.display());
+            }
+            out
+        }
+        ["conntrack"] => {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if ctx.cmds.send(Cmd::Conntrack { reply: tx }).is_err() {
+                return "error: worker stopped\n".into();
+            }
+            match rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(l) => format!("ok\n{l}"),
+                Err(_) => "error: worker did not answer\n".into(),
+            }
+        }
+        ["pods", "add", name, ip, ns] => {
+            let Ok(ip) = ip.parse() else {
+                return format!("error: {ip:?} is not an IPv4 address\n");
+            };
+            let rec = PodRecord {
+                name: (*name).to_string(),
+                ip,
+                netns: PathBuf::from(ns),
+            };
+            match attach_pod(ctx, &rec) {
+                Ok(()) => "ok\n".into(),
+                Err(e) => format!("error: {e}\n"),
+            }
+        }
+        ["pods", "del", ip] => {
+            let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+                return format!("error: {ip:?} is not an IPv4 address\n");
+            };
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = ctx.cmds.send(Cmd::DelPod { ip, reply: tx });
+            let found = rx.recv_timeout(Duration::from_secs(2)).unwrap_or(false);
+            if let Ok(mut ctl) = ctx.control.lock() {
+                ctl.pods.remove(&ip);
+                let _ = std::fs::remove_file(pods_dir(&ctl.cfg).join(ip.to_string()));
+            }
+            // Idempotent, as CNI DEL must be.
+            format!("ok\n{}\n", if found { "removed" } else { "absent" })
+        }
+        ["peers", "add", name, ip, mac, cidrs] => {
+            let peer = (|| -> Result<PeerSpec, String> {
+                Ok(PeerSpec {
+                    name: (*name).to_string(),
+                    ip: ip
+                        .parse()
+                        .map_err(|_| format!("{ip:?} is not an IPv4 address"))?,
+                    vtep_mac: mac.parse().map_err(|_| format!("{mac:?} is not a MAC"))?,
+                    pod_cidrs: cidrs
+                        .split(',')
+                        .map(|c| c.parse().map_err(|_| format!("{c:?} is not a CIDR")))
+                        .collect::<Result<_, _>>()?,
+                })
+            })();
+            match (peer, ctx.control.lock()) {
+                (Ok(p), Ok(mut ctl)) => {
+                    neigh::solicit(p.ip);
+                    ctl.peers.insert(p.name.clone(), p);
+                    ctl.publish();
+                    "ok\n".into()
+                }
+                (Err(e), _) => format!("error: {e}\n"),
+                (_, Err(_)) => "error: control state poisoned\n".into(),
+            }
+        }
+        ["peers", "del", name] => match ctx.control.lock() {
+            Ok(mut ctl) => {
+                let found = ctl.peers.remove(*name).is_some();
+                ctl.publish();
+                format!("ok\n{}\n", if found { "removed" } else { "absent" })
+            }
+            Err(_) => "error: control state poisoned\n".into(),
+        },
+        ["shutdown"] => {
+            ctx.stop.store(true, Ordering::Relaxed);
+            "ok\n".into()
+        }
+        _ => format!(
+            "error: unknown request {line:?}; try stats, status, routes, conntrack, pods add NAME IP NETNS, pods del IP, peers add NAME IP MAC CIDR[,CIDR], peers del NAME, shutdown\n"
+        ),
+    }
+}
+
+fn admin_main(ctx: &Ctx, l: &UnixListener) {
+    while !ctx.stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((s, _)) => serve_admin(ctx, s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn serve_admin(ctx: &Ctx, s: UnixStream) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    let mut r = BufReader::new(&s);
+    if r.read_line(&mut line).is_ok() {
+        let reply = admin_request(ctx, line.trim());
+        let mut w = &s;
+        let _ = w.write_all(reply.as_bytes());
+    }
+}
+
+/// Prometheus text exposition of the worker's counters.
+fn metrics_text(ctx: &Ctx) -> String {
+    let s = ctx.stats.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut out = String::new();
+    out += "# HELP sluice_rx_packets_total Frames received per port.\n# TYPE sluice_rx_packets_total counter\n";
+    for p in &s.ports {
+        out += &format!("sluice_rx_packets_total{{port=\"{}\"}} {}\n", p.name, p.rx);
+    }
+    out += "# HELP sluice_tx_packets_total Frames transmitted per port.\n# TYPE sluice_tx_packets_total counter\n";
+    for p in &s.ports {
+        out += &format!("sluice_tx_packets_total{{port=\"{}\"}} {}\n", p.name, p.tx);
+    }
+    out += "# HELP sluice_drops_total Packets dropped, by reason.\n# TYPE sluice_drops_total counter\n";
+    for r in Reason::all() {
+        out += &format!(
+            "sluice_drops_total{{reason=\"{}\"}} {}\n",
+            r.name(),
+            s.counters.dropped(r)
+        );
+    }
+    for (name, help, v) in [
+        (
+            "sluice_encapsulated_total",
+            "Frames VXLAN-encapsulated.",
+            s.counters.encapsulated,
+        ),
+        (
+            "sluice_decapsulated_total",
+            "Frames VXLAN-decapsulated.",
+            s.counters.decapsulated,
+        ),
+        (
+            "sluice_nat_total",
+            "Packets translated by SNAT.",
+            s.counters.nat,
+        ),
+    ] {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+    }
+    out += &format!(
+        "# HELP sluice_conntrack_entries Live conntrack entries.\n# TYPE sluice_conntrack_entries gauge\nsluice_conntrack_entries {}\n",
+        s.conntrack_entries
+    );
+    out
+}
+
+fn metrics_main(ctx: &Ctx, l: &TcpListener) {
+    while !ctx.stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut req = String::new();
+                let _ = BufReader::new(&s).read_line(&mut req);
+                let (code, body) = if req.starts_with("GET /metrics") {
+                    ("200 OK", metrics_text(ctx))
+                } else if req.starts_with("GET /readyz") || req.starts_with("GET /healthz") {
+                    ("200 OK", "ok\n".to_string())
+                } else {
+                    ("404 Not Found", "not found\n".to_string())
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Sends one admin request to the daemon at `socket`; returns the reply.
+pub fn request(socket: &Path, line: &str) -> std::io::Result<String> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out)?;
+    Ok(out)
+}
+
+/// Runs `f` in the network namespace of `netns` (re-export for the CLI).
+pub fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    netns::run_in(netns, f)
+}

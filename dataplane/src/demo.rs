@@ -1,0 +1,400 @@
+//! `sluice demo`: two Sluice nodes and an external host in network
+//! namespaces, traffic between every pod and out through SNAT, a summary,
+//! and everything removed afterwards (also on failure).
+//!
+//! ```text
+//!   pod a1 10.244.1.2 ─┐ TUN                        TUN ┌─ pod b1 10.244.2.2
+//!   pod a2 10.244.1.3 ─┤                                ├─ pod b2 10.244.2.3
+//!            node A (sluice) up-a ─┐      ┌─ up-b node B (sluice)
+//!            192.168.77.1          br0 (wire)          192.168.77.2
+//!                                     └─ external host 192.168.77.100
+//! ```
+
+#![allow(
+    clippy::indexing_slicing,
+    reason = "fixed tables of the demo topology, indexed by constants"
+)]
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{daemon, netns};
+
+const NODES: [(&str, &str, &str, &str); 2] = [
+    // (tag, uplink, node IP, pod CIDR)
+    ("a", "up-a", "192.168.77.1", "10.244.1.0/24"),
+    ("b", "up-b", "192.168.77.2", "10.244.2.0/24"),
+];
+const EXT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+const PODS: [(&str, usize, Ipv4Addr); 4] = [
+    ("a1", 0, Ipv4Addr::new(10, 244, 1, 2)),
+    ("a2", 0, Ipv4Addr::new(10, 244, 1, 3)),
+    ("b1", 1, Ipv4Addr::new(10, 244, 2, 2)),
+    ("b2", 1, Ipv4Addr::new(10, 244, 2, 3)),
+];
+
+/// Everything the demo created; removed on drop.
+struct Topology {
+    prefix: String,
+    namespaces: Vec<String>,
+    daemons: Vec<Child>,
+    sockets: Vec<PathBuf>,
+    dir: PathBuf,
+}
+
+impl Topology {
+    fn ns(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.prefix)
+    }
+    fn ns_path(&self, tag: &str) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.ns(tag)))
+    }
+    fn add_ns(&mut self, tag: &str) -> io::Result<()> {
+        let n = self.ns(tag);
+        let _ = Command::new("ip").args(["netns", "del", &n]).output();
+        netns::cmd(&["ip", "netns", "add", &n])?;
+        self.namespaces.push(n.clone());
+        netns::cmd(&["ip", "-n", &n, "link", "set", "lo", "up"])?;
+        self.exec(tag, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+    }
+    fn ip(&self, tag: &str, args: &[&str]) -> io::Result<()> {
+        let n = self.ns(tag);
+        let mut v = vec!["ip", "-n", &n];
+        v.extend_from_slice(args);
+        netns::cmd(&v)
+    }
+    fn exec(&self, tag: &str, args: &[&str]) -> io::Result<()> {
+        let n = self.ns(tag);
+        let mut v = vec!["ip", "netns", "exec", &n];
+        v.extend_from_slice(args);
+        netns::cmd(&v)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for s in &self.sockets {
+            let _ = daemon::request(s, "shutdown");
+        }
+        for d in &mut self.daemons {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = d.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for n in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(tag: &str, uplink: &str, ip: &str, cidr: &str, dir: &Path, peer: usize) -> String {
+    let (ptag, _, pip, pcidr) = NODES[peer];
+    let o: Vec<&str> = pip.split('.').collect();
+    let pmac = format!(
+        "0a:58:{:02x}:{:02x}:{:02x}:{:02x}",
+        o[0].parse::<u8>().unwrap_or(0),
+        o[1].parse::<u8>().unwrap_or(0),
+        o[2].parse::<u8>().unwrap_or(0),
+        o[3].parse::<u8>().unwrap_or(0)
+    );
+    format!(
+        "node:
+  name: node-{tag}
+  uplink: {uplink}
+  ip: {ip}
+  pod_cidr: {cidr}
+  gateway: {EXT}
+cluster_cidrs: [10.244.0.0/16, 10.96.0.0/12]
+peers:
+  - name: node-{ptag}
+    ip: {pip}
+    vtep_mac: \"{pmac}\"
+    pod_cidrs: [{pcidr}]
+workers:
+  cores: [{core}]
+admin:
+  socket: {dir}/{tag}.sock
+  state_dir: {dir}/state-{tag}
+",
+        core = peer.min(1),
+        dir = dir.display()
+    )
+}
+
+fn build(t: &mut Topology) -> io::Result<()> {
+    for tag in ["wire", "a", "b", "ext"] {
+        t.add_ns(tag)?;
+    }
+    t.ip("wire", &["link", "add", "br0", "type", "bridge"])?;
+    t.ip("wire", &["link", "set", "br0", "up"])?;
+    for (tag, dev, addr) in [
+        ("a", "up-a", "192.168.77.1/24"),
+        ("b", "up-b", "192.168.77.2/24"),
+        ("ext", "eth0", "192.168.77.100/24"),
+    ] {
+        let w = format!("w-{tag}");
+        let ns = t.ns(tag);
+        t.ip(
+            "wire",
+            &[
+                "link", "add", &w, "type", "veth", "peer", "name", dev, "netns", &ns,
+            ],
+        )?;
+        t.ip("wire", &["link", "set", &w, "master", "br0", "up"])?;
+        t.ip(tag, &["addr", "add", addr, "dev", dev])?;
+        t.ip(tag, &["link", "set", dev, "up"])?;
+        // Native XDP on a veth receives when the peer end has GRO; software
+        // checksums so no CHECKSUM_PARTIAL frame reaches AF_XDP unfinished.
+        t.exec("wire", &["ethtool", "-K", &w, "gro", "on", "tx", "off"])?;
+        t.exec(tag, &["ethtool", "-K", dev, "tx", "off"])?;
+    }
+    t.ip("a", &["route", "add", "default", "via", "192.168.77.100"])?;
+    t.ip("b", &["route", "add", "default", "via", "192.168.77.100"])?;
+    let exe = std::env::current_exe()?;
+    for (i, (tag, uplink, ip, cidr)) in NODES.iter().enumerate() {
+        let cfg = t.dir.join(format!("{tag}.yaml"));
+        std::fs::write(&cfg, config(tag, uplink, ip, cidr, &t.dir, 1 - i))?;
+        let log = std::fs::File::create(t.dir.join(format!("{tag}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &t.ns(tag)])
+            .arg(&exe)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        t.daemons.push(child);
+        t.sockets.push(t.dir.join(format!("{tag}.sock")));
+    }
+    // Wait for both admin sockets.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for s in t.sockets.clone() {
+        while daemon::request(&s, "status").is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(s.with_extension("log")).unwrap_or_default();
+                return Err(io::Error::other(format!("daemon did not start: {log}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for (name, node, ip) in PODS {
+        t.add_ns(name)?;
+        let reply = daemon::request(
+            &t.sockets[node],
+            &format!("pods add {name} {ip} {}", t.ns_path(name).display()),
+        )?;
+        if !reply.starts_with("ok") {
+            return Err(io::Error::other(format!("pods add {name}: {reply}")));
+        }
+    }
+    // Wait for the next hops to be resolved.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for s in t.sockets.clone() {
+        loop {
+            let r = daemon::request(&s, "routes")?;
+            if !r.contains("unresolved") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!("peer MAC not resolved:\n{r}")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// TCP transfer of `n` bytes; returns (bytes intact, peer address the
+/// server saw, MB/s).
+fn tcp(
+    t: &Topology,
+    client: &str,
+    server: &str,
+    addr: Ipv4Addr,
+    n: usize,
+) -> io::Result<(bool, Ipv4Addr, f64)> {
+    let l = netns::run_in(&t.ns_path(server), move || TcpListener::bind((addr, 5201)))?;
+    let srv = std::thread::spawn(move || -> io::Result<(Vec<u8>, SocketAddr)> {
+        let (mut s, peer) = l.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)?;
+        Ok((got, peer))
+    });
+    let data = pattern(n);
+    let start = Instant::now();
+    let d = data.clone();
+    netns::run_in(&t.ns_path(client), move || {
+        let mut s = TcpStream::connect_timeout(&(addr, 5201).into(), Duration::from_secs(5))?;
+        s.set_write_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(&d)?;
+        s.shutdown(std::net::Shutdown::Write)
+    })?;
+    let (got, peer) = srv
+        .join()
+        .map_err(|_| io::Error::other("server panicked"))??;
+    let secs = start.elapsed().as_secs_f64();
+    let peer = match peer.ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    Ok((got == data, peer, n as f64 / secs / 1e6))
+}
+
+/// A UDP echo; returns the peer address the server saw.
+fn udp(t: &Topology, client: &str, server: &str, addr: Ipv4Addr) -> io::Result<Ipv4Addr> {
+    let s = netns::run_in(&t.ns_path(server), move || UdpSocket::bind((addr, 5300)))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let echo = std::thread::spawn(move || -> io::Result<SocketAddr> {
+        let mut b = [0u8; 2048];
+        let (n, from) = s.recv_from(&mut b)?;
+        s.send_to(b.get(..n).unwrap_or_default(), from)?;
+        Ok(from)
+    });
+    let msg = pattern(1000);
+    netns::run_in(&t.ns_path(client), move || {
+        let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        c.set_read_timeout(Some(Duration::from_secs(3)))?;
+        for _ in 0..3 {
+            c.send_to(&msg, (addr, 5300))?;
+            let mut b = [0u8; 2048];
+            if let Ok(n) = c.recv(&mut b)
+                && b.get(..n) == Some(&msg[..])
+            {
+                return Ok(());
+            }
+        }
+        Err(io::Error::other("no echo"))
+    })?;
+    let from = echo
+        .join()
+        .map_err(|_| io::Error::other("echo panicked"))??;
+    Ok(match from.ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    })
+}
+
+struct Summary {
+    lines: Vec<(bool, String)>,
+}
+
+impl Summary {
+    fn check(&mut self, ok: bool, what: String) {
+        println!("{} {what}", if ok { "PASS" } else { "FAIL" });
+        self.lines.push((ok, what));
+    }
+}
+
+/// Runs the demo; `Ok(true)` when every check passed.
+pub fn run() -> io::Result<bool> {
+    let prefix = format!("sld{}", std::process::id());
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir)?;
+    let mut t = Topology {
+        prefix,
+        namespaces: Vec::new(),
+        daemons: Vec::new(),
+        sockets: Vec::new(),
+        dir,
+    };
+    println!("building: wire, node-a, node-b, external host, pods a1 a2 b1 b2");
+    build(&mut t)?;
+    let mut s = Summary { lines: Vec::new() };
+
+    for (from, _, _) in PODS {
+        for (to, _, ip) in PODS {
+            if from == to {
+                continue;
+            }
+            let ok = t
+                .exec(
+                    from,
+                    &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip.to_string()],
+                )
+                .is_ok();
+            s.check(ok, format!("ping {from} -> {to} ({ip})"));
+        }
+    }
+    for (client, server, addr) in [
+        ("a1", "b1", PODS[2].2),
+        ("b2", "a2", PODS[1].2),
+        ("a1", "a2", PODS[1].2),
+    ] {
+        match tcp(&t, client, server, addr, 10 << 20) {
+            Ok((intact, _, mbps)) => s.check(
+                intact,
+                format!("tcp 10 MB {client} -> {server}: intact={intact}, {mbps:.0} MB/s"),
+            ),
+            Err(e) => s.check(false, format!("tcp {client} -> {server}: {e}")),
+        }
+    }
+    for (client, server, addr) in [("a2", "b2", PODS[3].2), ("b1", "a1", PODS[0].2)] {
+        let r = udp(&t, client, server, addr);
+        s.check(r.is_ok(), format!("udp echo {client} -> {server}: {r:?}"));
+    }
+    for (pod, node_ip) in [("a1", "192.168.77.1"), ("b2", "192.168.77.2")] {
+        let ok = t
+            .exec(
+                pod,
+                &["ping", "-c", "2", "-i", "0.2", "-W", "2", &EXT.to_string()],
+            )
+            .is_ok();
+        s.check(ok, format!("ping {pod} -> external {EXT} (through SNAT)"));
+        match tcp(&t, pod, "ext", EXT, 1 << 20) {
+            Ok((intact, peer, _)) => s.check(
+                intact && peer.to_string() == node_ip,
+                format!("tcp {pod} -> external: intact={intact}, external saw {peer} (node IP {node_ip})"),
+            ),
+            Err(e) => s.check(false, format!("tcp {pod} -> external: {e}")),
+        }
+        match udp(&t, pod, "ext", EXT) {
+            Ok(peer) => s.check(
+                peer.to_string() == node_ip,
+                format!("udp {pod} -> external: external saw {peer}"),
+            ),
+            Err(e) => s.check(false, format!("udp {pod} -> external: {e}")),
+        }
+    }
+    // The node's own kernel still serves on the uplink (port outside the
+    // SNAT range) while Sluice runs.
+    let r = tcp(&t, "ext", "a", Ipv4Addr::new(192, 168, 77, 1), 64 << 10);
+    s.check(
+        matches!(r, Ok((true, _, _))),
+        format!(
+            "tcp external -> node-a's kernel (port 5201): {:?}",
+            r.map(|x| x.0)
+        ),
+    );
+    println!();
+    for (i, sock) in t.sockets.iter().enumerate() {
+        println!("node-{} counters:", NODES[i].0);
+        let stats = daemon::request(sock, "stats").unwrap_or_default();
+        for l in stats.lines().skip(1) {
+            if !l.starts_with("drop ") || !l.ends_with(" 0") {
+                println!("  {l}");
+            }
+        }
+    }
+    let failed = s.lines.iter().filter(|l| !l.0).count();
+    println!(
+        "\nsummary: {} checks, {} passed, {failed} failed",
+        s.lines.len(),
+        s.lines.len() - failed
+    );
+    Ok(failed == 0)
+}
