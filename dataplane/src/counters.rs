@@ -89,8 +89,8 @@ impl Reason {
     /// Counter name (Prometheus label value).
     pub fn name(self) -> String {
         match self {
-            Reason::Decap(d) => format!("vxlan_{}", d.name()),
-            Reason::Conntrack(c) => format!("conntrack_{}", c.name()),
+            Reason::Decap(d) => d.name().to_string(),
+            Reason::Conntrack(c) => c.name().to_string(),
             Reason::Malformed => "malformed".into(),
             Reason::BadIpChecksum => "bad_ip_checksum".into(),
             Reason::NotIpv4 => "not_ipv4".into(),

@@ -36,23 +36,67 @@ const PODS: [(&str, usize, Ipv4Addr); 4] = [
     ("b2", 1, Ipv4Addr::new(10, 244, 2, 3)),
 ];
 
-/// Everything the demo created; removed on drop.
-struct Topology {
+/// Everything the demo created; removed on drop. Integration tests build
+/// the same topology and drive it further.
+#[derive(Debug)]
+pub struct Topology {
     prefix: String,
     namespaces: Vec<String>,
     daemons: Vec<Child>,
-    sockets: Vec<PathBuf>,
+    /// The admin sockets of node-a and node-b.
+    pub sockets: Vec<PathBuf>,
     dir: PathBuf,
 }
 
+static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl Topology {
-    fn ns(&self, tag: &str) -> String {
+    /// Builds the topology and starts both daemons (`sluice` is the
+    /// binary to run them with); waits until the pods are attached and the
+    /// peers resolved.
+    pub fn build(sluice: &Path) -> io::Result<Topology> {
+        let prefix = format!(
+            "sld{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir)?;
+        let mut t = Topology {
+            prefix,
+            namespaces: Vec::new(),
+            daemons: Vec::new(),
+            sockets: Vec::new(),
+            dir,
+        };
+        build(&mut t, sluice)?;
+        Ok(t)
+    }
+
+    /// Process id of node `i`'s daemon (0: node-a, 1: node-b).
+    pub fn daemon_pid(&self, i: usize) -> Option<u32> {
+        self.daemons.get(i).map(Child::id)
+    }
+
+    /// Whether node `i`'s daemon is still running.
+    pub fn daemon_alive(&mut self, i: usize) -> bool {
+        self.daemons
+            .get_mut(i)
+            .is_some_and(|d| matches!(d.try_wait(), Ok(None)))
+    }
+
+    /// The namespace name for `tag` (wire, a, b, ext, a1, a2, b1, b2, or
+    /// one added with [`Topology::add_ns`]).
+    pub fn ns(&self, tag: &str) -> String {
         format!("{}-{tag}", self.prefix)
     }
-    fn ns_path(&self, tag: &str) -> PathBuf {
+
+    /// Its path, for setns.
+    pub fn ns_path(&self, tag: &str) -> PathBuf {
         PathBuf::from(format!("/var/run/netns/{}", self.ns(tag)))
     }
-    fn add_ns(&mut self, tag: &str) -> io::Result<()> {
+    /// Creates namespace `tag` (removed with the topology).
+    pub fn add_ns(&mut self, tag: &str) -> io::Result<()> {
         let n = self.ns(tag);
         let _ = Command::new("ip").args(["netns", "del", &n]).output();
         netns::cmd(&["ip", "netns", "add", &n])?;
@@ -60,13 +104,15 @@ impl Topology {
         netns::cmd(&["ip", "-n", &n, "link", "set", "lo", "up"])?;
         self.exec(tag, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
     }
-    fn ip(&self, tag: &str, args: &[&str]) -> io::Result<()> {
+    /// `ip -n NS ARGS`.
+    pub fn ip(&self, tag: &str, args: &[&str]) -> io::Result<()> {
         let n = self.ns(tag);
         let mut v = vec!["ip", "-n", &n];
         v.extend_from_slice(args);
         netns::cmd(&v)
     }
-    fn exec(&self, tag: &str, args: &[&str]) -> io::Result<()> {
+    /// `ip netns exec NS ARGS`.
+    pub fn exec(&self, tag: &str, args: &[&str]) -> io::Result<()> {
         let n = self.ns(tag);
         let mut v = vec!["ip", "netns", "exec", &n];
         v.extend_from_slice(args);
@@ -131,7 +177,7 @@ admin:
     )
 }
 
-fn build(t: &mut Topology) -> io::Result<()> {
+fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
     for tag in ["wire", "a", "b", "ext"] {
         t.add_ns(tag)?;
     }
@@ -160,14 +206,13 @@ fn build(t: &mut Topology) -> io::Result<()> {
     }
     t.ip("a", &["route", "add", "default", "via", "192.168.77.100"])?;
     t.ip("b", &["route", "add", "default", "via", "192.168.77.100"])?;
-    let exe = std::env::current_exe()?;
     for (i, (tag, uplink, ip, cidr)) in NODES.iter().enumerate() {
         let cfg = t.dir.join(format!("{tag}.yaml"));
         std::fs::write(&cfg, config(tag, uplink, ip, cidr, &t.dir, 1 - i))?;
         let log = std::fs::File::create(t.dir.join(format!("{tag}.log")))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &t.ns(tag)])
-            .arg(&exe)
+            .arg(exe)
             .args(["run", "--config"])
             .arg(&cfg)
             .stdout(Stdio::null())
@@ -220,7 +265,7 @@ fn pattern(n: usize) -> Vec<u8> {
 
 /// TCP transfer of `n` bytes; returns (bytes intact, peer address the
 /// server saw, MB/s).
-fn tcp(
+pub fn tcp(
     t: &Topology,
     client: &str,
     server: &str,
@@ -256,7 +301,7 @@ fn tcp(
 }
 
 /// A UDP echo; returns the peer address the server saw.
-fn udp(t: &Topology, client: &str, server: &str, addr: Ipv4Addr) -> io::Result<Ipv4Addr> {
+pub fn udp(t: &Topology, client: &str, server: &str, addr: Ipv4Addr) -> io::Result<Ipv4Addr> {
     let s = netns::run_in(&t.ns_path(server), move || UdpSocket::bind((addr, 5300)))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let echo = std::thread::spawn(move || -> io::Result<SocketAddr> {
@@ -289,8 +334,11 @@ fn udp(t: &Topology, client: &str, server: &str, addr: Ipv4Addr) -> io::Result<I
     })
 }
 
-struct Summary {
-    lines: Vec<(bool, String)>,
+/// Check results: (passed, description).
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Every check.
+    pub lines: Vec<(bool, String)>,
 }
 
 impl Summary {
@@ -298,24 +346,20 @@ impl Summary {
         println!("{} {what}", if ok { "PASS" } else { "FAIL" });
         self.lines.push((ok, what));
     }
+
+    /// Checks that failed.
+    pub fn failed(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter(|l| !l.0)
+            .map(|l| l.1.as_str())
+            .collect()
+    }
 }
 
-/// Runs the demo; `Ok(true)` when every check passed.
-pub fn run() -> io::Result<bool> {
-    let prefix = format!("sld{}", std::process::id());
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir)?;
-    let mut t = Topology {
-        prefix,
-        namespaces: Vec::new(),
-        daemons: Vec::new(),
-        sockets: Vec::new(),
-        dir,
-    };
-    println!("building: wire, node-a, node-b, external host, pods a1 a2 b1 b2");
-    build(&mut t)?;
-    let mut s = Summary { lines: Vec::new() };
-
+/// The demo's traffic checks on a built topology.
+pub fn checks(t: &Topology) -> Summary {
+    let mut s = Summary::default();
     for (from, _, _) in PODS {
         for (to, _, ip) in PODS {
             if from == to {
@@ -335,7 +379,7 @@ pub fn run() -> io::Result<bool> {
         ("b2", "a2", PODS[1].2),
         ("a1", "a2", PODS[1].2),
     ] {
-        match tcp(&t, client, server, addr, 10 << 20) {
+        match tcp(t, client, server, addr, 10 << 20) {
             Ok((intact, _, mbps)) => s.check(
                 intact,
                 format!("tcp 10 MB {client} -> {server}: intact={intact}, {mbps:.0} MB/s"),
@@ -344,7 +388,7 @@ pub fn run() -> io::Result<bool> {
         }
     }
     for (client, server, addr) in [("a2", "b2", PODS[3].2), ("b1", "a1", PODS[0].2)] {
-        let r = udp(&t, client, server, addr);
+        let r = udp(t, client, server, addr);
         s.check(r.is_ok(), format!("udp echo {client} -> {server}: {r:?}"));
     }
     for (pod, node_ip) in [("a1", "192.168.77.1"), ("b2", "192.168.77.2")] {
@@ -355,14 +399,14 @@ pub fn run() -> io::Result<bool> {
             )
             .is_ok();
         s.check(ok, format!("ping {pod} -> external {EXT} (through SNAT)"));
-        match tcp(&t, pod, "ext", EXT, 1 << 20) {
+        match tcp(t, pod, "ext", EXT, 1 << 20) {
             Ok((intact, peer, _)) => s.check(
                 intact && peer.to_string() == node_ip,
                 format!("tcp {pod} -> external: intact={intact}, external saw {peer} (node IP {node_ip})"),
             ),
             Err(e) => s.check(false, format!("tcp {pod} -> external: {e}")),
         }
-        match udp(&t, pod, "ext", EXT) {
+        match udp(t, pod, "ext", EXT) {
             Ok(peer) => s.check(
                 peer.to_string() == node_ip,
                 format!("udp {pod} -> external: external saw {peer}"),
@@ -372,7 +416,7 @@ pub fn run() -> io::Result<bool> {
     }
     // The node's own kernel still serves on the uplink (port outside the
     // SNAT range) while Sluice runs.
-    let r = tcp(&t, "ext", "a", Ipv4Addr::new(192, 168, 77, 1), 64 << 10);
+    let r = tcp(t, "ext", "a", Ipv4Addr::new(192, 168, 77, 1), 64 << 10);
     s.check(
         matches!(r, Ok((true, _, _))),
         format!(
@@ -380,6 +424,14 @@ pub fn run() -> io::Result<bool> {
             r.map(|x| x.0)
         ),
     );
+    s
+}
+
+/// Runs the demo; `Ok(true)` when every check passed.
+pub fn run() -> io::Result<bool> {
+    println!("building: wire, node-a, node-b, external host, pods a1 a2 b1 b2");
+    let t = Topology::build(&std::env::current_exe()?)?;
+    let s = checks(&t);
     println!();
     for (i, sock) in t.sockets.iter().enumerate() {
         println!("node-{} counters:", NODES[i].0);
@@ -390,7 +442,7 @@ pub fn run() -> io::Result<bool> {
             }
         }
     }
-    let failed = s.lines.iter().filter(|l| !l.0).count();
+    let failed = s.failed().len();
     println!(
         "\nsummary: {} checks, {} passed, {failed} failed",
         s.lines.len(),

@@ -324,7 +324,13 @@ impl Worker {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            empty = idle.spins / 2;
+            // Woken by a port: busy-poll again. Woken by the timeout: one
+            // more look (expiry, commands) and back to sleep.
+            empty = if events.is_empty() {
+                idle.spins.saturating_sub(1)
+            } else {
+                0
+            };
         }
         Ok(())
     }
