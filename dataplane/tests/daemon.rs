@@ -266,6 +266,47 @@ fn daemon_end_to_end() {
     assert!(s.failed().is_empty(), "failed: {:?}", s.failed());
     assert!(s.lines.len() >= 24);
 
+    // 4: the pod's MTU is the uplink's minus 50. A pod that still uses
+    // a larger MTU (1600, set by hand here) sending a 1600-byte DF ping is told
+    // "fragmentation needed" with the overlay MTU, by Sluice.
+    let mtu = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.ns("a1"),
+            "cat",
+            "/sys/class/net/eth0/mtu",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1450");
+    t.ip("a2", &["link", "set", "eth0", "mtu", "1600"]).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.ns("a2")])
+        .args([
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1572",
+            "10.244.2.2",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("Frag needed and DF set (mtu = 1450)") || text.contains("mtu=1450"),
+        "{text}"
+    );
+    assert!(stat(&a, "drop frag_needed") >= 1);
+    assert!(stat(&a, "icmp_sent") >= 1);
+    t.ip("a2", &["link", "set", "eth0", "mtu", "1450"]).unwrap();
+
     // 7: the worker is pinned to the configured core (node-a: core 1)...
     let pid = t.daemon_pid(0).unwrap();
     assert_eq!(
