@@ -9,6 +9,7 @@
 //   - ICMP errors quoting a packet Sluice sent (quoted source = node IP and
 //     quoted source port / identifier in those ranges).
 // Fragments, ARP, IPv6, SSH, kubelet and the rest go to the kernel.
+// On a pod's veth (config `all`), every frame is Sluice's.
 //
 // Built by dataplane/build.rs with clang -target bpf; helpers are declared
 // here so that only the kernel's UAPI headers are needed.
@@ -52,7 +53,7 @@ struct steer_config {
 	__u16 port_max;
 	__u16 ident_min;    // host order: SNAT ICMP identifiers
 	__u16 ident_max;
-	__u16 pad;
+	__u16 all;          // 1: redirect every frame (a pod's veth)
 };
 
 struct {
@@ -108,6 +109,9 @@ int sluice_steer(struct xdp_md *ctx)
 	struct steer_config *c = bpf_map_lookup_elem(&config, &zero);
 	if (!c)
 		return XDP_PASS;
+
+	if (c->all)
+		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(ETH_P_IP))

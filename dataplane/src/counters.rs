@@ -41,13 +41,16 @@ pub enum Reason {
     TxFull,
     /// The output port failed.
     TxError,
+    /// An ARP packet from a pod that needs no answer (a reply, a probe, a
+    /// request for the pod's own address).
+    ArpIgnored,
     /// VXLAN decapsulation refused the frame.
     Decap(DecapDrop),
     /// Conntrack/NAT refused the packet.
     Conntrack(nat::DropReason),
 }
 
-const LOCAL: [Reason; 15] = [
+const LOCAL: [Reason; 16] = [
     Reason::Malformed,
     Reason::BadIpChecksum,
     Reason::NotIpv4,
@@ -63,6 +66,7 @@ const LOCAL: [Reason; 15] = [
     Reason::NotOurs,
     Reason::TxFull,
     Reason::TxError,
+    Reason::ArpIgnored,
 ];
 
 /// Number of distinct reasons.
@@ -106,6 +110,7 @@ impl Reason {
             Reason::NotOurs => "not_ours".into(),
             Reason::TxFull => "tx_full".into(),
             Reason::TxError => "tx_error".into(),
+            Reason::ArpIgnored => "arp_ignored".into(),
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct Counters {
     pub nat: u64,
     /// ICMP errors sent to pods.
     pub icmp_sent: u64,
+    /// ARP requests from pods answered (proxy ARP for the gateway).
+    pub arp_replies: u64,
 }
 
 impl Default for Counters {
@@ -144,6 +151,7 @@ impl Default for Counters {
             decapsulated: 0,
             nat: 0,
             icmp_sent: 0,
+            arp_replies: 0,
         }
     }
 }

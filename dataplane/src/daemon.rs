@@ -41,6 +41,8 @@ pub enum Cmd {
         name: String,
         /// Pod address.
         ip: Ipv4Addr,
+        /// The pod's MAC, for Ethernet (veth) pods.
+        mac: Option<MacAddr>,
         /// Its port.
         port: Box<dyn Port>,
     },
@@ -85,6 +87,33 @@ pub struct StatsView {
     pub generation: u64,
 }
 
+/// How a pod is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodKind {
+    /// A TUN device in the pod (IP packets, no ARP).
+    Tun,
+    /// A veth pair; Sluice reads the host end through AF_XDP and answers
+    /// the pod's ARP.
+    Veth,
+}
+
+impl PodKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PodKind::Tun => "tun",
+            PodKind::Veth => "veth",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PodKind> {
+        match s {
+            "tun" => Some(PodKind::Tun),
+            "veth" => Some(PodKind::Veth),
+            _ => None,
+        }
+    }
+}
+
 /// A pod as recorded on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodRecord {
@@ -94,6 +123,88 @@ pub struct PodRecord {
     pub ip: Ipv4Addr,
     /// Its network namespace path.
     pub netns: PathBuf,
+    /// How it is attached.
+    pub kind: PodKind,
+}
+
+/// The host end of a veth pod's pair.
+fn veth_host_name(ip: Ipv4Addr) -> String {
+    let [_, _, c, d] = ip.octets();
+    format!("slp-{c}-{d}")
+}
+
+/// `ip link set DEV netns X` takes a name under /var/run/netns or a PID.
+fn netns_arg(path: &Path) -> Result<String, String> {
+    let s = path.to_string_lossy();
+    for dir in ["/var/run/netns/", "/run/netns/"] {
+        if let Some(name) = s.strip_prefix(dir) {
+            return Ok(name.to_string());
+        }
+    }
+    if let Some(pid) = s
+        .strip_prefix("/proc/")
+        .and_then(|r| r.strip_suffix("/ns/net"))
+    {
+        return Ok(pid.to_string());
+    }
+    Err(format!(
+        "{s}: a veth pod's netns must be /var/run/netns/NAME or /proc/PID/ns/net"
+    ))
+}
+
+/// Creates a veth pod: the pair, the pod end as `eth0` with `ip/32`, the
+/// MTU and a default route via the gateway; the host end steered entirely
+/// to an AF_XDP socket. Returns the port and the pod's MAC.
+fn create_veth_pod(
+    p: &PodRecord,
+    gateway: Ipv4Addr,
+    mtu: u16,
+) -> std::io::Result<(XdpPort, MacAddr)> {
+    let host = veth_host_name(p.ip);
+    let tmp = format!("{host}p");
+    let ns = netns_arg(&p.netns).map_err(std::io::Error::other)?;
+    let _ = netns::cmd(&["ip", "link", "del", &host]);
+    let mtu_s = mtu.to_string();
+    netns::cmd(&[
+        "ip", "link", "add", &host, "mtu", &mtu_s, "type", "veth", "peer", "name", &tmp, "mtu",
+        &mtu_s,
+    ])?;
+    netns::cmd(&["ip", "link", "set", &tmp, "netns", &ns])?;
+    netns::cmd(&["ip", "link", "set", &host, "up"])?;
+    let (ip, gw) = (p.ip, gateway);
+    let mac = netns::run_in(&p.netns, move || {
+        netns::cmd(&["ip", "link", "set", &tmp, "name", "eth0"])?;
+        netns::cmd(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+        netns::cmd(&["ip", "link", "set", "lo", "up"])?;
+        netns::cmd(&["ip", "link", "set", "eth0", "up"])?;
+        netns::cmd(&[
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            &gw.to_string(),
+            "dev",
+            "eth0",
+            "onlink",
+        ])?;
+        // Frames reach AF_XDP (copy mode) as the pod's kernel left them: a
+        // TCP/UDP checksum left for offload would never be finished.
+        netns::cmd(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
+        // Not /sys/class/net: sysfs shows the namespace of whoever mounted
+        // it, and this thread only joined the pod's.
+        let out = std::process::Command::new("ip")
+            .args(["-br", "link", "show", "dev", "eth0"])
+            .output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .and_then(|m| m.parse::<MacAddr>().ok())
+            .ok_or_else(|| std::io::Error::other("pod MAC"))
+    })?;
+    let prog = SteerProgram::attach(&host, SteerConfig::all())?;
+    let port = XdpPort::open(&host, 0, Some(prog))?;
+    Ok((port, mac))
 }
 
 /// Control-side state: the peers, neighbours and pods the snapshot is
@@ -222,7 +333,13 @@ fn save_pod(cfg: &Config, p: &PodRecord) {
     let dir = pods_dir(cfg);
     let _ = std::fs::create_dir_all(&dir);
     let tmp = dir.join(format!(".{}", p.ip));
-    let body = format!("{}\n{}\n{}\n", p.name, p.ip, p.netns.display());
+    let body = format!(
+        "{}\n{}\n{}\n{}\n",
+        p.name,
+        p.ip,
+        p.netns.display(),
+        p.kind.as_str()
+    );
     if std::fs::write(&tmp, body).is_ok() {
         let _ = std::fs::rename(&tmp, dir.join(p.ip.to_string()));
     }
@@ -240,6 +357,7 @@ fn load_pods(cfg: &Config) -> Vec<PodRecord> {
                 name: l.next()?.to_string(),
                 ip: l.next()?.parse().ok()?,
                 netns: PathBuf::from(l.next()?),
+                kind: l.next().and_then(PodKind::parse).unwrap_or(PodKind::Tun),
             })
         })
         .collect()
@@ -307,6 +425,7 @@ impl Daemon {
                 vxlan_port: cfg.vxlan_port,
                 ports: cfg.snat_ports,
                 idents: cfg.snat_ports,
+                all: false,
             },
         )?;
         let up = XdpPort::open(&cfg.uplink, 0, Some(prog))?;
@@ -411,9 +530,14 @@ fn worker_main(ctx: &Ctx, mut w: Worker, rx: Receiver<Cmd>, idle: IdlePolicy, co
     let between = |w: &mut Worker| {
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
-                Cmd::AddPod { name, ip, port } => {
+                Cmd::AddPod {
+                    name,
+                    ip,
+                    mac,
+                    port,
+                } => {
                     w.remove_pod(ip);
-                    w.add_port_labelled(port, Role::Pod { ip, mac: None }, format!("pod/{name}"));
+                    w.add_port_labelled(port, Role::Pod { ip, mac }, format!("pod/{name}"));
                 }
                 Cmd::DelPod { ip, reply } => {
                     let _ = reply.send(w.remove_pod(ip).is_some());
@@ -492,12 +616,23 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
     if !cidr.contains(&p.ip) || p.ip == cfg.gateway_ip() || p.ip == cidr.network() {
         return Err(format!("{} is not a pod address in {cidr}", p.ip));
     }
-    let port = TunPort::create(&p.netns, "eth0", p.ip, mtu).map_err(|e| e.to_string())?;
+    let (port, mac): (Box<dyn Port>, Option<MacAddr>) = match p.kind {
+        PodKind::Tun => (
+            Box::new(TunPort::create(&p.netns, "eth0", p.ip, mtu).map_err(|e| e.to_string())?),
+            None,
+        ),
+        PodKind::Veth => {
+            let (port, mac) =
+                create_veth_pod(p, cfg.gateway_ip(), mtu).map_err(|e| e.to_string())?;
+            (Box::new(port), Some(mac))
+        }
+    };
     ctx.cmds
         .send(Cmd::AddPod {
             name: p.name.clone(),
             ip: p.ip,
-            port: Box::new(port),
+            mac,
+            port,
         })
         .map_err(|_| "worker stopped")?;
     save_pod(&cfg, p);
@@ -518,11 +653,12 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 out += &format!("port {} rx {} tx {}\n", p.name, p.rx, p.tx);
             }
             out += &format!(
-                "encapsulated {}\ndecapsulated {}\nnat {}\nicmp_sent {}\nconntrack_entries {}\nnat_ports {}\n",
+                "encapsulated {}\ndecapsulated {}\nnat {}\nicmp_sent {}\narp_replies {}\nconntrack_entries {}\nnat_ports {}\n",
                 s.counters.encapsulated,
                 s.counters.decapsulated,
                 s.counters.nat,
                 s.counters.icmp_sent,
+                s.counters.arp_replies,
                 s.conntrack_entries,
                 s.nat_ports
             );
@@ -583,14 +719,23 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 Err(_) => "error: worker did not answer\n".into(),
             }
         }
-        ["pods", "add", name, ip, ns] => {
+        ["pods", "add", name, ip, ns, rest @ ..] => {
             let Ok(ip) = ip.parse() else {
                 return format!("error: {ip:?} is not an IPv4 address\n");
+            };
+            let kind = match rest {
+                [] => PodKind::Tun,
+                [k] => match PodKind::parse(k) {
+                    Some(k) => k,
+                    None => return format!("error: {k:?}: the pod kind is tun or veth\n"),
+                },
+                _ => return "error: pods add NAME IP NETNS [tun|veth]\n".into(),
             };
             let rec = PodRecord {
                 name: (*name).to_string(),
                 ip,
                 netns: PathBuf::from(ns),
+                kind,
             };
             match attach_pod(ctx, &rec) {
                 Ok(()) => "ok\n".into(),
@@ -604,6 +749,8 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let (tx, rx) = crossbeam_channel::bounded(1);
             let _ = ctx.cmds.send(Cmd::DelPod { ip, reply: tx });
             let found = rx.recv_timeout(Duration::from_secs(2)).unwrap_or(false);
+            // A veth pod's pair goes with it (deleting one end deletes both).
+            let _ = netns::cmd(&["ip", "link", "del", &veth_host_name(ip)]);
             if let Ok(mut ctl) = ctx.control.lock() {
                 ctl.pods.remove(&ip);
                 let _ = std::fs::remove_file(pods_dir(&ctl.cfg).join(ip.to_string()));
@@ -649,7 +796,7 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             "ok\n".into()
         }
         _ => format!(
-            "error: unknown request {line:?}; try stats, status, routes, conntrack, pods add NAME IP NETNS, pods del IP, peers add NAME IP MAC CIDR[,CIDR], peers del NAME, shutdown\n"
+            "error: unknown request {line:?}; try stats, status, routes, conntrack, pods add NAME IP NETNS [tun|veth], pods del IP, peers add NAME IP MAC CIDR[,CIDR], peers del NAME, shutdown\n"
         ),
     }
 }

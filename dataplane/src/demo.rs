@@ -3,7 +3,7 @@
 //! and everything removed afterwards (also on failure).
 //!
 //! ```text
-//!   pod a1 10.244.1.2 ─┐ TUN                        TUN ┌─ pod b1 10.244.2.2
+//!   pod a1 10.244.1.2 ─┐ TUN               veth + AF_XDP ┌─ pod b1 10.244.2.2
 //!   pod a2 10.244.1.3 ─┤                                ├─ pod b2 10.244.2.3
 //!            node A (sluice) up-a ─┐      ┌─ up-b node B (sluice)
 //!            192.168.77.1          br0 (wire)          192.168.77.2
@@ -29,11 +29,13 @@ const NODES: [(&str, &str, &str, &str); 2] = [
     ("b", "up-b", "192.168.77.2", "10.244.2.0/24"),
 ];
 const EXT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
-const PODS: [(&str, usize, Ipv4Addr); 4] = [
-    ("a1", 0, Ipv4Addr::new(10, 244, 1, 2)),
-    ("a2", 0, Ipv4Addr::new(10, 244, 1, 3)),
-    ("b1", 1, Ipv4Addr::new(10, 244, 2, 2)),
-    ("b2", 1, Ipv4Addr::new(10, 244, 2, 3)),
+/// (name, node, address, attachment): TUN pods on node-a, veth+AF_XDP
+/// pods on node-b.
+const PODS: [(&str, usize, Ipv4Addr, &str); 4] = [
+    ("a1", 0, Ipv4Addr::new(10, 244, 1, 2), "tun"),
+    ("a2", 0, Ipv4Addr::new(10, 244, 1, 3), "tun"),
+    ("b1", 1, Ipv4Addr::new(10, 244, 2, 2), "veth"),
+    ("b2", 1, Ipv4Addr::new(10, 244, 2, 3), "veth"),
 ];
 
 /// Everything the demo created; removed on drop. Integration tests build
@@ -232,11 +234,11 @@ fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    for (name, node, ip) in PODS {
+    for (name, node, ip, kind) in PODS {
         t.add_ns(name)?;
         let reply = daemon::request(
             &t.sockets[node],
-            &format!("pods add {name} {ip} {}", t.ns_path(name).display()),
+            &format!("pods add {name} {ip} {} {kind}", t.ns_path(name).display()),
         )?;
         if !reply.starts_with("ok") {
             return Err(io::Error::other(format!("pods add {name}: {reply}")));
@@ -360,8 +362,8 @@ impl Summary {
 /// The demo's traffic checks on a built topology.
 pub fn checks(t: &Topology) -> Summary {
     let mut s = Summary::default();
-    for (from, _, _) in PODS {
-        for (to, _, ip) in PODS {
+    for (from, _, _, _) in PODS {
+        for (to, _, ip, _) in PODS {
             if from == to {
                 continue;
             }
@@ -429,7 +431,9 @@ pub fn checks(t: &Topology) -> Summary {
 
 /// Runs the demo; `Ok(true)` when every check passed.
 pub fn run() -> io::Result<bool> {
-    println!("building: wire, node-a, node-b, external host, pods a1 a2 b1 b2");
+    println!(
+        "building: wire, node-a (TUN pods a1 a2), node-b (veth+AF_XDP pods b1 b2), external host"
+    );
     let t = Topology::build(&std::env::current_exe()?)?;
     let s = checks(&t);
     println!();

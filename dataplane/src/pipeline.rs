@@ -78,6 +78,12 @@ impl Worker {
             (Role::Uplink, _) => self.uplink_rx(snap, now, buf),
             (Role::Pod { ip, .. }, framing) => {
                 if framing == Framing::Ethernet {
+                    let eth =
+                        EthernetFrame::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
+                    if eth.ethertype() == ethertype::ARP {
+                        let mac = slot.port.mac().unwrap_or(snap.node.vtep_mac);
+                        return self.arp(from, ip, mac, buf);
+                    }
                     strip_ethernet(buf)?;
                 }
                 self.pod_rx(snap, now, from, ip, buf)
@@ -85,7 +91,8 @@ impl Worker {
         }
     }
 
-    /// Leaves by pod port `to`, with an Ethernet header if it takes one.
+    /// Leaves by pod port `to`, with an Ethernet header if it takes one
+    /// (from the port's own MAC, the pod's gateway, to the pod's MAC).
     fn deliver(&self, snap: &Snapshot, to: usize, buf: &mut Buf) -> Result<usize, Reason> {
         if let Some(slot) = self.port(to)
             && slot.port.framing() == Framing::Ethernet
@@ -93,9 +100,63 @@ impl Worker {
             let Role::Pod { mac, .. } = slot.role else {
                 return Err(Reason::NoSuchPod);
             };
-            push_ethernet(buf, mac.unwrap_or(MacAddr::BROADCAST), snap.node.vtep_mac)?;
+            let src = slot.port.mac().unwrap_or(snap.node.vtep_mac);
+            push_ethernet(buf, mac.unwrap_or(MacAddr::BROADCAST), src)?;
         }
         Ok(to)
+    }
+
+    /// Proxy ARP on an Ethernet pod port (RFC 826): every request from the
+    /// pod for another address (its gateway, or a neighbour in its /24) is
+    /// answered with the port's MAC, so all its traffic comes to Sluice,
+    /// as Calico's proxy_arp does.
+    fn arp(
+        &mut self,
+        from: usize,
+        pod_ip: Ipv4Addr,
+        mac: MacAddr,
+        buf: &mut Buf,
+    ) -> Result<usize, Reason> {
+        let p = buf.data_mut();
+        let Some(arp) = p.get_mut(ethernet::HEADER_LEN..ethernet::HEADER_LEN + 28) else {
+            return Err(Reason::Malformed);
+        };
+        // Ethernet/IPv4, request.
+        if arp.get(..8) != Some(&[0, 1, 8, 0, 6, 4, 0, 1]) {
+            return Err(Reason::ArpIgnored);
+        }
+        let sha: [u8; 6] = arp
+            .get(8..14)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_default();
+        let spa: [u8; 4] = arp
+            .get(14..18)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_default();
+        let tpa: [u8; 4] = arp
+            .get(24..28)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_default();
+        if Ipv4Addr::from(spa) != pod_ip || Ipv4Addr::from(tpa) == pod_ip {
+            return Err(Reason::ArpIgnored);
+        }
+        let mut reply = [0u8; 28];
+        reply[..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        reply[8..14].copy_from_slice(&mac.0);
+        reply[14..18].copy_from_slice(&tpa);
+        reply[18..24].copy_from_slice(&sha);
+        reply[24..28].copy_from_slice(&spa);
+        arp.copy_from_slice(&reply);
+        if let Some(h) = p
+            .get_mut(..12)
+            .and_then(|h| <&mut [u8; 12]>::try_from(h).ok())
+        {
+            h[..6].copy_from_slice(&sha);
+            h[6..12].copy_from_slice(&mac.0);
+        }
+        buf.truncate(ethernet::HEADER_LEN + 28);
+        self.counters.arp_replies += 1;
+        Ok(from)
     }
 
     /// Decrements the TTL of a packet being forwarded. When it runs out,

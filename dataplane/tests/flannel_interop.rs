@@ -166,6 +166,7 @@ fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6]) -> Running {
                 vxlan_port: 8472,
                 ports: (pmin, pmax),
                 idents: (pmin, pmax),
+                all: false,
             },
         )?;
         XdpPort::open("up-a", 0, Some(prog))

@@ -45,4 +45,10 @@ pub trait Port: Send {
     /// Prepares to sleep on [`Port::poll_fd`]: AF_XDP sets need_wakeup
     /// here. Default: nothing.
     fn before_sleep(&mut self) {}
+
+    /// The port's own MAC (Ethernet ports): the source of frames Sluice
+    /// sends out of it, and its answer to a pod's ARP for the gateway.
+    fn mac(&self) -> Option<encap::MacAddr> {
+        None
+    }
 }

@@ -34,6 +34,21 @@ pub struct SteerConfig {
     pub ports: (u16, u16),
     /// SNAT ICMP identifiers.
     pub idents: (u16, u16),
+    /// Redirect every frame (a pod's veth), ignoring the fields above.
+    pub all: bool,
+}
+
+impl SteerConfig {
+    /// Everything to Sluice: the host end of a pod's veth.
+    pub fn all() -> SteerConfig {
+        SteerConfig {
+            node_ip: Ipv4Addr::UNSPECIFIED,
+            vxlan_port: 0,
+            ports: (0, 0),
+            idents: (0, 0),
+            all: true,
+        }
+    }
 }
 
 #[repr(C)]
@@ -45,7 +60,7 @@ struct RawSteerConfig {
     port_max: u16,
     ident_min: u16,
     ident_max: u16,
-    pad: u16,
+    all: u16,
 }
 
 fn os_err(what: &str, rc: i32) -> io::Error {
@@ -127,7 +142,7 @@ impl SteerProgram {
                 port_max: cfg.ports.1,
                 ident_min: cfg.idents.0,
                 ident_max: cfg.idents.1,
-                pad: 0,
+                all: u16::from(cfg.all),
             };
             let key = 0u32;
             let rc = libbpf_sys::bpf_map_update_elem(
@@ -189,6 +204,7 @@ const FRAMES: u32 = 4096;
 /// An AF_XDP socket on one queue of an interface.
 pub struct XdpPort {
     name: String,
+    mac: Option<encap::MacAddr>,
     umem: Umem,
     fq: FillQueue,
     cq: CompQueue,
@@ -248,8 +264,12 @@ impl XdpPort {
             fq.produce(&descs);
         }
         let burst = crate::worker::BURST;
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
+            .ok()
+            .and_then(|m| m.trim().parse().ok());
         Ok(XdpPort {
             name: ifname.to_string(),
+            mac,
             rx_descs: descs,
             tx_batch: Vec::with_capacity(tx_free.len()),
             tx_free,
@@ -358,5 +378,9 @@ impl Port for XdpPort {
 
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.fd)
+    }
+
+    fn mac(&self) -> Option<encap::MacAddr> {
+        self.mac
     }
 }
