@@ -7,6 +7,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=bpf/steer.c");
+    if std::env::var_os("CARGO_FEATURE_IO").is_none() {
+        return;
+    }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let obj = out.join("steer.o");
     // The asm/ headers live under the multiarch directory on Debian.

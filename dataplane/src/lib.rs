@@ -16,12 +16,18 @@
 )]
 
 pub mod buf;
+#[cfg(feature = "io")]
 pub mod config;
 pub mod counters;
+#[cfg(feature = "io")]
 pub mod daemon;
+#[cfg(feature = "io")]
 pub mod demo;
+#[doc(hidden)]
+pub mod harness;
 pub mod icmp;
 pub mod neigh;
+#[cfg(feature = "io")]
 pub mod netns;
 pub mod pipeline;
 pub mod port;

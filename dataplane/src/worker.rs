@@ -270,6 +270,7 @@ impl Default for IdlePolicy {
     }
 }
 
+#[cfg(feature = "io")]
 impl Worker {
     /// Runs until `stop` is set: busy-polls while frames arrive; after
     /// `idle.spins` empty polls sleeps on the ports' descriptors (epoll

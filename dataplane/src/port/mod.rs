@@ -10,7 +10,9 @@ use std::os::fd::RawFd;
 use crate::buf::Buf;
 
 pub mod fake;
+#[cfg(feature = "io")]
 pub mod tun;
+#[cfg(feature = "io")]
 pub mod xdp;
 
 /// What a port's frames start with.
