@@ -16,16 +16,20 @@ pub const HEADROOM: usize = 128;
 /// Largest frame a buffer holds after its headroom.
 pub const MAX_FRAME: usize = BUF_SIZE - HEADROOM;
 
-/// One packet buffer.
+/// One packet buffer. It belongs to the worker that allocated it: a buffer
+/// handed to another worker goes back to its owner's pool after use, so
+/// pools never drift between workers.
 pub struct Buf {
     data: Box<[u8; BUF_SIZE]>,
     start: usize,
     len: usize,
+    owner: u8,
 }
 
 impl std::fmt::Debug for Buf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Buf")
+            .field("owner", &self.owner)
             .field("start", &self.start)
             .field("len", &self.len)
             .finish()
@@ -41,11 +45,22 @@ impl Default for Buf {
 impl Buf {
     /// An empty buffer (allocates: call at start-up, not per packet).
     pub fn new() -> Buf {
+        Buf::owned_by(0)
+    }
+
+    /// An empty buffer of worker `owner`.
+    pub fn owned_by(owner: u8) -> Buf {
         Buf {
             data: Box::new([0; BUF_SIZE]),
             start: HEADROOM,
             len: 0,
+            owner,
         }
+    }
+
+    /// The worker whose pool this buffer belongs to.
+    pub fn owner(&self) -> u8 {
+        self.owner
     }
 
     /// Empties the buffer and returns the whole room after the headroom, for

@@ -175,8 +175,8 @@ pub struct Config {
     pub reserve_ports: bool,
     /// Static peers.
     pub peers: Vec<PeerSpec>,
-    /// Cores for workers (empty: core 0... no pinning preference; one
-    /// worker).
+    /// Cores for workers, one worker each, worker `i` on uplink queue `i`
+    /// (empty: one unpinned worker).
     pub cores: Vec<usize>,
     /// Empty polls before sleeping.
     pub idle_spins: u32,
@@ -359,11 +359,16 @@ impl Config {
                 );
             }
         }
-        if r.workers.cores.len() > 1 {
-            return err(
-                "workers.cores",
-                "one worker per daemon for now: the uplink is a single AF_XDP queue",
-            );
+        for (i, c) in r.workers.cores.iter().enumerate() {
+            if r.workers.cores.iter().take(i).any(|x| x == c) {
+                return err(
+                    format!("workers.cores[{i}]"),
+                    format!("core {c} listed twice"),
+                );
+            }
+        }
+        if r.workers.cores.len() > 64 {
+            return err("workers.cores", "at most 64 workers");
         }
         let conntrack_max = r.workers.conntrack_max.unwrap_or(262_144);
         if conntrack_max == 0 || conntrack_max > (1 << 23) - 1 {

@@ -41,6 +41,8 @@ pub enum Reason {
     TxFull,
     /// The output port failed.
     TxError,
+    /// Another worker's hand-off queue was full.
+    HandoffFull,
     /// An ARP packet from a pod that needs no answer (a reply, a probe, a
     /// request for the pod's own address).
     ArpIgnored,
@@ -50,7 +52,7 @@ pub enum Reason {
     Conntrack(nat::DropReason),
 }
 
-const LOCAL: [Reason; 16] = [
+const LOCAL: [Reason; 17] = [
     Reason::Malformed,
     Reason::BadIpChecksum,
     Reason::NotIpv4,
@@ -66,6 +68,7 @@ const LOCAL: [Reason; 16] = [
     Reason::NotOurs,
     Reason::TxFull,
     Reason::TxError,
+    Reason::HandoffFull,
     Reason::ArpIgnored,
 ];
 
@@ -110,6 +113,7 @@ impl Reason {
             Reason::NotOurs => "not_ours".into(),
             Reason::TxFull => "tx_full".into(),
             Reason::TxError => "tx_error".into(),
+            Reason::HandoffFull => "handoff_full".into(),
             Reason::ArpIgnored => "arp_ignored".into(),
         }
     }
@@ -141,6 +145,10 @@ pub struct Counters {
     pub icmp_sent: u64,
     /// ARP requests from pods answered (proxy ARP for the gateway).
     pub arp_replies: u64,
+    /// Frames handed to another worker (its pod, or its flow's reply).
+    pub handed_off: u64,
+    /// Frames received from other workers.
+    pub handed_in: u64,
 }
 
 impl Default for Counters {
@@ -152,6 +160,8 @@ impl Default for Counters {
             nat: 0,
             icmp_sent: 0,
             arp_replies: 0,
+            handed_off: 0,
+            handed_in: 0,
         }
     }
 }

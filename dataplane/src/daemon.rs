@@ -203,7 +203,7 @@ fn create_veth_pod(
             .ok_or_else(|| std::io::Error::other("pod MAC"))
     })?;
     let prog = SteerProgram::attach(&host, SteerConfig::all())?;
-    let port = XdpPort::open(&host, 0, Some(prog))?;
+    let port = XdpPort::open(&host, 0, Some(Arc::new(prog)))?;
     Ok((port, mac))
 }
 
@@ -214,7 +214,8 @@ struct Control {
     uplink_mac: MacAddr,
     peers: BTreeMap<String, PeerSpec>,
     neigh: HashMap<Ipv4Addr, MacAddr>,
-    pods: BTreeMap<Ipv4Addr, PodRecord>,
+    /// Attached pods and the worker owning each.
+    pods: BTreeMap<Ipv4Addr, (PodRecord, u8)>,
     generation: u64,
     routes: Routes,
 }
@@ -244,6 +245,7 @@ impl Control {
             self.peers.values().cloned(),
             &|ip| self.neigh.get(&ip).copied(),
         )
+        .with_pod_workers(self.pods.iter().map(|(ip, (_, w))| (*ip, *w)))
     }
 
     fn publish(&mut self) {
@@ -277,8 +279,10 @@ impl Control {
 /// Handles shared by the daemon's threads.
 struct Ctx {
     control: Mutex<Control>,
-    cmds: Sender<Cmd>,
-    stats: Mutex<StatsView>,
+    /// One command channel per worker.
+    cmds: Vec<Sender<Cmd>>,
+    /// One stats view per worker.
+    stats: Vec<Mutex<StatsView>>,
     stop: AtomicBool,
     started: Instant,
 }
@@ -417,8 +421,29 @@ impl Daemon {
             max_entries: cfg.conntrack_max,
             ..ConntrackConfig::default()
         };
-        let mut worker = Worker::new(routes, ct, snat, 4096);
-        let prog = SteerProgram::attach(
+        // One worker per configured core (one unpinned worker if none),
+        // worker i on uplink queue i, each with its own slice of the SNAT
+        // ports and a mesh to hand frames to the others.
+        let n = cfg.cores.len().max(1);
+        let queues = std::fs::read_dir(format!("/sys/class/net/{}/queues", cfg.uplink))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                    .count()
+            })
+            .unwrap_or(1);
+        // Each receive queue needs a worker's socket: a frame the NIC
+        // spreads to a queue without one would fall back to the kernel,
+        // unseen and uncounted.
+        if queues != n {
+            return Err(std::io::Error::other(format!(
+                "workers.cores: {n} worker(s) for uplink {} with {queues} receive queues; \
+                 list one core per queue, or make the NIC spread over {n} queue(s) \
+                 (ethtool -L {} combined {n}, or ethtool -X {} equal {n})",
+                cfg.uplink, cfg.uplink, cfg.uplink
+            )));
+        }
+        let prog = Arc::new(SteerProgram::attach(
             &cfg.uplink,
             SteerConfig {
                 node_ip: cfg.ip,
@@ -427,15 +452,32 @@ impl Daemon {
                 idents: cfg.snat_ports,
                 all: false,
             },
-        )?;
-        let up = XdpPort::open(&cfg.uplink, 0, Some(prog))?;
-        worker.add_port(Box::new(up), Role::Uplink);
+        )?);
+        let mut workers = Vec::new();
+        for (i, mesh) in crate::worker::Mesh::new(n, 4096).into_iter().enumerate() {
+            let snat = snat.clone().map(|mut s| {
+                s.worker = (i as u16, n as u16);
+                s
+            });
+            let mut w = Worker::with_mesh(i as u8, mesh, routes.clone(), ct.clone(), snat, 4096);
+            let up = XdpPort::open(&cfg.uplink, i as u32, Some(prog.clone()))?;
+            let label = if n > 1 {
+                format!("{}/q{i}", cfg.uplink)
+            } else {
+                cfg.uplink.clone()
+            };
+            w.add_port_labelled(Box::new(up), Role::Uplink, label);
+            workers.push(w);
+        }
+        drop(prog);
 
-        let (tx, rx) = crossbeam_channel::bounded::<Cmd>(256);
+        let (cmd_tx, cmd_rx): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| crossbeam_channel::bounded::<Cmd>(256))
+            .unzip();
         let ctx = Arc::new(Ctx {
             control: Mutex::new(control),
-            cmds: tx,
-            stats: Mutex::new(StatsView::default()),
+            cmds: cmd_tx,
+            stats: (0..n).map(|_| Mutex::new(StatsView::default())).collect(),
             stop: AtomicBool::new(false),
             started: Instant::now(),
         });
@@ -455,17 +497,19 @@ impl Daemon {
         let metrics = TcpListener::bind(cfg.metrics)?;
 
         let mut threads = Vec::new();
-        let c = ctx.clone();
         let idle = IdlePolicy {
             spins: cfg.idle_spins,
             max_sleep: Duration::from_millis(cfg.max_sleep_ms),
         };
-        let core = cfg.cores.first().copied();
-        threads.push(
-            std::thread::Builder::new()
-                .name("sluice-worker-0".into())
-                .spawn(move || worker_main(&c, worker, rx, idle, core))?,
-        );
+        for (i, (w, rx)) in workers.into_iter().zip(cmd_rx).enumerate() {
+            let c = ctx.clone();
+            let core = cfg.cores.get(i).copied();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sluice-worker-{i}"))
+                    .spawn(move || worker_main(&c, i, w, rx, idle, core))?,
+            );
+        }
         let c = ctx.clone();
         threads.push(
             std::thread::Builder::new()
@@ -522,7 +566,14 @@ impl Daemon {
     }
 }
 
-fn worker_main(ctx: &Ctx, mut w: Worker, rx: Receiver<Cmd>, idle: IdlePolicy, core: Option<usize>) {
+fn worker_main(
+    ctx: &Ctx,
+    index: usize,
+    mut w: Worker,
+    rx: Receiver<Cmd>,
+    idle: IdlePolicy,
+    core: Option<usize>,
+) {
     let pinned = core
         .and_then(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }).then_some(c));
     let t0 = Instant::now();
@@ -549,7 +600,7 @@ fn worker_main(ctx: &Ctx, mut w: Worker, rx: Receiver<Cmd>, idle: IdlePolicy, co
         }
         // Publish counters at most every 100 ms, never waiting for the lock.
         if last.elapsed() >= Duration::from_millis(100)
-            && let Ok(mut s) = ctx.stats.try_lock()
+            && let Some(Ok(mut s)) = ctx.stats.get(index).map(Mutex::try_lock)
         {
             s.counters = w.counters.clone();
             s.ports = w.ports().map(|p| p.counters.clone()).collect();
@@ -627,7 +678,35 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
             (Box::new(port), Some(mac))
         }
     };
+    // Spread pods over the workers: the one with the fewest.
+    let worker = {
+        let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
+        let mut load = vec![0usize; ctx.cmds.len()];
+        for (ip, (_, w)) in &ctl.pods {
+            if *ip != p.ip
+                && let Some(l) = load.get_mut(usize::from(*w))
+            {
+                *l += 1;
+            }
+        }
+        load.iter()
+            .enumerate()
+            .min_by_key(|(_, l)| **l)
+            .map_or(0, |(i, _)| i as u8)
+    };
+    // A pod attached again (restart, repeated ADD) leaves its old worker.
+    for (i, tx) in ctx.cmds.iter().enumerate() {
+        if i != usize::from(worker) {
+            let (rtx, _rrx) = crossbeam_channel::bounded(1);
+            let _ = tx.send(Cmd::DelPod {
+                ip: p.ip,
+                reply: rtx,
+            });
+        }
+    }
     ctx.cmds
+        .get(usize::from(worker))
+        .ok_or("no worker")?
         .send(Cmd::AddPod {
             name: p.name.clone(),
             ip: p.ip,
@@ -637,7 +716,8 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
         .map_err(|_| "worker stopped")?;
     save_pod(&cfg, p);
     if let Ok(mut ctl) = ctx.control.lock() {
-        ctl.pods.insert(p.ip, p.clone());
+        ctl.pods.insert(p.ip, (p.clone(), worker));
+        ctl.publish();
     }
     Ok(())
 }
@@ -647,25 +727,34 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
         ["stats"] => {
-            let s = ctx.stats.lock().map(|s| s.clone()).unwrap_or_default();
+            let views: Vec<StatsView> = ctx
+                .stats
+                .iter()
+                .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
+                .collect();
+            let s = sum_stats(&views);
             let mut out = String::from("ok\n");
             for p in &s.ports {
                 out += &format!("port {} rx {} tx {}\n", p.name, p.rx, p.tx);
             }
             out += &format!(
-                "encapsulated {}\ndecapsulated {}\nnat {}\nicmp_sent {}\narp_replies {}\nconntrack_entries {}\nnat_ports {}\n",
+                "encapsulated {}\ndecapsulated {}\nnat {}\nicmp_sent {}\narp_replies {}\nhanded_off {}\nconntrack_entries {}\nnat_ports {}\nworkers {}\n",
                 s.counters.encapsulated,
                 s.counters.decapsulated,
                 s.counters.nat,
                 s.counters.icmp_sent,
                 s.counters.arp_replies,
+                s.counters.handed_off,
                 s.conntrack_entries,
-                s.nat_ports
+                s.nat_ports,
+                views.len()
             );
-            out += &format!(
-                "worker_core {}\n",
-                s.pinned_core.map_or("unpinned".into(), |c| c.to_string())
-            );
+            for (i, v) in views.iter().enumerate() {
+                out += &format!(
+                    "worker_core_{i} {}\n",
+                    v.pinned_core.map_or("unpinned".into(), |c| c.to_string())
+                );
+            }
             for r in Reason::all() {
                 out += &format!("drop {} {}\n", r.name(), s.counters.dropped(r));
             }
@@ -704,20 +793,30 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                         .map_or("unresolved".into(), |m| m.to_string())
                 );
             }
-            for p in ctl.pods.values() {
-                out += &format!("pod {} ip {} netns {}\n", p.name, p.ip, p.netns.display());
+            for (p, w) in ctl.pods.values() {
+                out += &format!(
+                    "pod {} ip {} netns {} kind {} worker {w}\n",
+                    p.name,
+                    p.ip,
+                    p.netns.display(),
+                    p.kind.as_str()
+                );
             }
             out
         }
         ["conntrack"] => {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            if ctx.cmds.send(Cmd::Conntrack { reply: tx }).is_err() {
-                return "error: worker stopped\n".into();
+            let mut out = String::from("ok\n");
+            for tx in &ctx.cmds {
+                let (rtx, rrx) = crossbeam_channel::bounded(1);
+                if tx.send(Cmd::Conntrack { reply: rtx }).is_err() {
+                    return "error: worker stopped\n".into();
+                }
+                match rrx.recv_timeout(Duration::from_secs(2)) {
+                    Ok(l) => out += &l,
+                    Err(_) => return "error: worker did not answer\n".into(),
+                }
             }
-            match rx.recv_timeout(Duration::from_secs(2)) {
-                Ok(l) => format!("ok\n{l}"),
-                Err(_) => "error: worker did not answer\n".into(),
-            }
+            out
         }
         ["pods", "add", name, ip, ns, rest @ ..] => {
             let Ok(ip) = ip.parse() else {
@@ -746,13 +845,17 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let Ok(ip) = ip.parse::<Ipv4Addr>() else {
                 return format!("error: {ip:?} is not an IPv4 address\n");
             };
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let _ = ctx.cmds.send(Cmd::DelPod { ip, reply: tx });
-            let found = rx.recv_timeout(Duration::from_secs(2)).unwrap_or(false);
+            let mut found = false;
+            for tx in &ctx.cmds {
+                let (rtx, rrx) = crossbeam_channel::bounded(1);
+                let _ = tx.send(Cmd::DelPod { ip, reply: rtx });
+                found |= rrx.recv_timeout(Duration::from_secs(2)).unwrap_or(false);
+            }
             // A veth pod's pair goes with it (deleting one end deletes both).
             let _ = netns::cmd(&["ip", "link", "del", &veth_host_name(ip)]);
             if let Ok(mut ctl) = ctx.control.lock() {
                 ctl.pods.remove(&ip);
+                ctl.publish();
                 let _ = std::fs::remove_file(pods_dir(&ctl.cfg).join(ip.to_string()));
             }
             // Idempotent, as CNI DEL must be.
@@ -825,9 +928,36 @@ fn serve_admin(ctx: &Ctx, s: UnixStream) {
     }
 }
 
-/// Prometheus text exposition of the worker's counters.
+/// The workers' views added up.
+fn sum_stats(views: &[StatsView]) -> StatsView {
+    let mut s = StatsView::default();
+    for v in views {
+        let c = &v.counters;
+        for (a, b) in s.counters.drops.iter_mut().zip(c.drops.iter()) {
+            *a += b;
+        }
+        s.counters.encapsulated += c.encapsulated;
+        s.counters.decapsulated += c.decapsulated;
+        s.counters.nat += c.nat;
+        s.counters.icmp_sent += c.icmp_sent;
+        s.counters.arp_replies += c.arp_replies;
+        s.counters.handed_off += c.handed_off;
+        s.counters.handed_in += c.handed_in;
+        s.ports.extend(v.ports.iter().cloned());
+        s.conntrack_entries += v.conntrack_entries;
+        s.nat_ports += v.nat_ports;
+    }
+    s
+}
+
+/// Prometheus text exposition of the workers' counters.
 fn metrics_text(ctx: &Ctx) -> String {
-    let s = ctx.stats.lock().map(|s| s.clone()).unwrap_or_default();
+    let views: Vec<StatsView> = ctx
+        .stats
+        .iter()
+        .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
+        .collect();
+    let s = sum_stats(&views);
     let mut out = String::new();
     out += "# HELP sluice_rx_packets_total Frames received per port.\n# TYPE sluice_rx_packets_total counter\n";
     for p in &s.ports {

@@ -5,7 +5,7 @@
 //! ```text
 //!   pod a1 10.244.1.2 ─┐ TUN               veth + AF_XDP ┌─ pod b1 10.244.2.2
 //!   pod a2 10.244.1.3 ─┤                                ├─ pod b2 10.244.2.3
-//!            node A (sluice) up-a ─┐      ┌─ up-b node B (sluice)
+//!   node A (sluice, 2 workers) up-a ─┐  ┌─ up-b node B (sluice, 1 worker)
 //!            192.168.77.1          br0 (wire)          192.168.77.2
 //!                                     └─ external host 192.168.77.100
 //! ```
@@ -169,12 +169,13 @@ peers:
     vtep_mac: \"{pmac}\"
     pod_cidrs: [{pcidr}]
 workers:
-  cores: [{core}]
+  cores: [{cores}]
 admin:
   socket: {dir}/{tag}.sock
   state_dir: {dir}/state-{tag}
 ",
-        core = peer.min(1),
+        // node-a: two workers on cores 0 and 1; node-b: one, on core 0.
+        cores = if peer == 1 { "0, 1" } else { "0" },
         dir = dir.display()
     )
 }
@@ -192,10 +193,29 @@ fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
     ] {
         let w = format!("w-{tag}");
         let ns = t.ns(tag);
+        // node-a runs two workers: its uplink gets two queues, one each.
+        let q = if tag == "a" { "2" } else { "1" };
         t.ip(
             "wire",
             &[
-                "link", "add", &w, "type", "veth", "peer", "name", dev, "netns", &ns,
+                "link",
+                "add",
+                &w,
+                "numtxqueues",
+                q,
+                "numrxqueues",
+                q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                dev,
+                "numtxqueues",
+                q,
+                "numrxqueues",
+                q,
+                "netns",
+                &ns,
             ],
         )?;
         t.ip("wire", &["link", "set", &w, "master", "br0", "up"])?;

@@ -20,7 +20,7 @@ use crate::counters::Reason;
 use crate::icmp;
 use crate::port::Framing;
 use crate::route::{Route, Snapshot};
-use crate::worker::{Role, Worker};
+use crate::worker::{Handoff, Out, Role, Worker};
 
 /// Writes an Ethernet header in front of the frame.
 fn push_ethernet(buf: &mut Buf, dst: MacAddr, src: MacAddr) -> Result<(), Reason> {
@@ -70,19 +70,19 @@ impl Worker {
         now: Duration,
         from: usize,
         buf: &mut Buf,
-    ) -> Result<usize, Reason> {
+    ) -> Result<Out, Reason> {
         let Some(slot) = self.port(from) else {
             return Err(Reason::NoSuchPod);
         };
         match (slot.role, slot.port.framing()) {
-            (Role::Uplink, _) => self.uplink_rx(snap, now, buf),
+            (Role::Uplink, _) => self.uplink_rx(snap, now, buf, false),
             (Role::Pod { ip, .. }, framing) => {
                 if framing == Framing::Ethernet {
                     let eth =
                         EthernetFrame::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
                     if eth.ethertype() == ethertype::ARP {
                         let mac = slot.port.mac().unwrap_or(snap.node.vtep_mac);
-                        return self.arp(from, ip, mac, buf);
+                        return self.arp(from, ip, mac, buf).map(Out::Port);
                     }
                     strip_ethernet(buf)?;
                 }
@@ -104,6 +104,70 @@ impl Worker {
             push_ethernet(buf, mac.unwrap_or(MacAddr::BROADCAST), src)?;
         }
         Ok(to)
+    }
+
+    /// Towards local pod `dst`: out of its port if this worker owns it,
+    /// else handed to the worker that does.
+    fn to_pod(&self, snap: &Snapshot, dst: Ipv4Addr, buf: &mut Buf) -> Result<Out, Reason> {
+        if let Some(to) = self.pod_port(dst) {
+            return self.deliver(snap, to, buf).map(Out::Port);
+        }
+        match snap.pod_worker(dst) {
+            Some(w) if w != self.id() => Ok(Out::Worker(w, Handoff::Deliver(dst))),
+            _ => Err(Reason::NoSuchPod),
+        }
+    }
+
+    /// A frame another worker handed over.
+    pub(crate) fn handed(
+        &mut self,
+        snap: &Snapshot,
+        now: Duration,
+        kind: Handoff,
+        buf: &mut Buf,
+    ) -> Result<Out, Reason> {
+        match kind {
+            // Never handed on again: a pod that moved is a counted drop.
+            Handoff::Deliver(ip) => {
+                let to = self.pod_port(ip).ok_or(Reason::NoSuchPod)?;
+                self.deliver(snap, to, buf).map(Out::Port)
+            }
+            Handoff::Uplink => self.uplink_rx(snap, now, buf, true),
+        }
+    }
+
+    /// The worker owning the masqueraded flow a frame from the uplink
+    /// answers: the SNAT port (or ICMP identifier) names it
+    /// ([`nat::SnatConfig::owner_of`]). `None` when not decidable (the
+    /// frame is processed here and meets conntrack's verdict).
+    fn reply_owner(&self, ip: &Ipv4Packet<&[u8]>) -> Option<u8> {
+        let snat = self.snat()?;
+        if snat.worker.1 <= 1 {
+            return None;
+        }
+        let l4 = ip.payload();
+        let be16 = |b: &[u8], at: usize| {
+            b.get(at..at + 2)
+                .and_then(|x| <[u8; 2]>::try_from(x).ok())
+                .map(u16::from_be_bytes)
+        };
+        let (range, port) = match ip.protocol() {
+            ip_proto::TCP | ip_proto::UDP => (snat.ports, be16(l4, 2)?),
+            ip_proto::ICMP => {
+                let icmp = encap::icmp::IcmpPacket::new_checked_v4(l4).ok()?;
+                match icmp.msg_type() {
+                    0 => (snat.icmp_ids, icmp.echo_ident()),
+                    _ => match icmp.quoted().ok()?.l4 {
+                        encap::icmp::QuotedL4::Ports { src, .. } => (snat.ports, src),
+                        encap::icmp::QuotedL4::EchoId(id) => (snat.icmp_ids, id),
+                        encap::icmp::QuotedL4::None => return None,
+                    },
+                }
+            }
+            _ => return None,
+        };
+        snat.owner_of(range, port)
+            .and_then(|w| u8::try_from(w).ok())
     }
 
     /// Proxy ARP on an Ethernet pod port (RFC 826): every request from the
@@ -214,22 +278,24 @@ impl Worker {
         from: usize,
         pod_ip: Ipv4Addr,
         buf: &mut Buf,
-    ) -> Result<usize, Reason> {
+    ) -> Result<Out, Reason> {
         let (src, dst) = check_ipv4(buf)?;
         if src != pod_ip {
             return Err(Reason::Spoofed);
         }
         match snap.route(dst) {
             Route::Local => {
-                let to = self.pod_port(dst).ok_or(Reason::NoSuchPod)?;
-                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
-                    return r;
+                if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
+                    return Err(Reason::NoSuchPod);
                 }
-                self.deliver(snap, to, buf)
+                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                    return r.map(Out::Port);
+                }
+                self.to_pod(snap, dst, buf)
             }
             Route::Peer(peer) => {
                 if let Err(r) = self.ttl_expired(snap, Some(from), buf) {
-                    return r;
+                    return r.map(Out::Port);
                 }
                 let tunnel = peer.tunnel.as_ref().ok_or(Reason::NoNeighbour)?;
                 let mtu = usize::from(snap.node.uplink_mtu);
@@ -253,24 +319,24 @@ impl Worker {
                         return Err(Reason::FragNeeded);
                     }
                     self.counters.icmp_sent += 1;
-                    return self.deliver(snap, from, buf);
+                    return self.deliver(snap, from, buf).map(Out::Port);
                 }
                 if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
-                    return r;
+                    return r.map(Out::Port);
                 }
                 push_ethernet(buf, peer.spec.vtep_mac, snap.node.vtep_mac)?;
                 let (raw, inner) = buf.raw_mut();
                 let outer = vxlan::encapsulate(raw, inner, tunnel).map_err(|_| Reason::TooBig)?;
                 buf.set_range(outer);
                 self.counters.encapsulated += 1;
-                self.uplink().ok_or(Reason::NoNeighbour)
+                self.uplink().map(Out::Port).ok_or(Reason::NoNeighbour)
             }
             Route::Unroutable => Err(Reason::NoRoute),
             Route::External => {
                 let gw = snap.node.gateway_mac.ok_or(Reason::NoNeighbour)?;
                 let up = self.uplink().ok_or(Reason::NoNeighbour)?;
                 if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
-                    return r;
+                    return r.map(Out::Port);
                 }
                 match self.ct.process(now, buf.data_mut(), Origin::Pod) {
                     Verdict::Accept(a) => {
@@ -281,17 +347,20 @@ impl Worker {
                     Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
                 }
                 push_ethernet(buf, gw, snap.node.uplink_mac)?;
-                Ok(up)
+                Ok(Out::Port(up))
             }
         }
     }
 
-    fn uplink_rx(
+    /// A frame from the uplink; `handed` when another worker passed it on
+    /// (it is then processed here whatever its owner looks like).
+    pub(crate) fn uplink_rx(
         &mut self,
         snap: &Snapshot,
         now: Duration,
         buf: &mut Buf,
-    ) -> Result<usize, Reason> {
+        handed: bool,
+    ) -> Result<Out, Reason> {
         let eth = EthernetFrame::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
         if eth.ethertype() != ethertype::IPV4 {
             return Err(Reason::NotIpv4);
@@ -310,6 +379,14 @@ impl Worker {
         if vxlan_port {
             return self.decap(snap, buf);
         }
+        // A reply arriving on another worker's queue: conntrack lives with
+        // the flow's owner.
+        if !handed
+            && let Some(w) = self.reply_owner(&ip)
+            && w != self.id()
+        {
+            return Ok(Out::Worker(w, Handoff::Uplink));
+        }
         // A reply to a masqueraded flow (or an ICMP error about one).
         strip_ethernet(buf)?;
         check_ipv4(buf)?;
@@ -322,17 +399,19 @@ impl Worker {
             Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
         }
         let dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
-        let to = self.pod_port(dst).ok_or(Reason::NoSuchPod)?;
-        if let Err(r) = self.decrement_ttl(snap, None, buf) {
-            return r;
+        if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
+            return Err(Reason::NoSuchPod);
         }
-        self.deliver(snap, to, buf)
+        if let Err(r) = self.decrement_ttl(snap, None, buf) {
+            return r.map(Out::Port);
+        }
+        self.to_pod(snap, dst, buf)
     }
 
     /// RFC 7348: a VXLAN frame to this node. Only from known VTEPs, only
     /// the configured VNI (checked by `decapsulate`), only towards a pod
     /// here, only from an address inside the sending peer's pod CIDRs.
-    fn decap(&mut self, snap: &Snapshot, buf: &mut Buf) -> Result<usize, Reason> {
+    fn decap(&mut self, snap: &Snapshot, buf: &mut Buf) -> Result<Out, Reason> {
         let d = vxlan::decap::decapsulate(buf.data_mut(), &snap.vxlan)
             .map_err(|e| Reason::Decap(e.drop_kind()))?;
         let peer = snap.peer_by_ip(d.outer_src).ok_or(Reason::UnknownVtep)?;
@@ -343,11 +422,13 @@ impl Worker {
         if !peer.spec.pod_cidrs.iter().any(|c| c.contains(&src)) {
             return Err(Reason::InnerSpoofed);
         }
-        let to = self.pod_port(dst).ok_or(Reason::NoSuchPod)?;
+        if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
+            return Err(Reason::NoSuchPod);
+        }
         if let Err(r) = self.decrement_ttl(snap, None, buf) {
-            return r;
+            return r.map(Out::Port);
         }
         self.counters.decapsulated += 1;
-        self.deliver(snap, to, buf)
+        self.to_pod(snap, dst, buf)
     }
 }

@@ -152,6 +152,8 @@ pub struct Snapshot {
     peers: Vec<Peer>,
     by_cidr: Lpm<usize>,
     by_ip: AddrMap<usize>,
+    /// Local pods -> the worker that owns their port.
+    pod_workers: AddrMap<u8>,
 }
 
 impl Snapshot {
@@ -174,6 +176,7 @@ impl Snapshot {
             peers: Vec::new(),
             by_cidr: Lpm::default(),
             by_ip: AddrMap::default(),
+            pod_workers: AddrMap::default(),
         };
         for spec in peers {
             if spec.ip == s.node.ip {
@@ -230,6 +233,19 @@ impl Snapshot {
     /// Every peer.
     pub fn peers(&self) -> &[Peer] {
         &self.peers
+    }
+
+    /// Records which worker owns each local pod's port (with several
+    /// workers, a frame for a pod another worker owns is handed to it).
+    #[must_use]
+    pub fn with_pod_workers(mut self, pods: impl IntoIterator<Item = (Ipv4Addr, u8)>) -> Self {
+        self.pod_workers = pods.into_iter().map(|(ip, w)| (ip.to_bits(), w)).collect();
+        self
+    }
+
+    /// The worker owning local pod `ip`.
+    pub fn pod_worker(&self, ip: Ipv4Addr) -> Option<u8> {
+        self.pod_workers.get(&ip.to_bits()).copied()
     }
 }
 

@@ -376,3 +376,90 @@ fn a_full_tx_ring_drops_and_counts_the_rest() {
     assert_eq!(r.w.counters.dropped(Reason::TxFull), 7);
     let _ = (Buf::new(), HEADROOM);
 }
+
+/// Two workers: pods on different workers reach each other through the
+/// hand-off queue, a reply that arrives on the wrong worker's uplink queue
+/// is handed to the worker owning its flow (by SNAT port slice), and every
+/// borrowed buffer goes back to its owner.
+#[test]
+fn two_workers_hand_frames_to_each_other() {
+    use crate::worker::Mesh;
+    let n = node();
+    let routes = Routes::new(snapshot(&[2, 3]).with_pod_workers([(POD, 0), (POD2, 1)]));
+    let mut meshes = Mesh::new(2, BUFFERS).into_iter();
+    let mut workers: Vec<Worker> = Vec::new();
+    let mut ups = Vec::new();
+    let mut pods = Vec::new();
+    for (id, pod_ip) in [(0u8, POD), (1u8, POD2)] {
+        let mut snat = SnatConfig::new(
+            vec![n.pod_cidr],
+            vec!["10.244.0.0/16".parse().unwrap()],
+            n.ip,
+        );
+        snat.worker = (u16::from(id), 2);
+        let mut w = Worker::with_mesh(
+            id,
+            meshes.next().unwrap(),
+            routes.clone(),
+            ConntrackConfig::default(),
+            Some(snat),
+            BUFFERS,
+        );
+        let (p, up) = FakePort::new("eth0", Framing::Ethernet);
+        w.add_port(Box::new(p), Role::Uplink);
+        let (p, pod) = FakePort::new("pod", Framing::Ip);
+        w.add_port(
+            Box::new(p),
+            Role::Pod {
+                ip: pod_ip,
+                mac: None,
+            },
+        );
+        workers.push(w);
+        ups.push(up);
+        pods.push(pod);
+    }
+    let run = |ws: &mut Vec<Worker>| {
+        for _ in 0..4 {
+            for w in ws.iter_mut() {
+                w.poll(Duration::from_secs(10));
+            }
+        }
+    };
+    // Pod on worker 0 -> pod on worker 1.
+    pods[0].inject(udp(POD, POD2, 64, 10));
+    run(&mut workers);
+    let got = pods[1].take_sent();
+    assert_eq!(got.len(), 1);
+    assert_eq!(ip_of(&got[0]).destination_addr(), POD2);
+    assert_eq!(workers[0].counters.handed_off, 1);
+    assert_eq!(workers[1].counters.handed_in, 1);
+    // Pod on worker 0 -> outside: its port comes from worker 0's slice.
+    pods[0].inject(udp(POD, OUTSIDE, 64, 10));
+    run(&mut workers);
+    let out = ups[0].take_sent();
+    assert_eq!(out.len(), 1);
+    let sport = u16::from_be_bytes([out[0][14 + 20], out[0][14 + 21]]);
+    assert!(
+        (61000..61000 + 2268).contains(&sport),
+        "{sport} in worker 0's slice"
+    );
+    // The reply arrives on worker 1's queue.
+    let mut reply = Vec::new();
+    PacketBuilder::ipv4(OUTSIDE.octets(), n.ip.octets(), 50)
+        .udp(53, sport)
+        .write(&mut reply, b"answer")
+        .unwrap();
+    ups[1].inject(eth(n.uplink_mac, MacAddr([2, 0, 0, 0, 0, 0xfe]), &reply));
+    run(&mut workers);
+    let back = pods[0].take_sent();
+    assert_eq!(back.len(), 1, "reply reached the pod through worker 0");
+    assert_eq!(ip_of(&back[0]).destination_addr(), POD);
+    assert_eq!(workers[1].counters.handed_off, 1);
+    assert_eq!(workers[1].counters.total_dropped(), 0);
+    assert_eq!(workers[0].counters.total_dropped(), 0);
+    // Every borrowed buffer went home.
+    for w in &workers {
+        assert_eq!(w.free_buffers(), BUFFERS, "worker {}", w.id());
+    }
+}

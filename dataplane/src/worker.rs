@@ -4,6 +4,10 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::{Receiver, Sender};
 use encap::MacAddr;
 use nat::{Conntrack, ConntrackConfig, SnatConfig};
 
@@ -17,6 +21,78 @@ pub const BURST: usize = 32;
 
 /// Frames a TX queue holds before it is flushed mid-round.
 const TX_QUEUE: usize = 4 * BURST;
+
+/// Where the pipeline sends a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Out {
+    /// Out of this worker's port.
+    Port(usize),
+    /// To another worker.
+    Worker(u8, Handoff),
+}
+
+/// What a worker does with a frame another worker handed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// Deliver to the local pod at this address (its port is ours).
+    Deliver(Ipv4Addr),
+    /// A frame from the uplink answering one of our masqueraded flows:
+    /// process it as if our uplink queue had received it.
+    Uplink,
+}
+
+/// The channels joining a worker to the others: frames handed over
+/// (bounded, lock-free) and borrowed buffers going back to their owner.
+pub struct Mesh {
+    to: Vec<Sender<(Handoff, Buf)>>,
+    inbox: Receiver<(Handoff, Buf)>,
+    returns: Vec<Sender<Buf>>,
+    returned: Receiver<Buf>,
+    /// Per worker: whether it is (about to be) asleep on its descriptors.
+    sleeping: Vec<Arc<AtomicBool>>,
+    /// Per worker: how to wake it (installed by the worker when it starts
+    /// sleeping on an epoll set; an eventfd write).
+    wakers: Vec<Arc<OnceLock<Waker>>>,
+}
+
+/// Wakes a sleeping worker.
+pub type Waker = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("workers", &self.to.len())
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// Channels for `n` workers; worker `i` takes element `i`. `buffers`
+    /// is each worker's pool size (a return channel holds a whole pool).
+    pub fn new(n: usize, buffers: usize) -> Vec<Mesh> {
+        // Room for a few rounds of every port's bursts: a TCP stream
+        // between pods on two workers crosses in bursts.
+        let inboxes: Vec<_> = (0..n).map(|_| crossbeam_channel::bounded(1024)).collect();
+        let returns: Vec<_> = (0..n)
+            .map(|_| crossbeam_channel::bounded(buffers.max(BURST)))
+            .collect();
+        let sleeping: Vec<Arc<AtomicBool>> =
+            (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect();
+        let wakers: Vec<Arc<OnceLock<Waker>>> = (0..n).map(|_| Arc::new(OnceLock::new())).collect();
+        inboxes
+            .iter()
+            .zip(&returns)
+            .map(|((_, inbox), (_, returned))| Mesh {
+                to: inboxes.iter().map(|(t, _)| t.clone()).collect(),
+                inbox: inbox.clone(),
+                returns: returns.iter().map(|(t, _)| t.clone()).collect(),
+                returned: returned.clone(),
+                sleeping: sleeping.clone(),
+                wakers: wakers.clone(),
+            })
+            .collect()
+    }
+}
 
 /// What a port is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +129,9 @@ impl std::fmt::Debug for PortSlot {
 /// A worker.
 #[derive(Debug)]
 pub struct Worker {
+    id: u8,
+    mesh: Option<Mesh>,
+    snat: Option<SnatConfig>,
     routes: Routes,
     ports: Vec<Option<PortSlot>>,
     uplink: Option<usize>,
@@ -73,6 +152,9 @@ impl Worker {
         buffers: usize,
     ) -> Worker {
         Worker {
+            id: 0,
+            mesh: None,
+            snat: snat.clone(),
             routes,
             ports: Vec::new(),
             uplink: None,
@@ -81,6 +163,47 @@ impl Worker {
             rx: Vec::with_capacity(BURST),
             ct: Conntrack::new(ct, snat),
             counters: Counters::default(),
+        }
+    }
+
+    /// Worker `id` of several, joined to the others by `mesh`
+    /// ([`Mesh::new`]). `snat.worker` must be `(id, count)`, so each worker
+    /// allocates ports from its own slice.
+    pub fn with_mesh(
+        id: u8,
+        mesh: Mesh,
+        routes: Routes,
+        ct: ConntrackConfig,
+        snat: Option<SnatConfig>,
+        buffers: usize,
+    ) -> Worker {
+        let mut w = Worker::new(routes, ct, snat, 0);
+        w.id = id;
+        w.mesh = Some(mesh);
+        w.pool = (0..buffers.max(BURST)).map(|_| Buf::owned_by(id)).collect();
+        w
+    }
+
+    /// This worker's index.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    pub(crate) fn snat(&self) -> Option<&SnatConfig> {
+        self.snat.as_ref()
+    }
+
+    /// Returns a buffer to its owner's pool.
+    fn recycle(&mut self, buf: Buf) {
+        if buf.owner() == self.id {
+            self.pool.push(buf);
+        } else if let Some(tx) = self
+            .mesh
+            .as_ref()
+            .and_then(|m| m.returns.get(usize::from(buf.owner())))
+        {
+            // The channel holds a whole pool: it cannot be full.
+            let _ = tx.try_send(buf);
         }
     }
 
@@ -128,7 +251,7 @@ impl Worker {
         let slot = self.ports.get_mut(i)?.take()?;
         for b in slot.tx {
             self.counters.drop(Reason::NoSuchPod);
-            self.pool.push(b);
+            self.recycle(b);
         }
         Some(slot.port)
     }
@@ -160,13 +283,78 @@ impl Worker {
     /// number of frames received. `now` is the worker's clock.
     pub fn poll(&mut self, now: Duration) -> usize {
         let snap = self.routes.load_full();
-        let mut got = 0;
+        let mut got = self.poll_mesh(&snap, now);
         for i in 0..self.ports.len() {
             got += self.poll_port(&snap, now, i);
         }
         self.flush_all();
         self.ct.handle_timeout(now);
         got
+    }
+
+    /// Takes back returned buffers and processes frames other workers
+    /// handed over (at most a few bursts per poll).
+    fn poll_mesh(&mut self, snap: &Snapshot, now: Duration) -> usize {
+        let Some(m) = self.mesh.as_ref() else {
+            return 0;
+        };
+        while let Ok(b) = m.returned.try_recv() {
+            self.pool.push(b);
+        }
+        let mut n = 0;
+        while n < 16 * BURST {
+            let Some(Ok((kind, mut buf))) = self.mesh.as_ref().map(|m| m.inbox.try_recv()) else {
+                break;
+            };
+            n += 1;
+            self.counters.handed_in += 1;
+            let r = self.handed(snap, now, kind, &mut buf);
+            self.dispatch(r, buf);
+        }
+        n
+    }
+
+    /// Wakes worker `w` if it sleeps (after handing it a frame). Its flag
+    /// is set before it checks its inbox one last time, so a frame sent
+    /// after that check always finds the flag set.
+    fn wake(&self, w: u8) {
+        let Some(m) = self.mesh.as_ref() else {
+            return;
+        };
+        let w = usize::from(w);
+        if m.sleeping.get(w).is_some_and(|f| f.load(Ordering::SeqCst))
+            && let Some(wake) = m.wakers.get(w).and_then(|x| x.get())
+        {
+            wake();
+        }
+    }
+
+    /// Sends a processed frame where the pipeline said, or counts its drop.
+    fn dispatch(&mut self, r: Result<Out, Reason>, buf: Buf) {
+        match r {
+            Ok(Out::Port(to)) => self.enqueue(to, buf),
+            Ok(Out::Worker(w, kind)) => {
+                let res: Result<(), Buf> =
+                    match self.mesh.as_ref().and_then(|m| m.to.get(usize::from(w))) {
+                        Some(t) => t.try_send((kind, buf)).map_err(|e| e.into_inner().1),
+                        None => Err(buf),
+                    };
+                match res {
+                    Ok(()) => {
+                        self.counters.handed_off += 1;
+                        self.wake(w);
+                    }
+                    Err(b) => {
+                        self.counters.drop(Reason::HandoffFull);
+                        self.recycle(b);
+                    }
+                }
+            }
+            Err(r) => {
+                self.counters.drop(r);
+                self.recycle(buf);
+            }
+        }
     }
 
     fn poll_port(&mut self, snap: &Snapshot, now: Duration, i: usize) -> usize {
@@ -188,13 +376,8 @@ impl Worker {
             slot.counters.rx += n as u64;
         }
         for mut buf in rx.drain(..n) {
-            match self.handle(snap, now, i, &mut buf) {
-                Ok(to) => self.enqueue(to, buf),
-                Err(r) => {
-                    self.counters.drop(r);
-                    self.pool.push(buf);
-                }
-            }
+            let r = self.handle(snap, now, i, &mut buf);
+            self.dispatch(r, buf);
         }
         self.rx = rx;
         n
@@ -208,7 +391,7 @@ impl Worker {
             }
             None => {
                 self.counters.drop(Reason::NoSuchPod);
-                self.pool.push(buf);
+                self.recycle(buf);
                 false
             }
         };
@@ -236,8 +419,12 @@ impl Worker {
         };
         slot.counters.tx += sent as u64;
         let unsent = slot.tx.len() - sent;
-        for b in slot.tx.drain(..) {
-            self.pool.push(b);
+        let mut sent_bufs = std::mem::take(&mut slot.tx);
+        for b in sent_bufs.drain(..) {
+            self.recycle(b);
+        }
+        if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) {
+            slot.tx = sent_bufs;
         }
         for _ in 0..unsent {
             self.counters.drop(reason);
@@ -278,17 +465,25 @@ impl Worker {
     /// gives the time passed to conntrack.
     pub fn run(
         &mut self,
-        stop: &std::sync::atomic::AtomicBool,
+        stop: &AtomicBool,
         idle: IdlePolicy,
         clock: impl Fn() -> Duration,
         mut between: impl FnMut(&mut Worker),
     ) -> std::io::Result<()> {
         use mio::unix::SourceFd;
         use mio::{Events, Interest, Poll, Token};
-        use std::sync::atomic::Ordering;
-
         let mut poll = Poll::new()?;
         let mut events = Events::with_capacity(64);
+        // Other workers wake this one through an eventfd when they hand it
+        // a frame while it sleeps.
+        if let Some(m) = self.mesh.as_ref()
+            && let Some(slot) = m.wakers.get(usize::from(self.id))
+        {
+            let waker = mio::Waker::new(poll.registry(), Token(usize::MAX))?;
+            let _ = slot.set(Box::new(move || {
+                let _ = waker.wake();
+            }));
+        }
         let mut registered: Vec<std::os::fd::RawFd> = Vec::new();
         let mut empty = 0u32;
         while !stop.load(Ordering::Relaxed) {
@@ -320,7 +515,23 @@ impl Worker {
             for s in self.ports.iter_mut().flatten() {
                 s.port.before_sleep();
             }
-            match poll.poll(&mut events, Some(idle.max_sleep)) {
+            let flag = self
+                .mesh
+                .as_ref()
+                .and_then(|m| m.sleeping.get(usize::from(self.id)).cloned());
+            if let Some(f) = &flag {
+                f.store(true, Ordering::SeqCst);
+                if self.mesh.as_ref().is_some_and(|m| !m.inbox.is_empty()) {
+                    f.store(false, Ordering::SeqCst);
+                    empty = 0;
+                    continue;
+                }
+            }
+            let slept = poll.poll(&mut events, Some(idle.max_sleep));
+            if let Some(f) = &flag {
+                f.store(false, Ordering::SeqCst);
+            }
+            match slept {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

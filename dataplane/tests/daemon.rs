@@ -307,14 +307,27 @@ fn daemon_end_to_end() {
     assert!(stat(&a, "icmp_sent") >= 1);
     t.ip("a2", &["link", "set", "eth0", "mtu", "1450"]).unwrap();
 
-    // 7: the worker is pinned to the configured core (node-a: core 1)...
+    // Node-a runs two workers (one per uplink queue); its pods sit on
+    // different workers, so pod-to-pod and reply traffic crossed between
+    // them.
+    assert_eq!(stat(&a, "workers"), 2);
+    assert!(stat(&a, "handed_off") > 0, "no frame crossed workers");
+    assert_eq!(stat(&a, "drop handoff_full"), 0);
+
+    // 7: each worker is pinned to its configured core (node-a: 0 and 1)...
     let pid = t.daemon_pid(0).unwrap();
     assert_eq!(
         thread_affinity(pid, "sluice-worker-0").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        thread_affinity(pid, "sluice-worker-1").as_deref(),
         Some("1")
     );
-    assert_eq!(stat(&a, "worker_core"), 1);
-    // ... and an idle daemon uses under 5% of a core over 10 s.
+    assert_eq!(stat(&a, "worker_core_0"), 0);
+    assert_eq!(stat(&a, "worker_core_1"), 1);
+    // ... and an idle daemon (both workers) uses under 5% of a core over
+    // 10 s.
     std::thread::sleep(Duration::from_secs(1));
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(10));

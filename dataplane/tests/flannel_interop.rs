@@ -169,7 +169,7 @@ fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6]) -> Running {
                 all: false,
             },
         )?;
-        XdpPort::open("up-a", 0, Some(prog))
+        XdpPort::open("up-a", 0, Some(Arc::new(prog)))
     })
     .expect("AF_XDP uplink");
     w.add_port(Box::new(uplink), Role::Uplink);

@@ -91,9 +91,13 @@ pub struct SteerProgram {
     xsks_fd: i32,
 }
 
-// SAFETY: the bpf_object is only used through &mut self or in Drop; libbpf
+// SAFETY: the bpf_object is only touched at creation and in Drop; libbpf
 // objects are not tied to the thread that created them.
 unsafe impl Send for SteerProgram {}
+// SAFETY: the only method taking &self, `register`, writes a map through
+// its file descriptor with the bpf() system call, which the kernel
+// serialises; nothing in the object is mutated through a shared reference.
+unsafe impl Sync for SteerProgram {}
 
 impl SteerProgram {
     /// Loads the program, writes its configuration and attaches it to
@@ -217,7 +221,7 @@ pub struct XdpPort {
     /// TX descriptors being produced (scratch).
     tx_batch: Vec<FrameDesc>,
     fd: RawFd,
-    _prog: Option<SteerProgram>,
+    _prog: Option<std::sync::Arc<SteerProgram>>,
 }
 
 impl std::fmt::Debug for XdpPort {
@@ -233,9 +237,13 @@ unsafe impl Send for XdpPort {}
 
 impl XdpPort {
     /// Binds an AF_XDP socket to `ifname` queue `queue` (copy mode, with
-    /// need_wakeup) and registers it with `prog` (which the port keeps
-    /// alive).
-    pub fn open(ifname: &str, queue: u32, prog: Option<SteerProgram>) -> io::Result<XdpPort> {
+    /// need_wakeup) and registers it with `prog`, which the port keeps
+    /// alive (the sockets of all an interface's queues share it).
+    pub fn open(
+        ifname: &str,
+        queue: u32,
+        prog: Option<std::sync::Arc<SteerProgram>>,
+    ) -> io::Result<XdpPort> {
         let io_err =
             |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let frames = NonZeroU32::new(FRAMES).ok_or_else(|| io::Error::other("frames"))?;
