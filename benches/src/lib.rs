@@ -4,3 +4,4 @@
 
 pub mod alloc;
 pub mod frames;
+pub mod replay;

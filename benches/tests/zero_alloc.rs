@@ -187,3 +187,101 @@ fn conntrack_hit_and_new_flow_do_not_allocate() {
     });
     assert_eq!(per_burst, 0.0, "process_burst of 32 hits");
 }
+
+/// The worker's whole per-packet path (poll, parse, route, encap / decap /
+/// conntrack + SNAT, enqueue, flush) allocates nothing, over ports that
+/// replay frames without allocating.
+#[test]
+fn worker_poll_does_not_allocate() {
+    use dataplane::port::Framing;
+    use dataplane::route::{Node, PeerSpec, Routes, Snapshot};
+    use dataplane::worker::{Role, Worker};
+    use encap::MacAddr;
+    use nat::{ConntrackConfig, SnatConfig};
+    use sluice_benches::replay::ReplayPort;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    let node = Node {
+        name: "a".into(),
+        ip: Ipv4Addr::new(192, 0, 2, 1),
+        uplink_mac: MacAddr([2, 0x10, 0, 0, 0, 1]),
+        uplink_mtu: 1500,
+        vtep_mac: MacAddr([2, 0xee, 0, 0, 0, 1]),
+        pod_cidr: "10.244.1.0/24".parse().unwrap(),
+        gateway_ip: Ipv4Addr::new(10, 244, 1, 1),
+        gateway_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xfe])),
+    };
+    let snap = Snapshot::new(
+        1,
+        node.clone(),
+        VxlanConfig::default(),
+        vec!["10.244.0.0/16".parse().unwrap()],
+        [PeerSpec {
+            name: "b".into(),
+            ip: Ipv4Addr::new(192, 0, 2, 2),
+            vtep_mac: MacAddr([2, 0xee, 0, 0, 0, 2]),
+            pod_cidrs: vec!["10.244.2.0/24".parse().unwrap()],
+        }],
+        &|_| Some(MacAddr([2, 0x10, 0, 0, 0, 2])),
+    );
+    let routes = Routes::new(snap);
+    let snat = SnatConfig::new(
+        vec![node.pod_cidr],
+        vec!["10.244.0.0/16".parse().unwrap()],
+        node.ip,
+    );
+    let mut w = Worker::new(routes, ConntrackConfig::default(), Some(snat), 1024);
+    // Pod 10.244.1.2 sends to a remote pod (encap) and to the outside
+    // (conntrack + SNAT); the uplink brings VXLAN for it (decap).
+    let ip = |dst: [u8; 4]| {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 244, 1, 2], dst, 64)
+            .udp(40000, 53)
+            .write(&mut v, &[0x5a; 36])
+            .unwrap();
+        v
+    };
+    let pod_frames = vec![ip([10, 244, 2, 3]), ip([198, 51, 100, 1])];
+    let mut inner = vec![2, 0xee, 0, 0, 0, 1, 2, 0xee, 0, 0, 0, 2, 8, 0];
+    let mut to_pod = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 244, 2, 3], [10, 244, 1, 2], 64)
+        .udp(53, 40000)
+        .write(&mut to_pod, &[0x5a; 36])
+        .unwrap();
+    inner.extend_from_slice(&to_pod);
+    let tmpl = EncapTemplate::new(
+        &VxlanConfig::default(),
+        &vxlan::TunnelEndpoint {
+            local_mac: MacAddr([2, 0x10, 0, 0, 0, 2]),
+            next_hop_mac: node.uplink_mac,
+            local_ip: Ipv4Addr::new(192, 0, 2, 2),
+            remote_ip: node.ip,
+        },
+    );
+    let mut b = with_headroom(&inner);
+    let end = b.len();
+    let r = vxlan::encapsulate(&mut b, OVERHEAD..end, &tmpl).unwrap();
+    let vx = b[r].to_vec();
+    w.add_port(
+        Box::new(ReplayPort::new(vec![vx], Framing::Ethernet, 16)),
+        Role::Uplink,
+    );
+    w.add_port(
+        Box::new(ReplayPort::new(pod_frames, Framing::Ip, 32)),
+        Role::Pod {
+            ip: Ipv4Addr::new(10, 244, 1, 2),
+            mac: None,
+        },
+    );
+    let now = Duration::from_secs(1);
+    w.poll(now); // the first SNAT packet creates its entry (no allocation either)
+    let per_poll = count(N, || {
+        assert_eq!(w.poll(now), 48);
+    });
+    assert_eq!(per_poll, 0.0, "allocations per poll of 48 frames");
+    assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);
+    assert!(w.counters.encapsulated >= N * 16);
+    assert!(w.counters.decapsulated >= N * 16);
+    assert!(w.counters.nat >= N * 16);
+}

@@ -48,6 +48,7 @@ pub struct Topology {
     /// The admin sockets of node-a and node-b.
     pub sockets: Vec<PathBuf>,
     dir: PathBuf,
+    workers_a: usize,
 }
 
 static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -57,6 +58,14 @@ impl Topology {
     /// binary to run them with); waits until the pods are attached and the
     /// peers resolved.
     pub fn build(sluice: &Path) -> io::Result<Topology> {
+        Self::build_with(sluice, 2)
+    }
+
+    /// [`Topology::build`] with `workers_a` workers on node-a (one per
+    /// uplink queue; node-b always runs one). The demo uses 2; the
+    /// throughput benchmark uses 1, so two nodes on two cores do not
+    /// oversubscribe them.
+    pub fn build_with(sluice: &Path, workers_a: usize) -> io::Result<Topology> {
         let prefix = format!(
             "sld{}-{}",
             std::process::id(),
@@ -70,7 +79,9 @@ impl Topology {
             daemons: Vec::new(),
             sockets: Vec::new(),
             dir,
+            workers_a: 1,
         };
+        t.workers_a = workers_a.clamp(1, 2);
         build(&mut t, sluice)?;
         Ok(t)
     }
@@ -145,7 +156,15 @@ impl Drop for Topology {
     }
 }
 
-fn config(tag: &str, uplink: &str, ip: &str, cidr: &str, dir: &Path, peer: usize) -> String {
+fn config(
+    tag: &str,
+    uplink: &str,
+    ip: &str,
+    cidr: &str,
+    dir: &Path,
+    peer: usize,
+    cores: &str,
+) -> String {
     let (ptag, _, pip, pcidr) = NODES[peer];
     let o: Vec<&str> = pip.split('.').collect();
     let pmac = format!(
@@ -174,8 +193,6 @@ admin:
   socket: {dir}/{tag}.sock
   state_dir: {dir}/state-{tag}
 ",
-        // node-a: two workers on cores 0 and 1; node-b: one, on core 0.
-        cores = if peer == 1 { "0, 1" } else { "0" },
         dir = dir.display()
     )
 }
@@ -194,7 +211,12 @@ fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
         let w = format!("w-{tag}");
         let ns = t.ns(tag);
         // node-a runs two workers: its uplink gets two queues, one each.
-        let q = if tag == "a" { "2" } else { "1" };
+        let q = if tag == "a" {
+            t.workers_a.to_string()
+        } else {
+            "1".to_string()
+        };
+        let q = q.as_str();
         t.ip(
             "wire",
             &[
@@ -230,7 +252,14 @@ fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
     t.ip("b", &["route", "add", "default", "via", "192.168.77.100"])?;
     for (i, (tag, uplink, ip, cidr)) in NODES.iter().enumerate() {
         let cfg = t.dir.join(format!("{tag}.yaml"));
-        std::fs::write(&cfg, config(tag, uplink, ip, cidr, &t.dir, 1 - i))?;
+        // node-a: its workers on cores 0 (and 1); node-b: one, on the
+        // other core when node-a has one worker.
+        let cores = match (i, t.workers_a) {
+            (0, 2) => "0, 1",
+            (0, _) => "1",
+            _ => "0",
+        };
+        std::fs::write(&cfg, config(tag, uplink, ip, cidr, &t.dir, 1 - i, cores))?;
         let log = std::fs::File::create(t.dir.join(format!("{tag}.log")))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &t.ns(tag)])

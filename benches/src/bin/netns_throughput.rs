@@ -256,9 +256,10 @@ fn main() -> Result<(), String> {
         ));
     }
     let mut rows = Vec::new();
-    // Sluice: the demo topology (node-a TUN pods, node-b veth+AF_XDP pods).
+    // Sluice: the demo topology (node-a TUN pods, node-b veth+AF_XDP pods),
+    // one worker per node (node-a on core 1, node-b on core 0).
     {
-        let t = Topology::build(&PathBuf::from(&sluice)).map_err(|e| e.to_string())?;
+        let t = Topology::build_with(&PathBuf::from(&sluice), 1).map_err(|e| e.to_string())?;
         let (a1, b1) = (t.ns("a1"), t.ns("b1"));
         let b1_ip = Ipv4Addr::new(10, 244, 2, 2);
         let mut tcp = Vec::new();
