@@ -1,5 +1,23 @@
-//! The Sluice control plane: it compiles what the cluster says (Kubernetes Node
-//! objects, or a static YAML file) into immutable routing snapshots for the
-//! dataplane workers, and ships the CNI plugin.
+//! The Sluice control plane: it compiles what the cluster says (Kubernetes
+//! Node objects, or a static YAML file) into the peer set the dataplane
+//! builds its routing snapshots from, and (issue 7) ships the CNI plugin.
 //!
-//! Not built yet: issues 5 and 7.
+//! The Kubernetes sync runs on its own thread and Tokio runtime, never on a
+//! worker core ([`kube_sync`]). It keeps the last good view through every
+//! API-server failure and hands each new view to a callback.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+#[cfg(feature = "fake-apiserver")]
+pub mod fakeapi;
+pub mod kube_sync;
+pub mod node;
+pub mod view;

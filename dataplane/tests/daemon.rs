@@ -264,7 +264,7 @@ fn daemon_end_to_end() {
     // the node's kernel still serves on the uplink.
     let s = demo::checks(&t);
     assert!(s.failed().is_empty(), "failed: {:?}", s.failed());
-    assert!(s.lines.len() >= 12 * 3 + 6 + 1, "{} checks", s.lines.len());
+    assert_eq!(s.lines.len(), 12 * 3 + 6 + 1, "checks run");
 
     // 4: the pod's MTU is the uplink's minus 50. A pod that still uses
     // a larger MTU (1600, set by hand here) sending a 1600-byte DF ping is told

@@ -1,0 +1,519 @@
+//! A fake Kubernetes API server for Node objects, over real HTTP on
+//! 127.0.0.1, close enough to the API-concepts document that the real
+//! `kube` client cannot tell: list (with `resourceVersion`, `limit` and
+//! `continue`), watch (chunked newline-delimited ADDED / MODIFIED / DELETED
+//! / BOOKMARK events from a resourceVersion, `timeoutSeconds`), get, and
+//! merge-patch of annotations. Knobs break it the ways real API servers
+//! break: compacting history (watches from an old resourceVersion get a
+//! 410 Gone ERROR event, old `continue` tokens a 410), cutting open
+//! streams, stalling them (open but silent), and answering every request
+//! with a status such as 500 or 403.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+struct State {
+    rv: u64,
+    nodes: BTreeMap<String, Node>,
+    /// (resourceVersion, event type, object) in order.
+    events: Vec<(u64, &'static str, Node)>,
+    /// Events at or below this resourceVersion are gone.
+    compacted: u64,
+    fail: Option<u16>,
+    /// Watch streams with an id at or below this are silent forever.
+    stalled_upto: u64,
+    cut: u64,
+    lists: u64,
+    watches: u64,
+    patches: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+}
+
+/// Counts of requests served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// List requests.
+    pub lists: u64,
+    /// Watch requests.
+    pub watches: u64,
+    /// Patch requests.
+    pub patches: u64,
+}
+
+/// A running fake API server; stops on drop.
+#[derive(Debug)]
+pub struct FakeApi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code
+    })
+}
+
+fn status_response(code: u16, reason: &str, message: &str) -> Response {
+    let sc = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        sc,
+        [("content-type", "application/json")],
+        status_body(code, reason, message).to_string(),
+    )
+        .into_response()
+}
+
+fn with_rv(mut n: Node, rv: u64) -> Node {
+    n.metadata.resource_version = Some(rv.to_string());
+    n
+}
+
+impl FakeApi {
+    /// Starts a server on a free port of 127.0.0.1.
+    pub fn start() -> std::io::Result<FakeApi> {
+        let shared = Arc::new(Shared::default());
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("fake-apiserver".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                        return;
+                    };
+                    let app = Router::new()
+                        .route("/api/v1/nodes", get(nodes))
+                        .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
+                        .with_state(s);
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            })?;
+        Ok(FakeApi {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes a kubeconfig pointing at this server (plain HTTP).
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        let text = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster:
+    server: http://{}
+contexts:
+- name: fake
+  context:
+    cluster: fake
+    user: fake
+current-context: fake
+users:
+- name: fake
+  user:
+    token: fake-token
+",
+            self.addr
+        );
+        std::fs::write(path, text)
+    }
+
+    fn event(&self, kind: &'static str, n: Node) -> u64 {
+        let rv = self.shared.with(|s| {
+            s.rv += 1;
+            let rv = s.rv;
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let n = with_rv(n, rv);
+            if kind == "DELETED" {
+                s.nodes.remove(&name);
+            } else {
+                s.nodes.insert(name, n.clone());
+            }
+            s.events.push((rv, kind, n));
+            rv
+        });
+        self.shared.changed.notify_waiters();
+        rv
+    }
+
+    /// Creates or replaces a node (ADDED or MODIFIED); returns its
+    /// resourceVersion.
+    pub fn put_node(&self, n: Node) -> u64 {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let exists = self.shared.with(|s| s.nodes.contains_key(&name));
+        self.event(if exists { "MODIFIED" } else { "ADDED" }, n)
+    }
+
+    /// Deletes a node.
+    pub fn delete_node(&self, name: &str) {
+        if let Some(n) = self.shared.with(|s| s.nodes.get(name).cloned()) {
+            self.event("DELETED", n);
+        }
+    }
+
+    /// Deletes a node without recording an event a watch could see (it
+    /// happened while the history was compacted away).
+    pub fn delete_node_unseen(&self, name: &str) {
+        self.shared.with(|s| {
+            s.rv += 1;
+            s.nodes.remove(name);
+            s.compacted = s.rv;
+            s.events.clear();
+        });
+    }
+
+    /// A node as stored.
+    pub fn node(&self, name: &str) -> Option<Node> {
+        self.shared.with(|s| s.nodes.get(name).cloned())
+    }
+
+    /// Drops the event history: a watch resuming from any older
+    /// resourceVersion gets 410 Gone.
+    pub fn compact(&self) {
+        self.shared.with(|s| {
+            s.compacted = s.rv;
+            s.events.clear();
+        });
+    }
+
+    /// Ends every open watch stream (as a restarting API server or a load
+    /// balancer timeout does).
+    pub fn cut_streams(&self) {
+        self.shared.with(|s| s.cut += 1);
+        self.shared.changed.notify_waiters();
+    }
+
+    /// Makes every open watch stream go silent (no events, no bookmarks)
+    /// without ever ending, as a dead connection behind a proxy does; new
+    /// streams work. The client must notice and reconnect by itself.
+    pub fn stall_open_streams(&self) {
+        self.shared.with(|s| s.stalled_upto = s.watches);
+        self.shared.changed.notify_waiters();
+    }
+
+    /// Answers every request with this status (500, 503, 403...) until
+    /// cleared; open streams are cut.
+    pub fn set_fail(&self, code: Option<u16>) {
+        self.shared.with(|s| s.fail = code);
+        if code.is_some() {
+            self.cut_streams();
+        }
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> Requests {
+        self.shared.with(|s| Requests {
+            lists: s.lists,
+            watches: s.watches,
+            patches: s.patches,
+        })
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.cut_streams();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn failing(s: &Shared) -> Option<Response> {
+    let code = s.with(|st| st.fail)?;
+    let reason = match code {
+        403 => "Forbidden",
+        401 => "Unauthorized",
+        _ => "InternalError",
+    };
+    Some(status_response(code, reason, "injected failure"))
+}
+
+async fn nodes(
+    AxState(s): AxState<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(r) = failing(&s) {
+        return r;
+    }
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if watch {
+        return watch_nodes(s, q);
+    }
+    // List, paginated by name.
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let token = q.get("continue").filter(|c| !c.is_empty()).cloned();
+    s.with(|st| {
+        st.lists += 1;
+        let (list_rv, after) = match &token {
+            Some(t) => {
+                let (rv, name) = t.split_once('/').unwrap_or(("0", ""));
+                let rv: u64 = rv.parse().unwrap_or(0);
+                if rv < st.compacted {
+                    return status_response(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result.",
+                    );
+                }
+                (rv, Some(name.to_string()))
+            }
+            None => (st.rv, None),
+        };
+        let items: Vec<&Node> = st
+            .nodes
+            .iter()
+            .filter(|(name, _)| after.as_ref().is_none_or(|a| name.as_str() > a.as_str()))
+            .map(|(_, n)| n)
+            .collect();
+        let page: Vec<Value> = items
+            .iter()
+            .take(limit)
+            .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
+            .collect();
+        let mut meta = json!({ "resourceVersion": list_rv.to_string() });
+        if items.len() > limit
+            && let Some(last) = items.get(limit - 1).and_then(|n| n.metadata.name.clone())
+            && let Some(m) = meta.as_object_mut()
+        {
+            m.insert("continue".into(), json!(format!("{list_rv}/{last}")));
+            m.insert("remainingItemCount".into(), json!(items.len() - limit));
+        }
+        let body = json!({
+            "apiVersion": "v1", "kind": "NodeList", "metadata": meta, "items": page
+        });
+        ([("content-type", "application/json")], body.to_string()).into_response()
+    })
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut v = json!({ "type": kind, "object": object }).to_string();
+    v.push('\n');
+    Bytes::from(v)
+}
+
+fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
+    let from: Option<u64> = q
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && v.as_str() != "0")
+        .and_then(|v| v.parse().ok());
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(64);
+    let (cut_at_start, id) = s.with(|st| {
+        st.watches += 1;
+        (st.cut, st.watches)
+    });
+    tokio::spawn(async move {
+        use futures::SinkExt;
+        // Where the stream starts.
+        let (mut sent_rv, initial) = s.with(|st| match from {
+            Some(rv) if rv < st.compacted => (u64::MAX, Vec::new()),
+            Some(rv) => (rv, Vec::new()),
+            // No resourceVersion: synthetic ADDED for everything, then on.
+            None => (
+                st.rv,
+                st.nodes
+                    .values()
+                    .map(|n| line("ADDED", &serde_json::to_value(n).unwrap_or(Value::Null)))
+                    .collect(),
+            ),
+        });
+        if sent_rv == u64::MAX {
+            let gone = status_body(
+                410,
+                "Expired",
+                &format!("too old resource version: {} ", from.unwrap_or(0)),
+            );
+            let _ = tx.send(line("ERROR", &gone)).await;
+            return;
+        }
+        for l in initial {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let (stall, cut, pending, rv) = s.with(|st| {
+                let pending: Vec<(u64, &'static str, Node)> = st
+                    .events
+                    .iter()
+                    .filter(|(rv, _, _)| *rv > sent_rv)
+                    .cloned()
+                    .collect();
+                (
+                    id <= st.stalled_upto,
+                    st.cut != cut_at_start,
+                    pending,
+                    st.rv,
+                )
+            });
+            if cut {
+                return;
+            }
+            if !stall {
+                for (rv, kind, n) in pending {
+                    let obj = serde_json::to_value(&n).unwrap_or(Value::Null);
+                    if tx.send(line(kind, &obj)).await.is_err() {
+                        return;
+                    }
+                    sent_rv = rv;
+                }
+                if timeout.is_some_and(|t| started.elapsed() >= t) {
+                    return;
+                }
+            }
+            let changed = s.changed.notified();
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if bookmarks && !stall {
+                        let bm = json!({
+                            "kind": "Node", "apiVersion": "v1",
+                            "metadata": { "resourceVersion": rv.max(sent_rv).to_string() }
+                        });
+                        if tx.send(line("BOOKMARK", &bm)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let body = Body::from_stream(rx.map(Ok::<_, Infallible>));
+    ([("content-type", "application/json")], body).into_response()
+}
+
+async fn get_node(AxState(s): AxState<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    if let Some(r) = failing(&s) {
+        return r;
+    }
+    match s.with(|st| st.nodes.get(&name).cloned()) {
+        Some(n) => (
+            [("content-type", "application/json")],
+            serde_json::to_string(&n).unwrap_or_default(),
+        )
+            .into_response(),
+        None => status_response(404, "NotFound", &format!("nodes \"{name}\" not found")),
+    }
+}
+
+/// Merge patch (RFC 7386) restricted to `metadata.annotations`, which is
+/// all Sluice writes; anything else is refused as the RBAC would.
+async fn patch_node(
+    AxState(s): AxState<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = failing(&s) {
+        return r;
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status_response(400, "BadRequest", "patch is not JSON");
+    };
+    let Some(ann) = patch
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    else {
+        return status_response(422, "Invalid", "only metadata.annotations may be patched");
+    };
+    if patch.as_object().is_some_and(|o| o.len() != 1)
+        || patch
+            .get("metadata")
+            .and_then(Value::as_object)
+            .is_some_and(|m| m.len() != 1)
+    {
+        return status_response(422, "Invalid", "only metadata.annotations may be patched");
+    }
+    let updated = s.with(|st| {
+        st.patches += 1;
+        let n = st.nodes.get_mut(&name)?;
+        let a = n.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        for (k, v) in ann {
+            match v.as_str() {
+                Some(v) => {
+                    a.insert(k.clone(), v.to_string());
+                }
+                None => {
+                    a.remove(k);
+                }
+            }
+        }
+        st.rv += 1;
+        let rv = st.rv;
+        n.metadata.resource_version = Some(rv.to_string());
+        let n = n.clone();
+        st.events.push((rv, "MODIFIED", n.clone()));
+        Some(n)
+    });
+    s.changed.notify_waiters();
+    match updated {
+        Some(n) => (
+            [("content-type", "application/json")],
+            serde_json::to_string(&n).unwrap_or_default(),
+        )
+            .into_response(),
+        None => status_response(404, "NotFound", &format!("nodes \"{name}\" not found")),
+    }
+}

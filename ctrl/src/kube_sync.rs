@@ -1,0 +1,350 @@
+//! The control thread: watches Node objects through the real `kube` client
+//! and publishes a [`ClusterView`] on every change.
+//!
+//! Failure behaviour, as flannel #1272, k3s #4847 and felix #1537 asked
+//! for:
+//! - The last good view stays published while the API server is down,
+//!   slow, answers 5xx/403 or cuts streams. The watcher retries with
+//!   jittered exponential backoff (`kube::runtime::WatchStreamExt::default_backoff`).
+//! - A 410 Gone makes the watcher relist. The relisted set *replaces* the
+//!   store at `InitDone`, and the diff against the previous view applies
+//!   deletes missed while disconnected (flannel #2554).
+//! - A stream that goes silent is abandoned after the server-side watch
+//!   timeout plus 5 s (kube's watcher idle timeout) and re-established.
+//! - A node without a pod CIDR, or with garbage annotations, is left out
+//!   with a warning naming it; the rest of the view is built.
+//! - Changed VTEP MACs and IPs replace the old ones (flannel #1795).
+//!
+//! [`Status`] says whether the view is in sync and how old it is, for
+//! `sluice status` and `/readyz`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use encap::MacAddr;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::Notify;
+
+use crate::node::{AnnotationPolicy, NodeProblem, node_route, own_annotations};
+use crate::view::{Change, ClusterView};
+
+/// What this node announces about itself on its own Node object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnNode {
+    /// Its VTEP address.
+    pub ip: Ipv4Addr,
+    /// Its VTEP MAC.
+    pub vtep_mac: MacAddr,
+    /// The VNI.
+    pub vni: u32,
+    /// Also write Flannel's annotations.
+    pub flannel: bool,
+}
+
+/// How to reach the API server and what to watch.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// A kubeconfig file; `None`: in-cluster configuration (service account),
+    /// else `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name: excluded from the peers; its annotations are
+    /// patched.
+    pub node_name: String,
+    /// Which annotations to read.
+    pub policy: AnnotationPolicy,
+    /// Annotations to publish on this node (`None`: publish nothing).
+    pub own: Option<OwnNode>,
+    /// Server-side watch timeout; a stream silent for this plus 5 s is
+    /// restarted.
+    pub watch_timeout_secs: u32,
+}
+
+/// The control plane's health.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// A complete list has been received and no error since.
+    pub in_sync: bool,
+    /// When the view last changed or was confirmed by a (re)list.
+    pub last_sync: Option<Instant>,
+    /// The last error (API server unreachable, 5xx, ...).
+    pub last_error: Option<String>,
+    /// Errors seen (each followed by a backoff and a retry).
+    pub errors: u64,
+    /// Peers in the current view.
+    pub peers: usize,
+    /// Nodes left out, with why.
+    pub problems: Vec<String>,
+    /// Whether this node's annotations have been written.
+    pub annotated: bool,
+}
+
+/// A running control thread.
+#[derive(Debug)]
+pub struct SyncHandle {
+    status: Arc<Mutex<Status>>,
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SyncHandle {
+    /// Current status.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The view from a set of nodes: every node but `me` that yields a route.
+pub fn build_view(
+    nodes: &BTreeMap<String, Node>,
+    me: &str,
+    policy: AnnotationPolicy,
+) -> (ClusterView, Vec<NodeProblem>) {
+    let mut view = ClusterView::default();
+    let mut problems = Vec::new();
+    for (name, n) in nodes {
+        if name == me {
+            continue;
+        }
+        match node_route(n, policy) {
+            Ok(r) => {
+                view.peers.insert(name.clone(), r);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    (view, problems)
+}
+
+async fn client(cfg: &SyncConfig) -> Result<Client, String> {
+    let config = match &cfg.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+    };
+    // kube retries 429/503/504 inside the client, up to 15 times with
+    // growing delays, and no error surfaces meanwhile. The watcher's own
+    // backoff retries here instead, so status can say the API server is
+    // failing.
+    let mut config = config;
+    config.default_retry = false;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Starts the control thread. `publish` gets every new view and the
+/// changes from the previous one; it runs on the control thread.
+pub fn spawn(
+    cfg: SyncConfig,
+    publish: impl FnMut(&ClusterView, &[Change]) + Send + 'static,
+) -> std::io::Result<SyncHandle> {
+    let status = Arc::new(Mutex::new(Status::default()));
+    let stop = Arc::new(Notify::new());
+    let (s, st) = (status.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("sluice-ctrl".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    if let Ok(mut x) = s.lock() {
+                        x.last_error = Some(format!("runtime: {e}"));
+                    }
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                tokio::select! {
+                    () = st.notified() => {}
+                    () = run(cfg, publish, s) => {}
+                }
+            });
+        })?;
+    Ok(SyncHandle {
+        status,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn set_status(status: &Mutex<Status>, f: impl FnOnce(&mut Status)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+async fn run(
+    cfg: SyncConfig,
+    mut publish: impl FnMut(&ClusterView, &[Change]),
+    status: Arc<Mutex<Status>>,
+) {
+    // The client itself can fail (bad kubeconfig, no in-cluster token):
+    // retry with backoff rather than exit (flannel #1272).
+    let mut delay = Duration::from_millis(200);
+    let client = loop {
+        match client(&cfg).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!("kubernetes client: {e}; retrying in {delay:?}");
+                set_status(&status, |s| {
+                    s.last_error = Some(e);
+                    s.errors += 1;
+                });
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let nodes: Api<Node> = Api::all(client);
+    if let Some(own) = cfg.own.clone() {
+        let api = nodes.clone();
+        let name = cfg.node_name.clone();
+        let st = status.clone();
+        tokio::spawn(async move { annotate(api, name, own, st).await });
+    }
+    // After an error on a quiet cluster no event says the watch is back:
+    // probe with a one-item list while out of sync.
+    {
+        let api = nodes.clone();
+        let st = status.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let out = st
+                    .lock()
+                    .map(|s| !s.in_sync && s.errors > 0)
+                    .unwrap_or(false);
+                if out
+                    && api
+                        .list(&kube::api::ListParams::default().limit(1))
+                        .await
+                        .is_ok()
+                {
+                    set_status(&st, |s| s.in_sync = true);
+                }
+            }
+        });
+    }
+    let wcfg = watcher::Config::default().timeout(cfg.watch_timeout_secs);
+    let mut stream = watcher::watcher(nodes, wcfg).default_backoff().boxed();
+    let mut store: BTreeMap<String, Node> = BTreeMap::new();
+    let mut init: Option<BTreeMap<String, Node>> = None;
+    let mut view = ClusterView::default();
+    let mut republish = |store: &BTreeMap<String, Node>, view: &mut ClusterView| {
+        let (new, problems) = build_view(store, &cfg.node_name, cfg.policy);
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        let changes = view.diff(&new);
+        for c in &changes {
+            tracing::info!("{c}");
+        }
+        if !changes.is_empty() {
+            publish(&new, &changes);
+        }
+        set_status(&status, |s| {
+            s.peers = new.peers.len();
+            s.problems = problems.iter().map(ToString::to_string).collect();
+            s.last_sync = Some(Instant::now());
+        });
+        *view = new;
+    };
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Err(e) => {
+                tracing::warn!("watching nodes: {e}; keeping the last view, retrying");
+                set_status(&status, |s| {
+                    s.in_sync = false;
+                    s.last_error = Some(e.to_string());
+                    s.errors += 1;
+                });
+            }
+            Ok(Event::Init) => init = Some(BTreeMap::new()),
+            Ok(Event::InitApply(n)) => {
+                if let (Some(m), Some(name)) = (init.as_mut(), n.metadata.name.clone()) {
+                    m.insert(name, n);
+                }
+            }
+            Ok(Event::InitDone) => {
+                // The relisted set replaces the store: nodes deleted while
+                // we were away disappear here.
+                store = init.take().unwrap_or_default();
+                republish(&store, &mut view);
+                set_status(&status, |s| s.in_sync = true);
+            }
+            Ok(Event::Apply(n)) => {
+                if let Some(name) = n.metadata.name.clone() {
+                    store.insert(name, n);
+                    republish(&store, &mut view);
+                }
+                // Events flow again after an error: the watch resumed from
+                // its resourceVersion, nothing was missed.
+                set_status(&status, |s| s.in_sync = true);
+            }
+            Ok(Event::Delete(n)) => {
+                if let Some(name) = n.metadata.name.as_deref() {
+                    store.remove(name);
+                    republish(&store, &mut view);
+                }
+                set_status(&status, |s| s.in_sync = true);
+            }
+        }
+    }
+}
+
+/// Writes this node's annotations (a merge patch of
+/// `metadata.annotations` only: the fields Sluice owns), retrying until it
+/// succeeds.
+async fn annotate(api: Api<Node>, name: String, own: OwnNode, status: Arc<Mutex<Status>>) {
+    let ann = own_annotations(own.ip, own.vtep_mac, own.vni, own.flannel);
+    let patch = serde_json::json!({ "metadata": { "annotations": ann } });
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                set_status(&status, |s| s.annotated = true);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("annotating node {name}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
