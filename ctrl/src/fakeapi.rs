@@ -103,8 +103,13 @@ fn with_rv(mut n: Node, rv: u64) -> Node {
 impl FakeApi {
     /// Starts a server on a free port of 127.0.0.1.
     pub fn start() -> std::io::Result<FakeApi> {
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0")?)
+    }
+
+    /// Starts a server on `std_listener` (bound wherever the test needs it,
+    /// such as inside a network namespace).
+    pub fn start_on(std_listener: std::net::TcpListener) -> std::io::Result<FakeApi> {
         let shared = Arc::new(Shared::default());
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -56,6 +56,35 @@ struct RawConfig {
     workers: RawWorkers,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    kubernetes: Option<RawKube>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKube {
+    #[serde(default)]
+    kubeconfig: Option<String>,
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default)]
+    flannel_annotations: bool,
+    #[serde(default)]
+    watch_timeout_secs: Option<u32>,
+}
+
+/// Peers from the Kubernetes API instead of the static list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeConfig {
+    /// A kubeconfig; `None`: in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's Node object name (default: `node.name`).
+    pub node_name: String,
+    /// Read Flannel's annotations on other nodes and write them on ours.
+    pub flannel_annotations: bool,
+    /// Server-side watch timeout (a silent stream is restarted after this
+    /// plus 5 s).
+    pub watch_timeout_secs: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +219,8 @@ pub struct Config {
     pub metrics: SocketAddr,
     /// Where pod attachments are recorded.
     pub state_dir: PathBuf,
+    /// Peers from Kubernetes Node objects (`None`: the static `peers`).
+    pub kubernetes: Option<KubeConfig>,
 }
 
 fn ipv4(field: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
@@ -374,6 +405,31 @@ impl Config {
         if conntrack_max == 0 || conntrack_max > (1 << 23) - 1 {
             return err("workers.conntrack_max", "must be 1 to 8388607");
         }
+        let kubernetes = match &r.kubernetes {
+            None => None,
+            Some(k) => {
+                if !r.peers.is_empty() {
+                    return err(
+                        "peers",
+                        "static peers and kubernetes are exclusive: peers come from Node objects",
+                    );
+                }
+                let node_name = k.node_name.clone().unwrap_or_else(|| n.name.clone());
+                if node_name.is_empty() {
+                    return err("kubernetes.node_name", "empty");
+                }
+                let watch_timeout_secs = k.watch_timeout_secs.unwrap_or(290);
+                if !(1..=3600).contains(&watch_timeout_secs) {
+                    return err("kubernetes.watch_timeout_secs", "must be 1 to 3600");
+                }
+                Some(KubeConfig {
+                    kubeconfig: k.kubeconfig.as_deref().map(PathBuf::from),
+                    node_name,
+                    flannel_annotations: k.flannel_annotations,
+                    watch_timeout_secs,
+                })
+            }
+        };
         let metrics = r.admin.metrics.as_deref().unwrap_or("127.0.0.1:9420");
         let metrics = metrics
             .parse()
@@ -406,6 +462,7 @@ impl Config {
             ),
             metrics,
             state_dir: PathBuf::from(r.admin.state_dir.as_deref().unwrap_or("/var/lib/sluice")),
+            kubernetes,
         })
     }
 

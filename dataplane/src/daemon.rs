@@ -218,6 +218,8 @@ struct Control {
     pods: BTreeMap<Ipv4Addr, (PodRecord, u8)>,
     generation: u64,
     routes: Routes,
+    /// When the current snapshot was published.
+    published_at: Instant,
 }
 
 impl Control {
@@ -249,6 +251,7 @@ impl Control {
     }
 
     fn publish(&mut self) {
+        self.published_at = Instant::now();
         self.generation += 1;
         self.routes.store(self.snapshot());
     }
@@ -285,6 +288,8 @@ struct Ctx {
     stats: Vec<Mutex<StatsView>>,
     stop: AtomicBool,
     started: Instant,
+    /// The Kubernetes control thread, when peers come from the API.
+    sync: Mutex<Option<ctrl::kube_sync::SyncHandle>>,
 }
 
 /// A running daemon.
@@ -384,6 +389,7 @@ impl Daemon {
             neigh: HashMap::new(),
             pods: BTreeMap::new(),
             generation: 0,
+            published_at: Instant::now(),
             routes: Routes::new(Snapshot::new(
                 0,
                 Node {
@@ -480,7 +486,14 @@ impl Daemon {
             stats: (0..n).map(|_| Mutex::new(StatsView::default())).collect(),
             stop: AtomicBool::new(false),
             started: Instant::now(),
+            sync: Mutex::new(None),
         });
+        if let Some(k) = &cfg.kubernetes {
+            let handle = start_kube_sync(&ctx, &cfg, k)?;
+            if let Ok(mut s) = ctx.sync.lock() {
+                *s = Some(handle);
+            }
+        }
         // Pods served before a restart come back from the state directory.
         for p in load_pods(&cfg) {
             if p.netns.exists()
@@ -559,11 +572,124 @@ impl Daemon {
     /// the pods' TUN devices removed as their ports drop.
     pub fn join(mut self) {
         self.stop();
+        let sync = self.ctx.sync.lock().ok().and_then(|mut s| s.take());
+        if let Some(h) = sync {
+            h.stop();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+/// Peers from Kubernetes: the control thread publishes each new view into
+/// the control state, which rebuilds and publishes the snapshot. It holds
+/// only a weak reference, so stopping the daemon is not kept waiting.
+fn start_kube_sync(
+    ctx: &Arc<Ctx>,
+    cfg: &Config,
+    k: &crate::config::KubeConfig,
+) -> std::io::Result<ctrl::kube_sync::SyncHandle> {
+    use ctrl::kube_sync::{OwnNode, SyncConfig};
+    let weak = Arc::downgrade(ctx);
+    let (vni, own_ip) = (cfg.vni, cfg.ip);
+    ctrl::kube_sync::spawn(
+        SyncConfig {
+            kubeconfig: k.kubeconfig.clone(),
+            node_name: k.node_name.clone(),
+            policy: ctrl::node::AnnotationPolicy {
+                flannel: k.flannel_annotations,
+            },
+            own: Some(OwnNode {
+                ip: cfg.ip,
+                vtep_mac: cfg.vtep_mac,
+                vni,
+                flannel: k.flannel_annotations,
+            }),
+            watch_timeout_secs: k.watch_timeout_secs,
+        },
+        move |view, changes| {
+            for c in changes {
+                eprintln!("sluice: {c}");
+            }
+            let Some(ctx) = weak.upgrade() else {
+                return;
+            };
+            let Ok(mut ctl) = ctx.control.lock() else {
+                return;
+            };
+            let mut peers = BTreeMap::new();
+            for (name, r) in &view.peers {
+                if r.vni != vni {
+                    eprintln!(
+                        "sluice: node {name} announces VNI {} (this overlay: {vni}); not a peer",
+                        r.vni
+                    );
+                    continue;
+                }
+                if r.ip == own_ip {
+                    continue;
+                }
+                if !ctl.neigh.contains_key(&r.ip) {
+                    neigh::solicit(r.ip);
+                }
+                peers.insert(
+                    name.clone(),
+                    PeerSpec {
+                        name: name.clone(),
+                        ip: r.ip,
+                        vtep_mac: r.vtep_mac,
+                        pod_cidrs: r.pod_cidrs.clone(),
+                    },
+                );
+            }
+            ctl.peers = peers;
+            ctl.publish();
+        },
+    )
+}
+
+/// The control plane's state for `status` and `/readyz`: (ready, text).
+/// Without Kubernetes the daemon is ready from the start; with it, once
+/// the first list has been applied.
+fn control_status(ctx: &Ctx) -> (bool, String) {
+    let age = ctx
+        .control
+        .lock()
+        .map(|c| (c.generation, c.published_at.elapsed().as_millis()))
+        .unwrap_or((0, 0));
+    let mut text = format!("snapshot_generation {}\nsnapshot_age_ms {}\n", age.0, age.1);
+    let sync = ctx
+        .sync
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|h| h.status()));
+    let ready = match sync {
+        None => {
+            text += "source static\n";
+            true
+        }
+        Some(st) => {
+            text += &format!(
+                "source kubernetes\nin_sync {}\nlast_sync_age_ms {}\napi_errors {}\npeers {}\nannotated {}\n",
+                st.in_sync,
+                st.last_sync
+                    .map_or("never".into(), |t| t.elapsed().as_millis().to_string()),
+                st.errors,
+                st.peers,
+                st.annotated
+            );
+            if let Some(e) = &st.last_error {
+                text += &format!("last_error {}\n", e.replace('\n', " "));
+            }
+            for p in &st.problems {
+                text += &format!("problem {p}\n");
+            }
+            st.last_sync.is_some()
+        }
+    };
+    (ready, text)
 }
 
 fn worker_main(
@@ -761,10 +887,9 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             out
         }
         ["status"] => {
-            let ctl = ctx.control.lock();
-            let g = ctl.map(|c| c.generation).unwrap_or(0);
+            let (ready, text) = control_status(ctx);
             format!(
-                "ok\nsnapshot_generation {g}\nuptime_s {}\n",
+                "ok\nready {ready}\nuptime_s {}\n{text}",
                 ctx.started.elapsed().as_secs()
             )
         }
@@ -1011,7 +1136,19 @@ fn metrics_main(ctx: &Ctx, l: &TcpListener) {
                 let _ = BufReader::new(&s).read_line(&mut req);
                 let (code, body) = if req.starts_with("GET /metrics") {
                     ("200 OK", metrics_text(ctx))
-                } else if req.starts_with("GET /readyz") || req.starts_with("GET /healthz") {
+                } else if req.starts_with("GET /readyz") {
+                    // Ready once routes are known; the dataplane keeps
+                    // forwarding on the last snapshot either way.
+                    let (ready, text) = control_status(ctx);
+                    (
+                        if ready {
+                            "200 OK"
+                        } else {
+                            "503 Service Unavailable"
+                        },
+                        text,
+                    )
+                } else if req.starts_with("GET /healthz") {
                     ("200 OK", "ok\n".to_string())
                 } else {
                     ("404 Not Found", "not found\n".to_string())

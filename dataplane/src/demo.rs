@@ -49,6 +49,8 @@ pub struct Topology {
     pub sockets: Vec<PathBuf>,
     dir: PathBuf,
     workers_a: usize,
+    /// Peers from this kubeconfig's API server instead of static config.
+    kube: Option<PathBuf>,
 }
 
 static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -66,6 +68,30 @@ impl Topology {
     /// throughput benchmark uses 1, so two nodes on two cores do not
     /// oversubscribe them.
     pub fn build_with(sluice: &Path, workers_a: usize) -> io::Result<Topology> {
+        Self::build_full(sluice, workers_a, None)
+    }
+
+    /// [`Topology::build_with`] (one worker per node) with both nodes
+    /// taking their peers from a Kubernetes API server, reading and writing
+    /// Flannel's annotations too. `setup` runs once the namespaces and the
+    /// wire exist and before the daemons start: it starts the API server
+    /// (reachable from the nodes, e.g. in the external host's namespace,
+    /// which must hold Node objects `node-a` and `node-b`) and returns the
+    /// kubeconfig path and anything to keep alive. Returns once the pods
+    /// are attached and each node has learned the other.
+    pub fn build_kube<T>(
+        sluice: &Path,
+        setup: impl FnOnce(&Topology) -> io::Result<(PathBuf, T)>,
+    ) -> io::Result<(Topology, T)> {
+        let mut t = Self::empty(1)?;
+        build_net(&mut t)?;
+        let (kc, keep) = setup(&t)?;
+        t.kube = Some(kc);
+        start(&mut t, sluice)?;
+        Ok((t, keep))
+    }
+
+    fn empty(workers_a: usize) -> io::Result<Topology> {
         let prefix = format!(
             "sld{}-{}",
             std::process::id(),
@@ -73,15 +99,20 @@ impl Topology {
         );
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir)?;
-        let mut t = Topology {
+        Ok(Topology {
             prefix,
             namespaces: Vec::new(),
             daemons: Vec::new(),
             sockets: Vec::new(),
             dir,
-            workers_a: 1,
-        };
-        t.workers_a = workers_a.clamp(1, 2);
+            workers_a: workers_a.clamp(1, 2),
+            kube: None,
+        })
+    }
+
+    fn build_full(sluice: &Path, workers_a: usize, kube: Option<PathBuf>) -> io::Result<Topology> {
+        let mut t = Self::empty(workers_a)?;
+        t.kube = kube;
         build(&mut t, sluice)?;
         Ok(t)
     }
@@ -156,16 +187,18 @@ impl Drop for Topology {
     }
 }
 
-fn config(
-    tag: &str,
-    uplink: &str,
-    ip: &str,
-    cidr: &str,
-    dir: &Path,
-    peer: usize,
-    cores: &str,
-) -> String {
+/// Node `i`'s configuration file (static peers, or the API server).
+fn config(t: &Topology, i: usize, cores: &str) -> String {
+    let (tag, uplink, ip, cidr) = NODES[i];
+    let (dir, peer, kube) = (&t.dir, 1 - i, t.kube.as_deref());
     let (ptag, _, pip, pcidr) = NODES[peer];
+    let source = match kube {
+        Some(kc) => format!(
+            "kubernetes:\n  kubeconfig: {}\n  flannel_annotations: true\n  watch_timeout_secs: 2",
+            kc.display()
+        ),
+        None => String::new(),
+    };
     let o: Vec<&str> = pip.split('.').collect();
     let pmac = format!(
         "0a:58:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -174,6 +207,13 @@ fn config(
         o[2].parse::<u8>().unwrap_or(0),
         o[3].parse::<u8>().unwrap_or(0)
     );
+    let source = if source.is_empty() {
+        format!(
+            "peers:\n  - name: node-{ptag}\n    ip: {pip}\n    vtep_mac: \"{pmac}\"\n    pod_cidrs: [{pcidr}]"
+        )
+    } else {
+        source
+    };
     format!(
         "node:
   name: node-{tag}
@@ -182,11 +222,7 @@ fn config(
   pod_cidr: {cidr}
   gateway: {EXT}
 cluster_cidrs: [10.244.0.0/16, 10.96.0.0/12]
-peers:
-  - name: node-{ptag}
-    ip: {pip}
-    vtep_mac: \"{pmac}\"
-    pod_cidrs: [{pcidr}]
+{source}
 workers:
   cores: [{cores}]
 admin:
@@ -198,6 +234,12 @@ admin:
 }
 
 fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
+    build_net(t)?;
+    start(t, exe)
+}
+
+/// The namespaces, the wire and the external host.
+fn build_net(t: &mut Topology) -> io::Result<()> {
     for tag in ["wire", "a", "b", "ext"] {
         t.add_ns(tag)?;
     }
@@ -250,7 +292,12 @@ fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
     }
     t.ip("a", &["route", "add", "default", "via", "192.168.77.100"])?;
     t.ip("b", &["route", "add", "default", "via", "192.168.77.100"])?;
-    for (i, (tag, uplink, ip, cidr)) in NODES.iter().enumerate() {
+    Ok(())
+}
+
+/// Starts both daemons and attaches the pods (after [`build_net`]).
+fn start(t: &mut Topology, exe: &Path) -> io::Result<()> {
+    for (i, (tag, _, _, _)) in NODES.iter().enumerate() {
         let cfg = t.dir.join(format!("{tag}.yaml"));
         // node-a: its workers on cores 0 (and 1); node-b: one, on the
         // other core when node-a has one worker.
@@ -259,7 +306,7 @@ fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
             (0, _) => "1",
             _ => "0",
         };
-        std::fs::write(&cfg, config(tag, uplink, ip, cidr, &t.dir, 1 - i, cores))?;
+        std::fs::write(&cfg, config(t, i, cores))?;
         let log = std::fs::File::create(t.dir.join(format!("{tag}.log")))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &t.ns(tag)])
@@ -293,12 +340,13 @@ fn build(t: &mut Topology, exe: &Path) -> io::Result<()> {
             return Err(io::Error::other(format!("pods add {name}: {reply}")));
         }
     }
-    // Wait for the next hops to be resolved.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Wait for each node's peer to appear (from config, or from the API
+    // server once the other daemon annotated its Node) and resolve.
+    let deadline = Instant::now() + Duration::from_secs(20);
     for s in t.sockets.clone() {
         loop {
             let r = daemon::request(&s, "routes")?;
-            if !r.contains("unresolved") {
+            if r.contains("\npeer ") && !r.contains("unresolved") {
                 break;
             }
             if Instant::now() > deadline {

@@ -1,0 +1,150 @@
+//! Both demo nodes fed by the fake Kubernetes API server instead of a
+//! static file (the issue-5 end-to-end test): the daemons annotate their
+//! own Node objects and learn each other from the API; a third node object
+//! makes a Flannel-style kernel node reachable and deleting it removes the
+//! route; pod traffic keeps flowing while the API server is down.
+
+mod common;
+#[path = "../../encap/tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::{flannel_node_c, pings};
+use ctrl::fakeapi::FakeApi;
+use dataplane::daemon::request;
+use dataplane::demo::Topology;
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use support::require_root;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn node(name: &str, ip: &str, cidr: &str, ann: &[(&str, &str)]) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                ann.iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(cidr.into()),
+            pod_cidrs: Some(vec![cidr.into()]),
+            ..NodeSpec::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![NodeAddress {
+                address: ip.into(),
+                type_: "InternalIP".into(),
+            }]),
+            ..NodeStatus::default()
+        }),
+    }
+}
+
+fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not reached");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn status(t: &Topology, i: usize) -> String {
+    request(&t.sockets[i], "status").unwrap_or_default()
+}
+
+#[test]
+fn nodes_learn_each_other_from_the_api_server() {
+    if !require_root("nodes_learn_each_other_from_the_api_server") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sluice-kube-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("kubeconfig");
+    // The API server listens in the external host's namespace, where both
+    // nodes reach it over the wire.
+    let (mut t, api) = Topology::build_kube(std::path::Path::new(SLUICE), |t| {
+        let l = dataplane::netns::run_in(&t.ns_path("ext"), || {
+            std::net::TcpListener::bind("192.168.77.100:0")
+        })?;
+        let api = FakeApi::start_on(l)?;
+        api.put_node(node("node-a", "192.168.77.1", "10.244.1.0/24", &[]));
+        api.put_node(node("node-b", "192.168.77.2", "10.244.2.0/24", &[]));
+        api.write_kubeconfig(&kc)?;
+        Ok((kc.clone(), api))
+    })
+    .expect("topology");
+
+    // Each daemon wrote its annotations (Sluice's and Flannel's) and the
+    // other learned it as a peer: pods talk across.
+    let a = node_annotations(&api, "node-a");
+    assert_eq!(
+        a.get("flannel.alpha.coreos.com/backend-type")
+            .map(String::as_str),
+        Some("vxlan")
+    );
+    assert!(pings(&t, "a1", "10.244.2.2"));
+    assert!(pings(&t, "b2", "10.244.1.3"));
+    assert!(status(&t, 0).contains("in_sync true"), "{}", status(&t, 0));
+    assert!(status(&t, 0).contains("source kubernetes"));
+
+    // A third node (a kernel node configured as Flannel does) appears as a
+    // Node object with Flannel's annotations: node-a routes to it.
+    flannel_node_c(&mut t);
+    api.put_node(node(
+        "node-c",
+        "192.168.77.3",
+        "10.244.3.0/24",
+        &[
+            (
+                "flannel.alpha.coreos.com/backend-data",
+                r#"{"VNI":1,"VtepMAC":"0a:5e:00:00:00:03"}"#,
+            ),
+            ("flannel.alpha.coreos.com/public-ip", "192.168.77.3"),
+            ("flannel.alpha.coreos.com/backend-type", "vxlan"),
+            ("flannel.alpha.coreos.com/kube-subnet-manager", "true"),
+        ],
+    ));
+    wait("node-c reachable", || pings(&t, "a1", "10.244.3.2"));
+    // Deleting the object removes the route.
+    api.delete_node("node-c");
+    wait("node-c route removed", || {
+        !request(&t.sockets[0], "routes")
+            .unwrap_or_default()
+            .contains("peer node-c")
+    });
+    assert!(!pings(&t, "a1", "10.244.3.2"));
+
+    // The API server goes down: the last snapshot keeps pods talking, the
+    // status says it is out of sync, and it resyncs when it is back.
+    api.set_fail(Some(503));
+    wait("out of sync noticed", || {
+        status(&t, 0).contains("in_sync false")
+    });
+    assert!(
+        pings(&t, "a1", "10.244.2.2"),
+        "traffic flows while the API server is down"
+    );
+    assert!(t.daemon_alive(0) && t.daemon_alive(1));
+    api.set_fail(None);
+    wait("back in sync", || status(&t, 0).contains("in_sync true"));
+    assert!(pings(&t, "a2", "10.244.2.3"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn node_annotations(api: &FakeApi, name: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = Default::default();
+    wait("node annotated", || {
+        out = api
+            .node(name)
+            .and_then(|n| n.metadata.annotations)
+            .unwrap_or_default();
+        out.contains_key("sluice.dev/vtep-mac")
+    });
+    out
+}
