@@ -20,4 +20,5 @@
 pub mod fakeapi;
 pub mod kube_sync;
 pub mod node;
+pub mod static_file;
 pub mod view;

@@ -58,6 +58,8 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     kubernetes: Option<RawKube>,
+    #[serde(default)]
+    peers_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +223,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Peers from Kubernetes Node objects (`None`: the static `peers`).
     pub kubernetes: Option<KubeConfig>,
+    /// Peers from a YAML file, re-read when it changes (ctrl's static
+    /// mode).
+    pub peers_file: Option<PathBuf>,
 }
 
 fn ipv4(field: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
@@ -430,6 +435,17 @@ impl Config {
                 })
             }
         };
+        let peers_file = match &r.peers_file {
+            None => None,
+            Some(_) if kubernetes.is_some() => {
+                return err("peers_file", "peers_file and kubernetes are exclusive");
+            }
+            Some(_) if !r.peers.is_empty() => {
+                return err("peers_file", "peers_file and inline peers are exclusive");
+            }
+            Some(p) if p.is_empty() => return err("peers_file", "empty path"),
+            Some(p) => Some(PathBuf::from(p)),
+        };
         let metrics = r.admin.metrics.as_deref().unwrap_or("127.0.0.1:9420");
         let metrics = metrics
             .parse()
@@ -463,6 +479,7 @@ impl Config {
             metrics,
             state_dir: PathBuf::from(r.admin.state_dir.as_deref().unwrap_or("/var/lib/sluice")),
             kubernetes,
+            peers_file,
         })
     }
 
@@ -553,6 +570,22 @@ peers:
         assert_eq!(e.field, "snat.ports");
         let e = Config::parse(&format!("{GOOD}workers:\n  cores: [999]\n")).unwrap_err();
         assert_eq!(e.field, "workers.cores[0]");
+        // Where peers come from: one source only.
+        let e = Config::parse(&format!("{GOOD}kubernetes: {{}}\n")).unwrap_err();
+        assert_eq!(e.field, "peers");
+        let e = Config::parse(&format!("{GOOD}peers_file: /etc/sluice/peers.yaml\n")).unwrap_err();
+        assert_eq!(e.field, "peers_file");
+        let no_peers = GOOD[..GOOD.find("peers:").unwrap()].to_string();
+        let c = Config::parse(&format!(
+            "{no_peers}kubernetes: {{watch_timeout_secs: 30}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.kubernetes.unwrap().node_name, "a");
+        let e = Config::parse(&format!(
+            "{no_peers}kubernetes: {{watch_timeout_secs: 0}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "kubernetes.watch_timeout_secs");
         // Unknown and missing keys: serde names them.
         let e = Config::parse(&GOOD.replace("pod_cidrs:", "pod_cidr:")).unwrap_err();
         assert!(e.message.contains("pod_cidr"), "{e}");

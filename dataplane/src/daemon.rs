@@ -290,6 +290,8 @@ struct Ctx {
     started: Instant,
     /// The Kubernetes control thread, when peers come from the API.
     sync: Mutex<Option<ctrl::kube_sync::SyncHandle>>,
+    /// The peers-file watcher, when peers come from a file.
+    file: Mutex<Option<ctrl::static_file::StaticHandle>>,
 }
 
 /// A running daemon.
@@ -487,7 +489,19 @@ impl Daemon {
             stop: AtomicBool::new(false),
             started: Instant::now(),
             sync: Mutex::new(None),
+            file: Mutex::new(None),
         });
+        if let Some(path) = &cfg.peers_file {
+            let weak = Arc::downgrade(&ctx);
+            let (vni, ip) = (cfg.vni, cfg.ip);
+            let h =
+                ctrl::static_file::spawn(path.clone(), Duration::from_millis(500), move |v, _| {
+                    apply_view(&weak, v, vni, ip);
+                })?;
+            if let Ok(mut f) = ctx.file.lock() {
+                *f = Some(h);
+            }
+        }
         if let Some(k) = &cfg.kubernetes {
             let handle = start_kube_sync(&ctx, &cfg, k)?;
             if let Ok(mut s) = ctx.sync.lock() {
@@ -576,6 +590,7 @@ impl Daemon {
         if let Some(h) = sync {
             h.stop();
         }
+        drop(self.ctx.file.lock().ok().and_then(|mut f| f.take()));
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -609,45 +624,52 @@ fn start_kube_sync(
             }),
             watch_timeout_secs: k.watch_timeout_secs,
         },
-        move |view, changes| {
-            for c in changes {
-                eprintln!("sluice: {c}");
-            }
-            let Some(ctx) = weak.upgrade() else {
-                return;
-            };
-            let Ok(mut ctl) = ctx.control.lock() else {
-                return;
-            };
-            let mut peers = BTreeMap::new();
-            for (name, r) in &view.peers {
-                if r.vni != vni {
-                    eprintln!(
-                        "sluice: node {name} announces VNI {} (this overlay: {vni}); not a peer",
-                        r.vni
-                    );
-                    continue;
-                }
-                if r.ip == own_ip {
-                    continue;
-                }
-                if !ctl.neigh.contains_key(&r.ip) {
-                    neigh::solicit(r.ip);
-                }
-                peers.insert(
-                    name.clone(),
-                    PeerSpec {
-                        name: name.clone(),
-                        ip: r.ip,
-                        vtep_mac: r.vtep_mac,
-                        pod_cidrs: r.pod_cidrs.clone(),
-                    },
-                );
-            }
-            ctl.peers = peers;
-            ctl.publish();
-        },
+        // ctrl logs each change at info level.
+        move |view, _changes| apply_view(&weak, view, vni, own_ip),
     )
+}
+
+/// A new cluster view (from the API server or the peers file) becomes the
+/// peer set; the snapshot is rebuilt and published.
+fn apply_view(
+    weak: &std::sync::Weak<Ctx>,
+    view: &ctrl::view::ClusterView,
+    vni: u32,
+    own_ip: Ipv4Addr,
+) {
+    let Some(ctx) = weak.upgrade() else {
+        return;
+    };
+    let Ok(mut ctl) = ctx.control.lock() else {
+        return;
+    };
+    let mut peers = BTreeMap::new();
+    for (name, r) in &view.peers {
+        if r.vni != vni {
+            tracing::warn!(
+                "node {name} announces VNI {} (this overlay: {vni}); not a peer",
+                r.vni
+            );
+            continue;
+        }
+        if r.ip == own_ip {
+            continue;
+        }
+        if !ctl.neigh.contains_key(&r.ip) {
+            neigh::solicit(r.ip);
+        }
+        peers.insert(
+            name.clone(),
+            PeerSpec {
+                name: name.clone(),
+                ip: r.ip,
+                vtep_mac: r.vtep_mac,
+                pod_cidrs: r.pod_cidrs.clone(),
+            },
+        );
+    }
+    ctl.peers = peers;
+    ctl.publish();
 }
 
 /// The control plane's state for `status` and `/readyz`: (ready, text).
@@ -665,12 +687,24 @@ fn control_status(ctx: &Ctx) -> (bool, String) {
         .lock()
         .ok()
         .and_then(|s| s.as_ref().map(|h| h.status()));
-    let ready = match sync {
-        None => {
+    let file = ctx
+        .file
+        .lock()
+        .ok()
+        .and_then(|f| f.as_ref().map(|h| h.status()));
+    let ready = match (sync, file) {
+        (None, Some(fs)) => {
+            text += &format!("source file\nin_sync {}\n", fs.in_sync);
+            if let Some(e) = &fs.last_error {
+                text += &format!("last_error {e}\n");
+            }
+            fs.last_load.is_some()
+        }
+        (None, None) => {
             text += "source static\n";
             true
         }
-        Some(st) => {
+        (Some(st), _) => {
             text += &format!(
                 "source kubernetes\nin_sync {}\nlast_sync_age_ms {}\napi_errors {}\npeers {}\nannotated {}\n",
                 st.in_sync,

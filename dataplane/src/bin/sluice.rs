@@ -154,6 +154,15 @@ fn admin(socket: &std::path::Path, line: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Control-plane logs (peer added/removed/changed at info, API server
+    // trouble at warn) to stderr; RUST_LOG overrides.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
     match cli.cmd {
         Cmd::Run { config } => run(&config),
         Cmd::Check { config } => match Config::load(&config) {
