@@ -132,6 +132,13 @@ impl FakeApi {
                         .route("/api/v1/nodes", get(nodes))
                         .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
                         .with_state(s);
+                    // No Nagle: a watch event is one small chunk, and Nagle
+                    // plus the client's delayed ACK would hold it ~40 ms
+                    // (a real API server sets TCP_NODELAY too, as Go does).
+                    use axum::serve::ListenerExt;
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(async {
                             let _ = rx.await;

@@ -161,6 +161,51 @@ async fn client(cfg: &SyncConfig) -> Result<Client, String> {
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
+/// This node's pod CIDR from its Node object (`spec.podCIDRs`, else
+/// `spec.podCIDR`), waiting up to `wait` for the node controller to
+/// allocate one. For a daemon whose config leaves `node.pod_cidr` out.
+pub fn fetch_pod_cidr(cfg: &SyncConfig, wait: Duration) -> Result<ipnet::Ipv4Net, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let deadline = Instant::now() + wait;
+        let mut last = String::from("not tried");
+        while Instant::now() < deadline {
+            match client(cfg).await {
+                Ok(c) => {
+                    let api: Api<Node> = Api::all(c);
+                    match api.get(&cfg.node_name).await {
+                        Ok(n) => {
+                            let spec = n.spec.unwrap_or_default();
+                            let cidrs = spec
+                                .pod_cidrs
+                                .unwrap_or_default()
+                                .into_iter()
+                                .chain(spec.pod_cidr);
+                            let v4 = cidrs
+                                .filter_map(|c| c.parse::<ipnet::Ipv4Net>().ok())
+                                .next();
+                            match v4 {
+                                Some(net) => return Ok(net.trunc()),
+                                None => {
+                                    last =
+                                        format!("node {} has no IPv4 pod CIDR yet", cfg.node_name)
+                                }
+                            }
+                        }
+                        Err(e) => last = format!("node {}: {e}", cfg.node_name),
+                    }
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(last)
+    })
+}
+
 /// Starts the control thread. `publish` gets every new view and the
 /// changes from the previous one; it runs on the control thread.
 pub fn spawn(
@@ -259,28 +304,23 @@ async fn run(
     }
     let wcfg = watcher::Config::default().timeout(cfg.watch_timeout_secs);
     let mut stream = watcher::watcher(nodes, wcfg).default_backoff().boxed();
-    let mut store: BTreeMap<String, Node> = BTreeMap::new();
     let mut init: Option<BTreeMap<String, Node>> = None;
     let mut view = ClusterView::default();
-    let mut republish = |store: &BTreeMap<String, Node>, view: &mut ClusterView| {
-        let (new, problems) = build_view(store, &cfg.node_name, cfg.policy);
-        for p in &problems {
-            tracing::warn!("{p}");
-        }
-        let changes = view.diff(&new);
-        for c in &changes {
-            tracing::info!("{c}");
-        }
-        if !changes.is_empty() {
-            publish(&new, &changes);
-        }
-        set_status(&status, |s| {
-            s.peers = new.peers.len();
-            s.problems = problems.iter().map(ToString::to_string).collect();
-            s.last_sync = Some(Instant::now());
-        });
-        *view = new;
-    };
+    let mut problems: BTreeMap<String, NodeProblem> = BTreeMap::new();
+    let mut emit =
+        |view: &ClusterView, problems: &BTreeMap<String, NodeProblem>, changes: &[Change]| {
+            for c in changes {
+                tracing::info!("{c}");
+            }
+            if !changes.is_empty() {
+                publish(view, changes);
+            }
+            set_status(&status, |s| {
+                s.peers = view.peers.len();
+                s.problems = problems.values().map(ToString::to_string).collect();
+                s.last_sync = Some(Instant::now());
+            });
+        };
     while let Some(ev) = stream.next().await {
         match ev {
             Err(e) => {
@@ -298,30 +338,78 @@ async fn run(
                 }
             }
             Ok(Event::InitDone) => {
-                // The relisted set replaces the store: nodes deleted while
+                // The relisted set replaces everything: nodes deleted while
                 // we were away disappear here.
-                store = init.take().unwrap_or_default();
-                republish(&store, &mut view);
+                let store = init.take().unwrap_or_default();
+                let (new, found) = build_view(&store, &cfg.node_name, cfg.policy);
+                for p in &found {
+                    tracing::warn!("{p}");
+                }
+                problems = found
+                    .into_iter()
+                    .map(|p| (p.node().to_string(), p))
+                    .collect();
+                let changes = view.diff(&new);
+                view = new;
+                emit(&view, &problems, &changes);
                 set_status(&status, |s| s.in_sync = true);
             }
             Ok(Event::Apply(n)) => {
+                // One node: only it is re-read (5,000 others are not).
                 if let Some(name) = n.metadata.name.clone() {
-                    store.insert(name, n);
-                    republish(&store, &mut view);
+                    let changes = update_one(&mut view, &mut problems, &cfg, &name, Some(&n));
+                    emit(&view, &problems, &changes);
                 }
                 // Events flow again after an error: the watch resumed from
                 // its resourceVersion, nothing was missed.
                 set_status(&status, |s| s.in_sync = true);
             }
             Ok(Event::Delete(n)) => {
-                if let Some(name) = n.metadata.name.as_deref() {
-                    store.remove(name);
-                    republish(&store, &mut view);
+                if let Some(name) = n.metadata.name.clone() {
+                    let changes = update_one(&mut view, &mut problems, &cfg, &name, None);
+                    emit(&view, &problems, &changes);
                 }
                 set_status(&status, |s| s.in_sync = true);
             }
         }
     }
+}
+
+/// Applies one node's new state (`None`: deleted) to the view; returns
+/// what changed.
+fn update_one(
+    view: &mut ClusterView,
+    problems: &mut BTreeMap<String, NodeProblem>,
+    cfg: &SyncConfig,
+    name: &str,
+    node: Option<&Node>,
+) -> Vec<Change> {
+    let old = view.peers.remove(name);
+    problems.remove(name);
+    let new = match node {
+        Some(n) if name != cfg.node_name => match node_route(n, cfg.policy) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                tracing::warn!("{p}");
+                problems.insert(name.to_string(), p);
+                None
+            }
+        },
+        _ => None,
+    };
+    let change = match (old, &new) {
+        (None, Some(n)) => Some(Change::Added(n.clone())),
+        (Some(_), None) => Some(Change::Removed(name.to_string())),
+        (Some(o), Some(n)) if &o != n => Some(Change::Changed {
+            old: o,
+            new: n.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(n) = new {
+        view.peers.insert(name.to_string(), n);
+    }
+    change.into_iter().collect()
 }
 
 /// Writes this node's annotations (a merge patch of

@@ -90,6 +90,18 @@ pub enum NodeProblem {
     },
 }
 
+impl NodeProblem {
+    /// The node it is about.
+    pub fn node(&self) -> &str {
+        match self {
+            NodeProblem::NoPodCidr { node }
+            | NodeProblem::NoVtep { node }
+            | NodeProblem::NoAddress { node }
+            | NodeProblem::Garbage { node, .. } => node,
+        }
+    }
+}
+
 impl std::fmt::Display for NodeProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -95,7 +95,8 @@ struct RawNode {
     name: String,
     uplink: String,
     ip: String,
-    pod_cidr: String,
+    #[serde(default)]
+    pod_cidr: Option<String>,
     #[serde(default)]
     vtep_mac: Option<String>,
     #[serde(default)]
@@ -183,6 +184,9 @@ pub struct Config {
     pub ip: Ipv4Addr,
     /// This node's pod CIDR.
     pub pod_cidr: Ipv4Net,
+    /// `node.pod_cidr` was left out: read it from this node's Node object
+    /// (`spec.podCIDRs`) at start (Kubernetes mode only).
+    pub pod_cidr_from_api: bool,
     /// VTEP MAC (default: derived from the node IP, `0a:58:` + IP, stable
     /// across restarts).
     pub vtep_mac: MacAddr,
@@ -307,8 +311,18 @@ impl Config {
             );
         }
         let ip = ipv4("node.ip", &n.ip)?;
-        let pod_cidr = cidr("node.pod_cidr", &n.pod_cidr)?;
-        if pod_cidr.prefix_len() > 30 {
+        let pod_cidr_from_api = n.pod_cidr.is_none();
+        if pod_cidr_from_api && r.kubernetes.is_none() {
+            return err(
+                "node.pod_cidr",
+                "required unless peers come from kubernetes (then the Node object gives it)",
+            );
+        }
+        let pod_cidr = match &n.pod_cidr {
+            Some(c) => cidr("node.pod_cidr", c)?,
+            None => Ipv4Net::default(),
+        };
+        if !pod_cidr_from_api && pod_cidr.prefix_len() > 30 {
             return err(
                 "node.pod_cidr",
                 "too small for a gateway and pods (at most /30)",
@@ -333,7 +347,7 @@ impl Config {
         for (i, c) in r.cluster_cidrs.iter().enumerate() {
             cluster_cidrs.push(cidr(&format!("cluster_cidrs[{i}]"), c)?);
         }
-        if !cluster_cidrs.iter().any(|c| c.contains(&pod_cidr)) {
+        if !pod_cidr_from_api && !cluster_cidrs.iter().any(|c| c.contains(&pod_cidr)) {
             cluster_cidrs.push(pod_cidr);
         }
         let vni = r.vxlan.vni.unwrap_or(1);
@@ -455,6 +469,7 @@ impl Config {
             uplink: n.uplink.clone(),
             ip,
             pod_cidr,
+            pod_cidr_from_api,
             vtep_mac,
             gateway,
             uplink_mtu,

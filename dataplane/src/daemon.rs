@@ -376,7 +376,21 @@ fn load_pods(cfg: &Config) -> Vec<PodRecord> {
 
 impl Daemon {
     /// Starts the daemon in the current network namespace.
-    pub fn start(cfg: Config) -> std::io::Result<Daemon> {
+    pub fn start(mut cfg: Config) -> std::io::Result<Daemon> {
+        if cfg.pod_cidr_from_api
+            && let Some(k) = &cfg.kubernetes
+        {
+            let net =
+                ctrl::kube_sync::fetch_pod_cidr(&sync_config(&cfg, k), Duration::from_secs(60))
+                    .map_err(|e| {
+                        std::io::Error::other(format!("node.pod_cidr from the API: {e}"))
+                    })?;
+            tracing::info!("pod CIDR {net} from node {}", k.node_name);
+            cfg.pod_cidr = net;
+            if !cfg.cluster_cidrs.iter().any(|c| c.contains(&net)) {
+                cfg.cluster_cidrs.push(net);
+            }
+        }
         if cfg.reserve_ports && cfg.snat {
             reserve_ports(cfg.snat_ports)?;
         }
@@ -598,6 +612,23 @@ impl Daemon {
     }
 }
 
+fn sync_config(cfg: &Config, k: &crate::config::KubeConfig) -> ctrl::kube_sync::SyncConfig {
+    ctrl::kube_sync::SyncConfig {
+        kubeconfig: k.kubeconfig.clone(),
+        node_name: k.node_name.clone(),
+        policy: ctrl::node::AnnotationPolicy {
+            flannel: k.flannel_annotations,
+        },
+        own: Some(ctrl::kube_sync::OwnNode {
+            ip: cfg.ip,
+            vtep_mac: cfg.vtep_mac,
+            vni: cfg.vni,
+            flannel: k.flannel_annotations,
+        }),
+        watch_timeout_secs: k.watch_timeout_secs,
+    }
+}
+
 /// Peers from Kubernetes: the control thread publishes each new view into
 /// the control state, which rebuilds and publishes the snapshot. It holds
 /// only a weak reference, so stopping the daemon is not kept waiting.
@@ -606,24 +637,10 @@ fn start_kube_sync(
     cfg: &Config,
     k: &crate::config::KubeConfig,
 ) -> std::io::Result<ctrl::kube_sync::SyncHandle> {
-    use ctrl::kube_sync::{OwnNode, SyncConfig};
     let weak = Arc::downgrade(ctx);
     let (vni, own_ip) = (cfg.vni, cfg.ip);
     ctrl::kube_sync::spawn(
-        SyncConfig {
-            kubeconfig: k.kubeconfig.clone(),
-            node_name: k.node_name.clone(),
-            policy: ctrl::node::AnnotationPolicy {
-                flannel: k.flannel_annotations,
-            },
-            own: Some(OwnNode {
-                ip: cfg.ip,
-                vtep_mac: cfg.vtep_mac,
-                vni,
-                flannel: k.flannel_annotations,
-            }),
-            watch_timeout_secs: k.watch_timeout_secs,
-        },
+        sync_config(cfg, k),
         // ctrl logs each change at info level.
         move |view, _changes| apply_view(&weak, view, vni, own_ip),
     )

@@ -207,6 +207,12 @@ fn config(t: &Topology, i: usize, cores: &str) -> String {
         o[2].parse::<u8>().unwrap_or(0),
         o[3].parse::<u8>().unwrap_or(0)
     );
+    // With Kubernetes the pod CIDR comes from the Node object.
+    let pod_cidr = if kube.is_some() {
+        String::new()
+    } else {
+        format!("  pod_cidr: {cidr}\n")
+    };
     let source = if source.is_empty() {
         format!(
             "peers:\n  - name: node-{ptag}\n    ip: {pip}\n    vtep_mac: \"{pmac}\"\n    pod_cidrs: [{pcidr}]"
@@ -219,8 +225,7 @@ fn config(t: &Topology, i: usize, cores: &str) -> String {
   name: node-{tag}
   uplink: {uplink}
   ip: {ip}
-  pod_cidr: {cidr}
-  gateway: {EXT}
+{pod_cidr}  gateway: {EXT}
 cluster_cidrs: [10.244.0.0/16, 10.96.0.0/12]
 {source}
 workers:

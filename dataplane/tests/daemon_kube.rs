@@ -80,6 +80,10 @@ fn nodes_learn_each_other_from_the_api_server() {
     })
     .expect("topology");
 
+    // The configs leave node.pod_cidr out: each daemon read its own from
+    // its Node object.
+    let routes_a = request(&t.sockets[0], "routes").unwrap();
+    assert!(routes_a.contains("pod_cidr 10.244.1.0/24"), "{routes_a}");
     // Each daemon wrote its annotations (Sluice's and Flannel's) and the
     // other learned it as a peer: pods talk across.
     let a = node_annotations(&api, "node-a");
