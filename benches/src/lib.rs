@@ -4,4 +4,5 @@
 
 pub mod alloc;
 pub mod frames;
+pub mod pktgen;
 pub mod replay;
