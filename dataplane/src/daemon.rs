@@ -527,7 +527,7 @@ impl Daemon {
             if p.netns.exists()
                 && let Err(e) = attach_pod(&ctx, &p)
             {
-                eprintln!("sluice: re-attaching pod {} ({}): {e}", p.name, p.ip);
+                tracing::warn!("re-attaching pod {} ({}): {e}", p.name, p.ip);
             }
         }
         let _ = std::fs::remove_file(&cfg.socket);
@@ -788,7 +788,7 @@ fn worker_main(
         }
     };
     if let Err(e) = w.run(&ctx.stop, idle, || t0.elapsed(), between) {
-        eprintln!("sluice: worker failed: {e}");
+        tracing::error!("worker {index} failed: {e}");
         ctx.stop.store(true, Ordering::Relaxed);
     }
 }
