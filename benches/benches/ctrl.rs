@@ -21,8 +21,7 @@ use ctrl::view::ClusterView;
 use dataplane::route::{Node as RouteNode, PeerSpec, Routes, Snapshot};
 use encap::MacAddr;
 use encap::vxlan::VxlanConfig;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Node;
 use sluice_benches::alloc::{CountingAlloc, live_bytes};
 
 #[global_allocator]
@@ -38,31 +37,13 @@ fn count() -> u32 {
 
 fn node(i: u32) -> Node {
     let [_, _, b, c] = (0x0a00_0000 + i).to_be_bytes();
-    Node {
-        metadata: ObjectMeta {
-            name: Some(format!("node-{i:05}")),
-            annotations: Some(
-                [(
-                    SLUICE_VTEP_MAC.to_string(),
-                    format!("0a:58:00:00:{b:02x}:{c:02x}"),
-                )]
-                .into(),
-            ),
-            ..ObjectMeta::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(format!("10.{}.{}.0/24", 64 + i / 256, i % 256)),
-            pod_cidrs: Some(vec![format!("10.{}.{}.0/24", 64 + i / 256, i % 256)]),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                address: format!("172.20.{b}.{c}"),
-                type_: "InternalIP".into(),
-            }]),
-            ..NodeStatus::default()
-        }),
-    }
+    let cidr = format!("10.{}.{}.0/24", 64 + i / 256, i % 256);
+    ctrl::node::node_object(
+        &format!("node-{i:05}"),
+        &format!("172.20.{b}.{c}"),
+        Some(&cidr),
+        &[(SLUICE_VTEP_MAC, &format!("0a:58:00:00:{b:02x}:{c:02x}"))],
+    )
 }
 
 fn this_node() -> RouteNode {

@@ -239,6 +239,38 @@ pub fn node_route(node: &Node, policy: AnnotationPolicy) -> Result<NodeRoute, No
     })
 }
 
+/// A Node object with a name, an InternalIP, an optional pod CIDR and
+/// annotations: what tests and benchmarks feed the sync and the fake API
+/// server.
+#[cfg(any(test, feature = "fake-apiserver"))]
+pub fn node_object(name: &str, ip: &str, cidr: Option<&str>, ann: &[(&str, &str)]) -> Node {
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                ann.iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: cidr.map(String::from),
+            pod_cidrs: cidr.map(|c| vec![c.to_string()]),
+            ..NodeSpec::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![NodeAddress {
+                address: ip.into(),
+                type_: "InternalIP".into(),
+            }]),
+            ..NodeStatus::default()
+        }),
+    }
+}
+
 /// The annotations this node publishes about itself: Sluice's, and
 /// Flannel's when `flannel` is set (exactly what flanneld writes for its
 /// vxlan backend).
@@ -271,33 +303,9 @@ pub fn own_annotations(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     pub(crate) fn node(name: &str, ip: &str, cidr: Option<&str>, ann: &[(&str, &str)]) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                annotations: Some(
-                    ann.iter()
-                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                        .collect(),
-                ),
-                ..ObjectMeta::default()
-            },
-            spec: Some(NodeSpec {
-                pod_cidr: cidr.map(String::from),
-                pod_cidrs: cidr.map(|c| vec![c.to_string()]),
-                ..NodeSpec::default()
-            }),
-            status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress {
-                    address: ip.into(),
-                    type_: "InternalIP".into(),
-                }]),
-                ..NodeStatus::default()
-            }),
-        }
+        node_object(name, ip, cidr, ann)
     }
 
     #[test]

@@ -11,33 +11,10 @@ use ctrl::kube_sync::{OwnNode, SyncConfig, SyncHandle, spawn};
 use ctrl::node::{self, AnnotationPolicy};
 use ctrl::view::ClusterView;
 use encap::MacAddr;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Node;
 
 fn mk(name: &str, ip: &str, cidr: Option<&str>, ann: &[(&str, &str)]) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            annotations: Some(
-                ann.iter()
-                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                    .collect(),
-            ),
-            ..ObjectMeta::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: cidr.map(String::from),
-            pod_cidrs: cidr.map(|c| vec![c.to_string()]),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                address: ip.into(),
-                type_: "InternalIP".into(),
-            }]),
-            ..NodeStatus::default()
-        }),
-    }
+    node::node_object(name, ip, cidr, ann)
 }
 
 /// A Sluice node `n`: 192.168.1.n, 10.244.n.0/24, VTEP MAC ..:n.

@@ -89,7 +89,25 @@ impl Reason {
         match self {
             Reason::Decap(d) => LOCAL.len() + d as usize,
             Reason::Conntrack(c) => LOCAL.len() + DecapDrop::ALL.len() + c as usize,
-            local => LOCAL.iter().position(|&r| r == local).unwrap_or(0),
+            // In LOCAL's order (a match, not a search: drops can be every
+            // packet under attack); a unit test checks the two agree.
+            Reason::Malformed => 0,
+            Reason::BadIpChecksum => 1,
+            Reason::NotIpv4 => 2,
+            Reason::Spoofed => 3,
+            Reason::InnerSpoofed => 4,
+            Reason::NoRoute => 5,
+            Reason::NoSuchPod => 6,
+            Reason::TtlExceeded => 7,
+            Reason::FragNeeded => 8,
+            Reason::TooBig => 9,
+            Reason::UnknownVtep => 10,
+            Reason::NoNeighbour => 11,
+            Reason::NotOurs => 12,
+            Reason::TxFull => 13,
+            Reason::TxError => 14,
+            Reason::HandoffFull => 15,
+            Reason::ArpIgnored => 16,
         }
     }
 
@@ -197,6 +215,9 @@ mod tests {
         idx.sort_unstable();
         idx.dedup();
         assert_eq!(idx, (0..REASONS).collect::<Vec<_>>());
+        for (i, r) in LOCAL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
         let mut names: Vec<String> = all.iter().map(|r| r.name()).collect();
         names.sort();
         names.dedup();

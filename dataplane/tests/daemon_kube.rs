@@ -14,36 +14,13 @@ use common::{flannel_node_c, pings};
 use ctrl::fakeapi::FakeApi;
 use dataplane::daemon::request;
 use dataplane::demo::Topology;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Node;
 use support::require_root;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
 fn node(name: &str, ip: &str, cidr: &str, ann: &[(&str, &str)]) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            annotations: Some(
-                ann.iter()
-                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                    .collect(),
-            ),
-            ..ObjectMeta::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(cidr.into()),
-            pod_cidrs: Some(vec![cidr.into()]),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                address: ip.into(),
-                type_: "InternalIP".into(),
-            }]),
-            ..NodeStatus::default()
-        }),
-    }
+    ctrl::node::node_object(name, ip, Some(cidr), ann)
 }
 
 fn wait(what: &str, mut cond: impl FnMut() -> bool) {

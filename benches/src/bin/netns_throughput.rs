@@ -236,6 +236,23 @@ fn iperf(
     }
 }
 
+type Spread = (f64, f64, f64);
+
+/// `runs` rounds of TCP and 64-byte UDP from pod `a1` to pod `b1`
+/// (10.244.2.2): medians with their range of Gbit/s, packets per second
+/// delivered, and UDP loss.
+fn measure(a1: &str, b1: &str, runs: usize, secs: u32) -> Result<(Spread, Spread, Spread), String> {
+    let b1_ip = Ipv4Addr::new(10, 244, 2, 2);
+    let (mut tcp, mut pps, mut loss) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        tcp.push(iperf(a1, b1, b1_ip, false, secs)?.0);
+        let (l, p) = iperf(a1, b1, b1_ip, true, secs)?;
+        loss.push(l);
+        pps.push(p);
+    }
+    Ok((median(tcp), median(pps), median(loss)))
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     let m = v[v.len() / 2];
@@ -260,42 +277,17 @@ fn main() -> Result<(), String> {
     // one worker per node (node-a on core 1, node-b on core 0).
     {
         let t = Topology::build_with(&PathBuf::from(&sluice), 1).map_err(|e| e.to_string())?;
-        let (a1, b1) = (t.ns("a1"), t.ns("b1"));
-        let b1_ip = Ipv4Addr::new(10, 244, 2, 2);
-        let mut tcp = Vec::new();
-        let mut pps = Vec::new();
-        let mut loss = Vec::new();
-        for _ in 0..runs {
-            tcp.push(iperf(&a1, &b1, b1_ip, false, secs)?.0);
-            let (g, p) = iperf(&a1, &b1, b1_ip, true, secs)?;
-            loss.push(g);
-            pps.push(p);
-        }
-        rows.push((
-            "Sluice (TUN pod -> veth+AF_XDP pod)",
-            median(tcp),
-            median(pps),
-            median(loss),
-        ));
+        let (tcp, pps, loss) = measure(&t.ns("a1"), &t.ns("b1"), runs, secs)?;
+        rows.push(("Sluice (TUN pod -> veth+AF_XDP pod)", tcp, pps, loss));
     }
     {
         let k = KernelPath::build()?;
-        let (a1, b1) = (k.name("a1"), k.name("b1"));
-        let b1_ip = Ipv4Addr::new(10, 244, 2, 2);
-        let mut tcp = Vec::new();
-        let mut pps = Vec::new();
-        let mut loss = Vec::new();
-        for _ in 0..runs {
-            tcp.push(iperf(&a1, &b1, b1_ip, false, secs)?.0);
-            let (g, p) = iperf(&a1, &b1, b1_ip, true, secs)?;
-            loss.push(g);
-            pps.push(p);
-        }
+        let (tcp, pps, loss) = measure(&k.name("a1"), &k.name("b1"), runs, secs)?;
         rows.push((
             "Linux kernel vxlan (Flannel's configuration)",
-            median(tcp),
-            median(pps),
-            median(loss),
+            tcp,
+            pps,
+            loss,
         ));
     }
     println!("| path | TCP bulk, Gbit/s | 64 B UDP, Mpps delivered | 64 B UDP, loss |");
