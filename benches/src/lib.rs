@@ -4,5 +4,7 @@
 
 pub mod alloc;
 pub mod frames;
+pub mod netbench;
 pub mod pktgen;
 pub mod replay;
+pub mod scaling;

@@ -43,6 +43,8 @@ fn every_frame_arrives_in_order_with_a_latency() {
         dst_ip: Ipv4Addr::new(10, 99, 0, 2),
         base_port: 20000,
         dst_port: 9,
+        dst_ports: 1,
+        vxlan: None,
     };
     let epoch = Instant::now();
     const N: u64 = 20_000;
@@ -57,7 +59,7 @@ fn every_frame_arrives_in_order_with_a_latency() {
     let mut g = Generator::new(profile, epoch);
     let mut bufs: Vec<Buf> = (0..32).map(|_| Buf::new()).collect();
     // A modest rate: this checks pktgen's accounting, not the machine.
-    g.run(&mut tx, &mut bufs, N, Some(50_000.0)).unwrap();
+    g.run(&mut tx, &mut bufs, N, Some(50_000.0), None).unwrap();
     let st = sink.join().unwrap();
     eprintln!("{st:?}");
     assert_eq!(st.received, N, "{st:?}");

@@ -146,6 +146,9 @@ pub struct PortCounters {
     pub rx: u64,
     /// Frames transmitted.
     pub tx: u64,
+    /// Frames the kernel dropped before the port read them
+    /// ([`crate::port::Port::kernel_drops`]), as of the last publish.
+    pub kernel_dropped: u64,
 }
 
 /// A worker's counters.

@@ -780,7 +780,13 @@ fn worker_main(
             && let Some(Ok(mut s)) = ctx.stats.get(index).map(Mutex::try_lock)
         {
             s.counters = w.counters.clone();
-            s.ports = w.ports().map(|p| p.counters.clone()).collect();
+            s.ports = w
+                .ports()
+                .map(|p| PortCounters {
+                    kernel_dropped: p.port.kernel_drops(),
+                    ..p.counters.clone()
+                })
+                .collect();
             s.conntrack_entries = w.conntrack().len();
             s.nat_ports = w.conntrack().nat_ports_in_use();
             s.pinned_core = pinned;
@@ -912,7 +918,10 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let s = sum_stats(&views);
             let mut out = String::from("ok\n");
             for p in &s.ports {
-                out += &format!("port {} rx {} tx {}\n", p.name, p.rx, p.tx);
+                out += &format!(
+                    "port {} rx {} tx {} kernel_dropped {}\n",
+                    p.name, p.rx, p.tx, p.kernel_dropped
+                );
             }
             out += &format!(
                 "encapsulated {}\ndecapsulated {}\nnat {}\nicmp_sent {}\narp_replies {}\nhanded_off {}\nconntrack_entries {}\nnat_ports {}\nworkers {}\n",
@@ -1142,6 +1151,13 @@ fn metrics_text(ctx: &Ctx) -> String {
     out += "# HELP sluice_tx_packets_total Frames transmitted per port.\n# TYPE sluice_tx_packets_total counter\n";
     for p in &s.ports {
         out += &format!("sluice_tx_packets_total{{port=\"{}\"}} {}\n", p.name, p.tx);
+    }
+    out += "# HELP sluice_kernel_dropped_total Frames the kernel dropped before Sluice read them (AF_XDP ring full or fill ring empty), per port.\n# TYPE sluice_kernel_dropped_total counter\n";
+    for p in &s.ports {
+        out += &format!(
+            "sluice_kernel_dropped_total{{port=\"{}\"}} {}\n",
+            p.name, p.kernel_dropped
+        );
     }
     out += "# HELP sluice_drops_total Packets dropped, by reason.\n# TYPE sluice_drops_total counter\n";
     for r in Reason::all() {

@@ -49,6 +49,9 @@ pub struct Topology {
     pub sockets: Vec<PathBuf>,
     dir: PathBuf,
     workers_a: usize,
+    /// How node-b's pods are attached ("veth", or "tun" for
+    /// [`Topology::build_tun`]).
+    b_kind: &'static str,
     /// Peers from this kubeconfig's API server instead of static config.
     kube: Option<PathBuf>,
 }
@@ -69,6 +72,15 @@ impl Topology {
     /// oversubscribe them.
     pub fn build_with(sluice: &Path, workers_a: usize) -> io::Result<Topology> {
         Self::build_full(sluice, workers_a, None)
+    }
+
+    /// [`Topology::build_with`] with one worker per node and TUN pods on
+    /// both nodes: the benchmark of TCP through TUN pods.
+    pub fn build_tun(sluice: &Path) -> io::Result<Topology> {
+        let mut t = Self::empty(1)?;
+        t.b_kind = "tun";
+        build(&mut t, sluice)?;
+        Ok(t)
     }
 
     /// [`Topology::build_with`] (one worker per node) with both nodes
@@ -106,6 +118,7 @@ impl Topology {
             sockets: Vec::new(),
             dir,
             workers_a: workers_a.clamp(1, 2),
+            b_kind: "veth",
             kube: None,
         })
     }
@@ -336,6 +349,7 @@ fn start(t: &mut Topology, exe: &Path) -> io::Result<()> {
         }
     }
     for (name, node, ip, kind) in PODS {
+        let kind = if node == 1 { t.b_kind } else { kind };
         t.add_ns(name)?;
         let reply = daemon::request(
             &t.sockets[node],

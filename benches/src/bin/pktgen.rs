@@ -123,6 +123,8 @@ fn profile(dev: &str, g: &Gen) -> Result<Profile, String> {
         dst_ip: g.dst,
         base_port: 20000,
         dst_port: g.dst_port,
+        dst_ports: 1,
+        vxlan: None,
     })
 }
 
@@ -131,7 +133,7 @@ fn send(dev: &str, g: &Gen, epoch: Instant) -> Result<(u64, Duration), String> {
     let mut generator = Generator::new(profile(dev, g)?, epoch);
     let mut bufs: Vec<Buf> = (0..64).map(|_| Buf::new()).collect();
     let took = generator
-        .run(&mut port, &mut bufs, g.count, g.rate)
+        .run(&mut port, &mut bufs, g.count, g.rate, None)
         .map_err(|e| e.to_string())?;
     Ok((generator.sent, took))
 }

@@ -53,4 +53,12 @@ pub trait Port: Send {
     fn mac(&self) -> Option<encap::MacAddr> {
         None
     }
+
+    /// Frames the kernel dropped before this port read them (AF_XDP: RX
+    /// ring full or no fill-ring frame), so a loss under overload shows up
+    /// in a counter. Read when counters are published, not per packet
+    /// (one system call). Default: 0 (no such count).
+    fn kernel_drops(&self) -> u64 {
+        0
+    }
 }

@@ -391,4 +391,11 @@ impl Port for XdpPort {
     fn mac(&self) -> Option<encap::MacAddr> {
         self.mac
     }
+
+    fn kernel_drops(&self) -> u64 {
+        self.rx
+            .fd()
+            .xdp_statistics()
+            .map_or(0, |s| s.rx_dropped() + s.rx_ring_full())
+    }
 }

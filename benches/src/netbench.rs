@@ -1,22 +1,13 @@
-//! Pod -> remote pod throughput through Sluice (one worker per node) and
-//! through the Linux kernel path (vxlan configured as Flannel does), in the
-//! same run, on the same machine, with the same clients (iperf3):
-//! TCP bulk (Gbit/s) and 64-byte UDP frames (packets per second delivered).
-//!
-//!     cargo build --release -p dataplane --bin sluice
-//!     sudo target/release/netns_throughput [SECONDS] [RUNS]
-//!
-//! A benchmark, not a test: it asserts nothing about time. Results go to
-//! stdout as a Markdown table for benches/README.md.
+//! Pieces the harness (`src/bin/harness.rs`) shares: running commands,
+//! the two-node kernel vxlan path configured as Flannel configures it,
+//! iperf3 between namespaces, the CPU time of one core, and medians.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use dataplane::demo::Topology;
-
-fn sh(args: &[&str]) -> Result<String, String> {
+/// Runs a command; its stdout, or an error naming it with its stderr.
+pub fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -31,10 +22,11 @@ fn sh(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The kernel path: two namespaces joined by a veth, each a node with
+/// The kernel path for TCP: two namespaces joined by a veth, each a node with
 /// flannel.1 (VNI 1, port 8472, permanent neighbour + FDB, onlink route)
 /// and one routed pod. Removed on drop.
-struct KernelPath {
+#[derive(Debug)]
+pub struct KernelPath {
     ns: Vec<String>,
 }
 
@@ -47,11 +39,13 @@ impl Drop for KernelPath {
 }
 
 impl KernelPath {
-    fn name(&self, tag: &str) -> String {
+    /// Namespace name of `a`, `b` (nodes), `a1`, `b1` (pods).
+    pub fn name(&self, tag: &str) -> String {
         format!("kp{}-{tag}", std::process::id())
     }
 
-    fn build() -> Result<KernelPath, String> {
+    /// Builds both nodes and their pods.
+    pub fn build() -> Result<KernelPath, String> {
         let mut k = KernelPath { ns: Vec::new() };
         for tag in ["a", "b", "a1", "b1"] {
             let n = k.name(tag);
@@ -194,7 +188,7 @@ impl KernelPath {
 /// One iperf3 measurement from namespace `client` to a server in `server`
 /// at `addr`: TCP: (Gbit/s received, 0); UDP: (loss fraction, packets per
 /// second received).
-fn iperf(
+pub fn iperf(
     client: &str,
     server: &str,
     addr: Ipv4Addr,
@@ -236,80 +230,64 @@ fn iperf(
     }
 }
 
-type Spread = (f64, f64, f64);
+/// A median with its minimum and maximum.
+pub type Spread = (f64, f64, f64);
 
-/// `runs` rounds of TCP and 64-byte UDP from pod `a1` to pod `b1`
-/// (10.244.2.2): medians with their range of Gbit/s, packets per second
-/// delivered, and UDP loss.
-fn measure(a1: &str, b1: &str, runs: usize, secs: u32) -> Result<(Spread, Spread, Spread), String> {
-    let b1_ip = Ipv4Addr::new(10, 244, 2, 2);
-    let (mut tcp, mut pps, mut loss) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        tcp.push(iperf(a1, b1, b1_ip, false, secs)?.0);
-        let (l, p) = iperf(a1, b1, b1_ip, true, secs)?;
-        loss.push(l);
-        pps.push(p);
-    }
-    Ok((median(tcp), median(pps), median(loss)))
-}
-
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+/// The median of `v` with its range (`v` not empty).
+pub fn median(mut v: Vec<f64>) -> Spread {
     v.sort_by(|a, b| a.total_cmp(b));
-    let m = v[v.len() / 2];
-    (m, v[0], v[v.len() - 1])
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    (at(v.len() / 2), at(0), at(v.len().saturating_sub(1)))
 }
 
-fn main() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let secs: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let runs: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let sluice = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("sluice");
-    if !sluice.exists() {
-        return Err(format!(
-            "{} not found: cargo build --release -p dataplane --bin sluice",
-            sluice.display()
-        ));
+/// Busy time of CPU `cpu` since boot (user, nice, system, irq, softirq
+/// and steal from /proc/stat; not idle or iowait).
+pub fn cpu_busy(cpu: usize) -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let tag = format!("cpu{cpu}");
+    let ticks: u64 = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(tag.as_str()))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(8)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on every Linux architecture Sluice runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_range() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(median(vec![]), (0.0, 0.0, 0.0));
     }
-    let mut rows = Vec::new();
-    // Sluice: the demo topology (node-a TUN pods, node-b veth+AF_XDP pods),
-    // one worker per node (node-a on core 1, node-b on core 0).
-    {
-        let t = Topology::build_with(&PathBuf::from(&sluice), 1).map_err(|e| e.to_string())?;
-        let (tcp, pps, loss) = measure(&t.ns("a1"), &t.ns("b1"), runs, secs)?;
-        rows.push(("Sluice (TUN pod -> veth+AF_XDP pod)", tcp, pps, loss));
+
+    #[test]
+    fn cpu_busy_moves_when_the_cpu_works() {
+        // Pin to CPU 0 and spin for 300 ms: its busy time must move by at
+        // least a tick (10 ms), whatever else the machine does.
+        let before = cpu_busy(0);
+        let t = std::thread::spawn(|| {
+            assert!(core_affinity::set_for_current(core_affinity::CoreId {
+                id: 0
+            }));
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(300) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        });
+        t.join().unwrap();
+        assert!(cpu_busy(0) > before, "busy time did not move");
     }
-    {
-        let k = KernelPath::build()?;
-        let (tcp, pps, loss) = measure(&k.name("a1"), &k.name("b1"), runs, secs)?;
-        rows.push((
-            "Linux kernel vxlan (Flannel's configuration)",
-            tcp,
-            pps,
-            loss,
-        ));
-    }
-    println!("| path | TCP bulk, Gbit/s | 64 B UDP, Mpps delivered | 64 B UDP, loss |");
-    println!("|---|---|---|---|");
-    for (name, tcp, pps, g) in &rows {
-        println!(
-            "| {name} | {:.2} ({:.2}-{:.2}) | {:.3} ({:.3}-{:.3}) | {:.1}% |",
-            tcp.0,
-            tcp.1,
-            tcp.2,
-            pps.0 / 1e6,
-            pps.1 / 1e6,
-            pps.2 / 1e6,
-            g.0 * 100.0
-        );
-    }
-    if let [s, k] = rows.as_slice() {
-        println!(
-            "\nratio Sluice/kernel: TCP {:.2}, 64 B pps {:.2}  (median of {runs} runs of {secs} s each)",
-            s.1.0 / k.1.0,
-            s.2.0 / k.2.0
-        );
-    }
-    Ok(())
 }

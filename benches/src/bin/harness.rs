@@ -1,0 +1,1057 @@
+//! The side-by-side harness (issue 6): Sluice against the Linux kernel
+//! path that Flannel and Calico configure, in the same run, on the same
+//! cores, with the same traffic. Prints one table and writes it, with the
+//! command and the machine, to `benches/RESULTS.md`.
+//!
+//! ```text
+//!   pod ns                 node ns (under test, core 1)            remote ns
+//!   eth0 10.244.1.2 ── slp-1-2 ─[ Sluice | kernel ]─ up0 192.168.80.1 ── r0 192.168.80.2
+//!   pktgen (AF_XDP)                                                     pktgen (AF_XDP)
+//! ```
+//!
+//! The remote namespace plays the remote node (VTEP 192.168.80.2, pod CIDR
+//! 10.244.2.0/24) and the gateway to the outside (198.18.0.1). One thread
+//! of this process, pinned to core 0, generates on one end and counts on
+//! the other (`pktgen::run_loop`); the node under test has core 1 to
+//! itself: Sluice's worker is pinned there, and the kernel path's receive
+//! processing is steered there with RPS. "CPU" is core 1's busy time
+//! (/proc/stat) per million packets delivered.
+//!
+//!     cargo build --release -p dataplane --bin sluice -p sluice-benches --bin harness
+//!     sudo target/release/harness                 # full run, writes benches/RESULTS.md
+//!     sudo target/release/harness --smoke         # seconds; what CI runs
+//!
+//! A benchmark, not a test: nothing here asserts a time.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dataplane::daemon;
+use dataplane::demo::Topology;
+use dataplane::netns;
+use dataplane::port::xdp::{SteerConfig, SteerProgram, XdpPort};
+use sluice_benches::netbench::{self, KernelPath, Spread, median, sh};
+use sluice_benches::pktgen::{Generator, Profile, Sink, VxlanOuter, run_loop};
+use sluice_benches::scaling;
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 80, 1);
+const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 80, 2);
+const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
+const EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const NODE_VTEP: [u8; 6] = [0x0a, 0x58, 192, 168, 80, 1];
+const REMOTE_VTEP: [u8; 6] = [0x0a, 0x58, 192, 168, 80, 2];
+/// The node under test's core; the generator and sink use the other.
+const NODE_CORE: usize = 1;
+const GEN_CORE: usize = 0;
+/// The pod's host-side interface (Sluice's name for 10.244.1.2's pair).
+const HOST_DEV: &str = "slp-1-2";
+
+#[derive(Parser, Debug)]
+#[command(name = "harness", about = "Sluice vs the Linux kernel path")]
+struct Cli {
+    /// Runs per figure (the median is reported with the range).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of traffic per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    secs: f64,
+    /// A few seconds in all, small flow counts, no file written: CI's
+    /// check that the harness still runs. Figures are meaningless.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the results (default benches/RESULTS.md; not in
+    /// smoke mode unless given).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the TCP (iperf3) scenario.
+    #[arg(long)]
+    no_tcp: bool,
+    /// Skip the in-memory scaling runs.
+    #[arg(long)]
+    no_scaling: bool,
+    /// Only scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Only this dataplane (sluice or kernel), e.g. to profile one.
+    #[arg(long)]
+    dataplane: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dataplane {
+    Sluice,
+    Kernel,
+}
+
+impl Dataplane {
+    fn label(self) -> &'static str {
+        match self {
+            Dataplane::Sluice => "Sluice",
+            Dataplane::Kernel => "kernel",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// pod -> remote pod: VXLAN encap out of up0.
+    Encap,
+    /// remote node -> pod: VXLAN decap to the pod.
+    Decap,
+    /// pod -> external: conntrack + SNAT to the node IP.
+    Snat,
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    name: String,
+    dir: Direction,
+    /// Pod-side Ethernet frame without FCS (60 = "64 bytes").
+    frame: usize,
+    flows: u32,
+    /// Every packet opens a new flow (SNAT port allocation each time).
+    new_flows: bool,
+}
+
+fn scenarios(smoke: bool) -> Vec<Scenario> {
+    let many = if smoke { 1_000 } else { 100_000 };
+    let new = if smoke { 20_000 } else { 200_000 };
+    let s = |name: &str, dir, frame, flows, new_flows| Scenario {
+        name: name.to_string(),
+        dir,
+        frame,
+        flows,
+        new_flows,
+    };
+    let mut v = vec![
+        s(
+            "pod->remote pod (encap), 64 B, 1 flow",
+            Direction::Encap,
+            60,
+            1,
+            false,
+        ),
+        s(
+            &format!("pod->remote pod (encap), 64 B, {many} flows"),
+            Direction::Encap,
+            60,
+            many,
+            false,
+        ),
+        s(
+            "pod->remote pod (encap), 1400 B, 1 flow",
+            Direction::Encap,
+            1400,
+            1,
+            false,
+        ),
+        s(
+            "remote->pod (decap), 64 B, 1 flow",
+            Direction::Decap,
+            60,
+            1,
+            false,
+        ),
+        s(
+            &format!("remote->pod (decap), 64 B, {many} flows"),
+            Direction::Decap,
+            60,
+            many,
+            false,
+        ),
+        s(
+            "remote->pod (decap), 1400 B, 1 flow",
+            Direction::Decap,
+            1400,
+            1,
+            false,
+        ),
+        s(
+            "pod->external (SNAT), 64 B, established, 1 flow",
+            Direction::Snat,
+            60,
+            1,
+            false,
+        ),
+        s(
+            &format!("pod->external (SNAT), 64 B, established, {many} flows"),
+            Direction::Snat,
+            60,
+            many,
+            false,
+        ),
+        s(
+            "pod->external (SNAT), 1400 B, established, 1 flow",
+            Direction::Snat,
+            1400,
+            1,
+            false,
+        ),
+        s(
+            &format!("pod->external (SNAT), 64 B, new flows ({new} distinct)"),
+            Direction::Snat,
+            60,
+            new,
+            true,
+        ),
+    ];
+    if smoke {
+        v.retain(|s| s.frame == 60 && (s.flows == 1 || s.new_flows) || s.dir == Direction::Snat);
+    }
+    v
+}
+
+/// One run of one scenario on one dataplane.
+#[derive(Clone, Debug, Default)]
+struct Measure {
+    sent: u64,
+    received: u64,
+    pps: f64,
+    gbps: f64,
+    /// Core-seconds of the node's core per million packets delivered.
+    cpu_per_mpkt: f64,
+    /// At half the delivered rate: loss (packets) and p50/p99 latency.
+    half_loss: u64,
+    half_sent: u64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Sluice only, at full rate: frames the pod/uplink port received,
+    /// dropped by the kernel before Sluice read them (AF_XDP ring full),
+    /// dropped by Sluice with a reason, and transmitted.
+    accounting: Option<Accounting>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Accounting {
+    rx: u64,
+    kernel_dropped: u64,
+    dropped: u64,
+    tx: u64,
+}
+
+/// One dataplane's node between the pod and remote namespaces; everything
+/// removed on drop.
+struct Bench {
+    prefix: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    daemon: Option<Child>,
+    socket: PathBuf,
+    pod_port: Option<XdpPort>,
+    rem_port: Option<XdpPort>,
+    pod_mac: [u8; 6],
+    host_mac: [u8; 6],
+    up_mac: [u8; 6],
+    r0_mac: [u8; 6],
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        // Sockets and XDP programs first, then the devices under them.
+        self.pod_port = None;
+        self.rem_port = None;
+        if let Some(d) = &mut self.daemon {
+            let _ = daemon::request(&self.socket, "shutdown");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(d.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for n in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn mac_of(ns: &str, dev: &str) -> Result<[u8; 6], String> {
+    let out = sh(&["ip", "-n", ns, "-br", "link", "show", "dev", dev])?;
+    out.split_whitespace()
+        .nth(2)
+        .and_then(|m| m.parse::<encap::MacAddr>().ok())
+        .map(|m| m.0)
+        .ok_or_else(|| format!("{ns}/{dev}: no MAC in {out:?}"))
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    encap::MacAddr(m).to_string()
+}
+
+impl Bench {
+    fn ns(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.prefix)
+    }
+
+    fn ip(&self, tag: &str, args: &[&str]) -> Result<String, String> {
+        let n = self.ns(tag);
+        let mut v = vec!["ip", "-n", n.as_str()];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    fn exec(&self, tag: &str, args: &[&str]) -> Result<String, String> {
+        let n = self.ns(tag);
+        let mut v = vec!["ip", "netns", "exec", n.as_str()];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    fn build(dp: Dataplane, sluice: &Path) -> Result<Bench, String> {
+        let prefix = format!(
+            "slh{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut b = Bench {
+            socket: dir.join("bench.sock"),
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            daemon: None,
+            pod_port: None,
+            rem_port: None,
+            pod_mac: [0; 6],
+            host_mac: [0; 6],
+            up_mac: [0; 6],
+            r0_mac: [0; 6],
+        };
+        for tag in ["pod", "node", "rem"] {
+            let n = b.ns(tag);
+            sh(&["ip", "netns", "add", &n])?;
+            b.namespaces.push(n);
+            b.ip(tag, &["link", "set", "lo", "up"])?;
+            b.exec(tag, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+        }
+        let rem = b.ns("rem");
+        b.ip(
+            "node",
+            &[
+                "link", "add", "up0", "type", "veth", "peer", "name", "r0", "netns", &rem,
+            ],
+        )?;
+        b.ip(
+            "node",
+            &["addr", "add", &format!("{NODE_IP}/24"), "dev", "up0"],
+        )?;
+        b.ip(
+            "rem",
+            &["addr", "add", &format!("{REMOTE_IP}/24"), "dev", "r0"],
+        )?;
+        b.ip("node", &["link", "set", "up0", "up"])?;
+        b.ip("rem", &["link", "set", "r0", "up"])?;
+        // Native XDP on a veth needs GRO on the peer end; software
+        // checksums, so no CHECKSUM_PARTIAL frame reaches AF_XDP. The same
+        // settings for both dataplanes.
+        b.exec("node", &["ethtool", "-K", "up0", "gro", "on", "tx", "off"])?;
+        b.exec("rem", &["ethtool", "-K", "r0", "gro", "on", "tx", "off"])?;
+        b.up_mac = mac_of(&b.ns("node"), "up0")?;
+        b.r0_mac = mac_of(&rem, "r0")?;
+        // The remote end runs a sink, which answers no ARP.
+        b.ip(
+            "node",
+            &[
+                "neigh",
+                "replace",
+                &REMOTE_IP.to_string(),
+                "lladdr",
+                &mac_str(b.r0_mac),
+                "dev",
+                "up0",
+                "nud",
+                "permanent",
+            ],
+        )?;
+        match dp {
+            Dataplane::Sluice => b.start_sluice(sluice)?,
+            Dataplane::Kernel => b.configure_kernel()?,
+        }
+        b.pod_mac = mac_of(&b.ns("pod"), "eth0")?;
+        b.host_mac = mac_of(&b.ns("node"), HOST_DEV)?;
+        // The node's receive work on core 1 (RPS), as Sluice's worker is:
+        // what each dataplane costs is what core 1 spends.
+        let mask = format!("{:x}", 1u32 << NODE_CORE);
+        for dev in ["up0", HOST_DEV] {
+            b.exec(
+                "node",
+                &[
+                    "sh",
+                    "-c",
+                    &format!("echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"),
+                ],
+            )?;
+        }
+        let open = |ns: String, dev: &'static str| {
+            netns::run_in(&PathBuf::from(format!("/var/run/netns/{ns}")), move || {
+                let prog = SteerProgram::attach(dev, SteerConfig::all())?;
+                XdpPort::open(dev, 0, Some(Arc::new(prog)))
+            })
+            .map_err(|e| format!("{ns}/{dev}: {e}"))
+        };
+        b.pod_port = Some(open(b.ns("pod"), "eth0")?);
+        b.rem_port = Some(open(rem, "r0")?);
+        Ok(b)
+    }
+
+    fn start_sluice(&mut self, exe: &Path) -> Result<(), String> {
+        let cfg = self.dir.join("bench.yaml");
+        let text = format!(
+            "node:
+  name: bench
+  uplink: up0
+  ip: {NODE_IP}
+  pod_cidr: 10.244.1.0/24
+  vtep_mac: \"{vtep}\"
+  gateway: {REMOTE_IP}
+cluster_cidrs: [10.244.0.0/16]
+peers:
+  - name: remote
+    ip: {REMOTE_IP}
+    vtep_mac: \"{rvtep}\"
+    pod_cidrs: [10.244.2.0/24]
+workers:
+  cores: [{NODE_CORE}]
+admin:
+  socket: {sock}
+  state_dir: {dir}/state
+",
+            vtep = mac_str(NODE_VTEP),
+            rvtep = mac_str(REMOTE_VTEP),
+            sock = self.socket.display(),
+            dir = self.dir.display()
+        );
+        std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.dir.join("bench.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("node")])
+            .arg(exe)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while daemon::request(&self.socket, "status").is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("bench.log")).unwrap_or_default();
+                return Err(format!("sluice did not start: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let reply = daemon::request(
+            &self.socket,
+            &format!(
+                "pods add p0 {POD_IP} /var/run/netns/{} veth",
+                self.ns("pod")
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        if !reply.starts_with("ok") {
+            return Err(format!("pods add: {reply}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = daemon::request(&self.socket, "routes").map_err(|e| e.to_string())?;
+            if r.contains("\npeer ") && !r.contains("unresolved") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("peer not resolved:\n{r}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The node as Flannel (vxlan backend) and Calico (natOutgoing) leave
+    /// the kernel: flannel.1 with VNI 1 on port 8472, a permanent neighbour
+    /// and FDB entry per peer, an onlink route per peer pod CIDR; a routed
+    /// veth per pod (Calico style, /32 route); flanneld's MASQUERADE rules
+    /// with --random-fully.
+    fn configure_kernel(&mut self) -> Result<(), String> {
+        self.exec("node", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let (vtep, rvtep) = (mac_str(NODE_VTEP), mac_str(REMOTE_VTEP));
+        let (node_ip, rem_ip) = (NODE_IP.to_string(), REMOTE_IP.to_string());
+        self.ip(
+            "node",
+            &[
+                "link",
+                "add",
+                "flannel.1",
+                "address",
+                &vtep,
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "local",
+                &node_ip,
+                "dev",
+                "up0",
+                "dstport",
+                "8472",
+                "nolearning",
+            ],
+        )?;
+        self.ip("node", &["link", "set", "flannel.1", "mtu", "1450", "up"])?;
+        self.ip(
+            "node",
+            &["addr", "add", "10.244.1.0/32", "dev", "flannel.1"],
+        )?;
+        self.ip(
+            "node",
+            &[
+                "neigh",
+                "add",
+                "10.244.2.0",
+                "lladdr",
+                &rvtep,
+                "dev",
+                "flannel.1",
+                "nud",
+                "permanent",
+            ],
+        )?;
+        let n = self.ns("node");
+        sh(&[
+            "bridge",
+            "-n",
+            &n,
+            "fdb",
+            "append",
+            &rvtep,
+            "dev",
+            "flannel.1",
+            "dst",
+            &rem_ip,
+        ])?;
+        self.ip(
+            "node",
+            &[
+                "route",
+                "add",
+                "10.244.2.0/24",
+                "via",
+                "10.244.2.0",
+                "dev",
+                "flannel.1",
+                "onlink",
+            ],
+        )?;
+        self.ip("node", &["route", "add", "default", "via", &rem_ip])?;
+        let pod = self.ns("pod");
+        self.ip(
+            "node",
+            &[
+                "link", "add", HOST_DEV, "mtu", "1450", "type", "veth", "peer", "name", "eth0",
+                "mtu", "1450", "netns", &pod,
+            ],
+        )?;
+        self.ip("node", &["link", "set", HOST_DEV, "up"])?;
+        self.ip(
+            "node",
+            &["route", "add", &format!("{POD_IP}/32"), "dev", HOST_DEV],
+        )?;
+        self.ip(
+            "pod",
+            &["addr", "add", &format!("{POD_IP}/32"), "dev", "eth0"],
+        )?;
+        self.ip("pod", &["link", "set", "eth0", "up"])?;
+        // As Sluice sets up its veth pods (and the pod's sink answers no
+        // ARP).
+        self.exec("pod", &["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
+        let pod_mac = mac_str(mac_of(&pod, "eth0")?);
+        self.ip(
+            "node",
+            &[
+                "neigh",
+                "replace",
+                &POD_IP.to_string(),
+                "lladdr",
+                &pod_mac,
+                "dev",
+                HOST_DEV,
+                "nud",
+                "permanent",
+            ],
+        )?;
+        // flanneld's rules (pkg/ip/iptables: MasqRules).
+        for rule in [
+            "-A POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN",
+            "-A POSTROUTING -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully",
+            "-A POSTROUTING ! -s 10.244.0.0/16 -d 10.244.1.0/24 -j RETURN",
+            "-A POSTROUTING ! -s 10.244.0.0/16 -d 10.244.0.0/16 -j MASQUERADE --random-fully",
+        ] {
+            let mut args = vec!["iptables", "-t", "nat"];
+            args.extend(rule.split(' '));
+            self.exec("node", &args)?;
+        }
+        for rule in [
+            "-A FORWARD -s 10.244.0.0/16 -j ACCEPT",
+            "-A FORWARD -d 10.244.0.0/16 -j ACCEPT",
+        ] {
+            let mut args = vec!["iptables"];
+            args.extend(rule.split(' '));
+            self.exec("node", &args)?;
+        }
+        Ok(())
+    }
+
+    /// Sluice's counters for the pod and uplink ports (sum over ports:
+    /// rx, kernel drops, tx) and all drop reasons.
+    fn sluice_counts(&self) -> Option<Accounting> {
+        self.daemon.as_ref()?;
+        let text = daemon::request(&self.socket, "stats").ok()?;
+        let mut a = Accounting::default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                ["port", _, "rx", rx, "tx", tx, "kernel_dropped", kd] => {
+                    a.rx += rx.parse::<u64>().unwrap_or(0);
+                    a.tx += tx.parse::<u64>().unwrap_or(0);
+                    a.kernel_dropped += kd.parse::<u64>().unwrap_or(0);
+                }
+                ["drop", _, n] => a.dropped += n.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Some(a)
+    }
+
+    fn profile(&self, sc: &Scenario, dst_port: u16) -> Profile {
+        let spread = if sc.new_flows {
+            1000
+        } else if sc.flows > 1 {
+            100
+        } else {
+            1
+        };
+        let pod_side = |dst: Ipv4Addr| Profile {
+            frame_len: sc.frame,
+            flows: sc.flows,
+            src_mac: self.pod_mac,
+            dst_mac: self.host_mac,
+            src_ip: POD_IP,
+            dst_ip: dst,
+            base_port: 20000,
+            dst_port,
+            dst_ports: spread,
+            vxlan: None,
+        };
+        match sc.dir {
+            Direction::Encap => pod_side(REMOTE_POD),
+            Direction::Snat => pod_side(EXTERNAL),
+            Direction::Decap => Profile {
+                frame_len: sc.frame,
+                flows: sc.flows,
+                src_mac: REMOTE_VTEP,
+                dst_mac: NODE_VTEP,
+                src_ip: REMOTE_POD,
+                dst_ip: POD_IP,
+                base_port: 20000,
+                dst_port,
+                dst_ports: spread,
+                vxlan: Some(VxlanOuter {
+                    src_mac: self.r0_mac,
+                    dst_mac: self.up_mac,
+                    src_ip: REMOTE_IP,
+                    dst_ip: NODE_IP,
+                    port: 8472,
+                    vni: 1,
+                }),
+            },
+        }
+    }
+
+    /// Sends through the scenario's generator end and counts at its sink
+    /// end; returns (loop result, sink).
+    fn traffic(
+        &mut self,
+        profile: Profile,
+        count: u64,
+        rate: Option<f64>,
+        limit: Duration,
+        dir: Direction,
+    ) -> Result<(sluice_benches::pktgen::LoopRun, Sink), String> {
+        let epoch = Instant::now();
+        let flows = profile.flows;
+        let tag = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u16;
+        let mut g = Generator::tagged(profile, epoch, tag);
+        let mut sink = Sink::tagged(flows, epoch, tag);
+        let (Some(pod), Some(rem)) = (self.pod_port.as_mut(), self.rem_port.as_mut()) else {
+            return Err("ports not open".into());
+        };
+        let (tx, rx): (&mut XdpPort, &mut XdpPort) = match dir {
+            Direction::Decap => (rem, pod),
+            _ => (pod, rem),
+        };
+        // On a thread of its own pinned to the generator's core: the
+        // daemon and the kernel's helpers this process starts must not
+        // inherit that pinning.
+        let r = std::thread::scope(|s| {
+            s.spawn(|| {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: GEN_CORE }) {
+                    return Err(format!("cannot pin to core {GEN_CORE}"));
+                }
+                run_loop(
+                    &mut g,
+                    tx,
+                    &mut sink,
+                    rx,
+                    count,
+                    rate,
+                    Some(limit),
+                    Duration::from_millis(300),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .join()
+            .map_err(|_| "traffic thread panicked".to_string())?
+        })?;
+        Ok((r, sink))
+    }
+
+    fn measure(&mut self, sc: &Scenario, secs: f64) -> Result<Measure, String> {
+        let limit = Duration::from_secs_f64(secs);
+        if !sc.new_flows {
+            // Every flow once, slowly: ARP, conntrack and NAT entries exist
+            // before the measurement ("established").
+            let p = self.profile(sc, 1000);
+            self.traffic(
+                p,
+                u64::from(sc.flows),
+                Some(200_000.0),
+                Duration::from_secs(10),
+                sc.dir,
+            )?;
+        }
+        let count = if sc.new_flows {
+            u64::from(sc.flows)
+        } else {
+            u64::MAX
+        };
+        let before = self.sluice_counts();
+        let cpu0 = netbench::cpu_busy(NODE_CORE);
+        let (run, mut sink) = self.traffic(self.profile(sc, 1000), count, None, limit, sc.dir)?;
+        // The node is done within the sink's drain (300 ms idle): its CPU
+        // time is counted through the end of the drain.
+        let cpu = netbench::cpu_busy(NODE_CORE).saturating_sub(cpu0);
+        let after = self.sluice_counts();
+        let st = sink.stats();
+        let secs_sent = run.sending.as_secs_f64().max(1e-9);
+        let pps = st.received as f64 / secs_sent;
+        let mut m = Measure {
+            sent: run.sent,
+            received: st.received,
+            pps,
+            gbps: pps * (sc.frame as f64) * 8.0 / 1e9,
+            cpu_per_mpkt: cpu.as_secs_f64() / (st.received.max(1) as f64 / 1e6),
+            accounting: before.zip(after).map(|(b, a)| Accounting {
+                rx: a.rx.saturating_sub(b.rx),
+                kernel_dropped: a.kernel_dropped.saturating_sub(b.kernel_dropped),
+                dropped: a.dropped.saturating_sub(b.dropped),
+                tx: a.tx.saturating_sub(b.tx),
+            }),
+            ..Measure::default()
+        };
+        // Half the delivered rate: latency, and loss below saturation.
+        // New-flow runs use other destination ports, so flows are new again.
+        let half = (pps / 2.0).max(1000.0);
+        let hcount = if sc.new_flows {
+            u64::from(sc.flows)
+        } else {
+            (half * secs / 2.0).max(1000.0) as u64
+        };
+        let (hrun, mut hsink) = self.traffic(
+            self.profile(sc, 3000),
+            hcount,
+            Some(half),
+            Duration::from_secs_f64(secs),
+            sc.dir,
+        )?;
+        let hs = hsink.stats();
+        m.half_sent = hrun.sent;
+        m.half_loss = hrun.sent.saturating_sub(hs.received);
+        if let Some((p50, p99, _)) = hs.latency {
+            m.p50_us = p50.as_secs_f64() * 1e6;
+            m.p99_us = p99.as_secs_f64() * 1e6;
+        }
+        Ok(m)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Row {
+    runs: Vec<Measure>,
+}
+
+impl Row {
+    fn spread(&self, f: impl Fn(&Measure) -> f64) -> Spread {
+        median(self.runs.iter().map(f).collect())
+    }
+}
+
+fn fmt_spread(s: Spread, scale: f64, digits: usize) -> String {
+    format!(
+        "{:.d$} ({:.d$}-{:.d$})",
+        s.0 * scale,
+        s.1 * scale,
+        s.2 * scale,
+        d = digits
+    )
+}
+
+fn tcp_runs(sluice: &Path, runs: usize, secs: u32) -> Result<(Spread, Spread), String> {
+    let b1 = Ipv4Addr::new(10, 244, 2, 2);
+    let (mut s, mut k) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        {
+            let t = Topology::build_tun(sluice).map_err(|e| e.to_string())?;
+            s.push(netbench::iperf(&t.ns("a1"), &t.ns("b1"), b1, false, secs)?.0);
+        }
+        {
+            let kp = KernelPath::build()?;
+            k.push(netbench::iperf(&kp.name("a1"), &kp.name("b1"), b1, false, secs)?.0);
+        }
+    }
+    Ok((median(s), median(k)))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let kernel = sh(&["uname", "-r"]).unwrap_or_default();
+    format!(
+        "{cores} vCPUs ({cpu}), {:.0} GiB, Linux {}",
+        mem_kb as f64 / 1048576.0,
+        kernel.trim()
+    )
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let sluice = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("sluice");
+    if !sluice.exists() {
+        return Err(format!(
+            "{} not found: cargo build [--release] -p dataplane --bin sluice",
+            sluice.display()
+        ));
+    }
+    let (runs, secs) = if cli.smoke {
+        (1, 0.3)
+    } else {
+        (cli.runs.max(1), cli.secs)
+    };
+    let mut list = scenarios(cli.smoke);
+    if let Some(o) = &cli.only {
+        list.retain(|s| s.name.contains(o.as_str()));
+    }
+    let mut rows: Vec<[Row; 2]> = list.iter().map(|_| Default::default()).collect();
+    // Runs outermost, the two dataplanes alternating: slow drift in the
+    // machine hits both alike.
+    for run in 0..runs {
+        for (i, sc) in list.iter().enumerate() {
+            for (j, dp) in [Dataplane::Kernel, Dataplane::Sluice]
+                .into_iter()
+                .enumerate()
+            {
+                if cli
+                    .dataplane
+                    .as_deref()
+                    .is_some_and(|d| !dp.label().eq_ignore_ascii_case(d))
+                {
+                    continue;
+                }
+                let mut b = Bench::build(dp, &sluice)?;
+                let m = b.measure(sc, secs)?;
+                eprintln!(
+                    "run {} {:<55} {:<6} {:.3} Mpps sent {} got {} cpu {:.3} s/Mpkt half-load loss {} p50 {:.0} us{}",
+                    run + 1,
+                    sc.name,
+                    dp.label(),
+                    m.pps / 1e6,
+                    m.sent,
+                    m.received,
+                    m.cpu_per_mpkt,
+                    m.half_loss,
+                    m.p50_us,
+                    m.accounting
+                        .map(|a| format!(
+                            " [sluice rx {} kernel_dropped {} dropped {} tx {}]",
+                            a.rx, a.kernel_dropped, a.dropped, a.tx
+                        ))
+                        .unwrap_or_default()
+                );
+                if let Some(r) = rows.get_mut(i).and_then(|r| r.get_mut(j)) {
+                    r.runs.push(m);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | dataplane | Mpps delivered | Gbit/s (pod frames) | loss at max | loss at half rate | p50 / p99 latency at half rate, us | node CPU, core-s per Mpkt | Sluice/kernel pps | Sluice/kernel CPU per packet |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (sc, pair) in list.iter().zip(&rows) {
+        let [k, s] = pair;
+        for (dp, r) in [(Dataplane::Kernel, k), (Dataplane::Sluice, s)] {
+            let pps = r.spread(|m| m.pps);
+            let loss =
+                r.spread(|m| m.sent.saturating_sub(m.received) as f64 / m.sent.max(1) as f64);
+            let hl: u64 = r.runs.iter().map(|m| m.half_loss).sum();
+            let hs: u64 = r.runs.iter().map(|m| m.half_sent).sum();
+            let (ratio, cpu_ratio) = if dp == Dataplane::Sluice {
+                let kp = k.spread(|m| m.pps).0;
+                let kc = k.spread(|m| m.cpu_per_mpkt).0;
+                (
+                    format!("**{:.2}**", pps.0 / kp.max(1e-9)),
+                    format!("{:.2}", r.spread(|m| m.cpu_per_mpkt).0 / kc.max(1e-9)),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1}% | {hl} of {hs} | {:.0} / {:.0} | {} | {ratio} | {cpu_ratio} |",
+                sc.name,
+                dp.label(),
+                fmt_spread(pps, 1e-6, 3),
+                fmt_spread(r.spread(|m| m.gbps), 1.0, 2),
+                loss.0 * 100.0,
+                r.spread(|m| m.p50_us).0,
+                r.spread(|m| m.p99_us).0,
+                fmt_spread(r.spread(|m| m.cpu_per_mpkt), 1.0, 2),
+            );
+        }
+    }
+    // Where Sluice's losses went, at full rate (sums over runs).
+    let mut acct = String::new();
+    let _ = writeln!(
+        acct,
+        "| scenario | generator sent | Sluice received | dropped by the kernel before Sluice read them (AF_XDP RX ring) | dropped by Sluice (typed reasons) | sent by Sluice | sink received |"
+    );
+    let _ = writeln!(acct, "|---|---|---|---|---|---|---|");
+    for (sc, [_, s]) in list.iter().zip(&rows) {
+        let sum = |f: &dyn Fn(&Measure) -> u64| s.runs.iter().map(f).sum::<u64>();
+        let a = |f: fn(&Accounting) -> u64| sum(&|m| m.accounting.as_ref().map_or(0, f));
+        let _ = writeln!(
+            acct,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            sc.name,
+            sum(&|m| m.sent),
+            a(|a| a.rx),
+            a(|a| a.kernel_dropped),
+            a(|a| a.dropped),
+            a(|a| a.tx),
+            sum(&|m| m.received)
+        );
+    }
+    println!("{out}\n{acct}");
+    let tcp = if cli.no_tcp || (cli.smoke && which("iperf3").is_none()) {
+        None
+    } else {
+        let t = if cli.smoke { 1 } else { 5 };
+        let (s, k) = tcp_runs(&sluice, runs, t)?;
+        let line = format!(
+            "| TCP bulk (iperf3, 1 stream), TUN pod -> TUN pod on another node | Sluice {} Gbit/s | kernel vxlan {} Gbit/s | ratio **{:.2}** |",
+            fmt_spread(s, 1.0, 2),
+            fmt_spread(k, 1.0, 2),
+            s.0 / k.0.max(1e-9)
+        );
+        println!("{line}");
+        Some(line)
+    };
+    let scale = if cli.no_scaling {
+        None
+    } else {
+        let t = scaling::report(cli.smoke);
+        println!("{t}");
+        Some(t)
+    };
+    let path = match (&cli.out, cli.smoke) {
+        (Some(p), _) => Some(p.clone()),
+        (None, false) => Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md")),
+        (None, true) => None,
+    };
+    if let Some(p) = path {
+        let cmd: Vec<String> = std::env::args().collect();
+        let mut doc = String::new();
+        let _ = writeln!(doc, "# Sluice vs the Linux kernel path: results\n");
+        let _ = writeln!(
+            doc,
+            "Written by `benches/src/bin/harness.rs`; see benches/README.md for the topology and what each column means.\n"
+        );
+        let _ = writeln!(doc, "- Command: `{}`", cmd.join(" "));
+        let _ = writeln!(doc, "- Machine: {}", machine());
+        let _ = writeln!(
+            doc,
+            "- Each figure: median of {runs} runs of {secs} s (range in brackets); Sluice and the kernel path alternate within each run.\n"
+        );
+        let _ = writeln!(
+            doc,
+            "## Packets: generator -> node under test -> sink\n\n{out}"
+        );
+        let _ = writeln!(
+            doc,
+            "### Where Sluice's packets went (full rate, all runs)\n\n{acct}"
+        );
+        if let Some(l) = tcp {
+            let _ = writeln!(
+                doc,
+                "## TCP through TUN pods\n\n| scenario | Sluice | kernel | ratio |\n|---|---|---|---|\n{l}\n"
+            );
+        }
+        if let Some(t) = scale {
+            let _ = writeln!(doc, "## Scaling (worker alone, in memory)\n\n{t}");
+        }
+        std::fs::write(&p, doc).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(prog))
+            .find(|f| f.exists())
+    })
+}
