@@ -243,6 +243,18 @@ pub fn median(mut v: Vec<f64>) -> Spread {
 /// Busy time of CPU `cpu` since boot (user, nice, system, irq, softirq
 /// and steal from /proc/stat; not idle or iowait).
 pub fn cpu_busy(cpu: usize) -> Duration {
+    cpu_time(cpu, |i| i != 3 && i != 4)
+}
+
+/// Time CPU `cpu` spent in softirq context since boot (/proc/stat; sampled
+/// per tick unless the kernel has IRQ time accounting).
+pub fn cpu_softirq(cpu: usize) -> Duration {
+    cpu_time(cpu, |i| i == 6)
+}
+
+/// The sum of the /proc/stat fields of `cpu` whose index `want` picks
+/// (0 user, 1 nice, 2 system, 3 idle, 4 iowait, 5 irq, 6 softirq, 7 steal).
+fn cpu_time(cpu: usize, want: impl Fn(usize) -> bool) -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let tag = format!("cpu{cpu}");
     let ticks: u64 = stat
@@ -253,7 +265,7 @@ pub fn cpu_busy(cpu: usize) -> Duration {
                 .skip(1)
                 .take(8)
                 .enumerate()
-                .filter(|(i, _)| *i != 3 && *i != 4)
+                .filter(|(i, _)| want(*i))
                 .filter_map(|(_, v)| v.parse::<u64>().ok())
                 .sum()
         })

@@ -118,15 +118,21 @@ fn snat_frames(flows: u32, active: Option<u32>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) 
             10000 + (k / 65536) as u16,
         )
     };
-    let mut all: Vec<Vec<u8>> = (0..flows).map(f).collect();
-    shuffle(&mut all);
-    let mut hot: Vec<Vec<u8>> = match active {
+    // Shuffle the flow keys, then build the frames in that order: the
+    // frames sit in memory in the order they are replayed, as a real
+    // port's ring hands them over. (Shuffling built frames would make
+    // every replayed frame a cache miss of the benchmark's own.)
+    let mut keys: Vec<u32> = (0..flows).collect();
+    shuffle(&mut keys);
+    let all: Vec<Vec<u8>> = keys.iter().map(|&k| f(k)).collect();
+    let mut hot_keys: Vec<u32> = match active {
         Some(a) => (0..a.min(flows))
-            .map(|k| f(k * (flows / a.max(1)).max(1)))
+            .map(|k| k * (flows / a.max(1)).max(1))
             .collect(),
-        None => all.clone(),
+        None => keys,
     };
-    shuffle(&mut hot);
+    shuffle(&mut hot_keys);
+    let hot = hot_keys.iter().map(|&k| f(k)).collect();
     (all, hot)
 }
 

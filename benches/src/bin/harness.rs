@@ -15,7 +15,12 @@
 //! the other (`pktgen::run_loop`); the node under test has core 1 to
 //! itself: Sluice's worker is pinned there, and the kernel path's receive
 //! processing is steered there with RPS. "CPU" is core 1's busy time
-//! (/proc/stat) per million packets delivered.
+//! plus core 0's softirq time (/proc/stat) per million packets delivered:
+//! a veth receives on the core that transmitted into it, so the first
+//! step of the node's ingress (the pod's or uplink's veth receive, and for
+//! Sluice its XDP program and the copy into its AF_XDP ring) runs in
+//! softirq on the generator's core. In turn the sink's receive runs on
+//! core 1 for both dataplanes.
 //!
 //!     cargo build --release -p dataplane --bin sluice -p sluice-benches --bin harness
 //!     sudo target/release/harness                 # full run, writes benches/RESULTS.md
@@ -49,6 +54,8 @@ const REMOTE_VTEP: [u8; 6] = [0x0a, 0x58, 192, 168, 80, 2];
 /// The node under test's core; the generator and sink use the other.
 const NODE_CORE: usize = 1;
 const GEN_CORE: usize = 0;
+/// RESULTS.md keeps what follows this line when the harness rewrites it.
+const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the harness rewrites this file -->";
 /// The pod's host-side interface (Sluice's name for 10.244.1.2's pair).
 const HOST_DEV: &str = "slp-1-2";
 
@@ -225,6 +232,8 @@ struct Measure {
     /// dropped by the kernel before Sluice read them (AF_XDP ring full),
     /// dropped by Sluice with a reason, and transmitted.
     accounting: Option<Accounting>,
+    /// The same for the half-rate run.
+    half_accounting: Option<Accounting>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -233,6 +242,18 @@ struct Accounting {
     kernel_dropped: u64,
     dropped: u64,
     tx: u64,
+}
+
+impl Accounting {
+    /// What happened between `before` and `self`.
+    fn since(&self, before: &Accounting) -> Accounting {
+        Accounting {
+            rx: self.rx.saturating_sub(before.rx),
+            kernel_dropped: self.kernel_dropped.saturating_sub(before.kernel_dropped),
+            dropped: self.dropped.saturating_sub(before.dropped),
+            tx: self.tx.saturating_sub(before.tx),
+        }
+    }
 }
 
 /// One dataplane's node between the pod and remote namespaces; everything
@@ -743,11 +764,12 @@ admin:
             u64::MAX
         };
         let before = self.sluice_counts();
-        let cpu0 = netbench::cpu_busy(NODE_CORE);
+        let cpu0 = netbench::cpu_busy(NODE_CORE) + netbench::cpu_softirq(GEN_CORE);
         let (run, mut sink) = self.traffic(self.profile(sc, 1000), count, None, limit, sc.dir)?;
         // The node is done within the sink's drain (300 ms idle): its CPU
         // time is counted through the end of the drain.
-        let cpu = netbench::cpu_busy(NODE_CORE).saturating_sub(cpu0);
+        let cpu =
+            (netbench::cpu_busy(NODE_CORE) + netbench::cpu_softirq(GEN_CORE)).saturating_sub(cpu0);
         let after = self.sluice_counts();
         let st = sink.stats();
         let secs_sent = run.sending.as_secs_f64().max(1e-9);
@@ -758,12 +780,7 @@ admin:
             pps,
             gbps: pps * (sc.frame as f64) * 8.0 / 1e9,
             cpu_per_mpkt: cpu.as_secs_f64() / (st.received.max(1) as f64 / 1e6),
-            accounting: before.zip(after).map(|(b, a)| Accounting {
-                rx: a.rx.saturating_sub(b.rx),
-                kernel_dropped: a.kernel_dropped.saturating_sub(b.kernel_dropped),
-                dropped: a.dropped.saturating_sub(b.dropped),
-                tx: a.tx.saturating_sub(b.tx),
-            }),
+            accounting: before.zip(after).map(|(b, a)| a.since(&b)),
             ..Measure::default()
         };
         // Half the delivered rate: latency, and loss below saturation.
@@ -774,6 +791,7 @@ admin:
         } else {
             (half * secs / 2.0).max(1000.0) as u64
         };
+        let hbefore = self.sluice_counts();
         let (hrun, mut hsink) = self.traffic(
             self.profile(sc, 3000),
             hcount,
@@ -782,6 +800,7 @@ admin:
             sc.dir,
         )?;
         let hs = hsink.stats();
+        m.half_accounting = hbefore.zip(self.sluice_counts()).map(|(b, a)| a.since(&b));
         m.half_sent = hrun.sent;
         m.half_loss = hrun.sent.saturating_sub(hs.received);
         if let Some((p50, p99, _)) = hs.latency {
@@ -911,12 +930,14 @@ fn run(cli: Cli) -> Result<(), String> {
                     m.cpu_per_mpkt,
                     m.half_loss,
                     m.p50_us,
-                    m.accounting
+                    [m.accounting, m.half_accounting]
+                        .iter()
+                        .flatten()
                         .map(|a| format!(
                             " [sluice rx {} kernel_dropped {} dropped {} tx {}]",
                             a.rx, a.kernel_dropped, a.dropped, a.tx
                         ))
-                        .unwrap_or_default()
+                        .collect::<String>()
                 );
                 if let Some(r) = rows.get_mut(i).and_then(|r| r.get_mut(j)) {
                     r.runs.push(m);
@@ -984,7 +1005,9 @@ fn run(cli: Cli) -> Result<(), String> {
             sum(&|m| m.received)
         );
     }
-    println!("{out}\n{acct}");
+    if !list.is_empty() {
+        println!("{out}\n{acct}");
+    }
     let tcp = if cli.no_tcp || (cli.smoke && which("iperf3").is_none()) {
         None
     } else {
@@ -1041,6 +1064,12 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         if let Some(t) = scale {
             let _ = writeln!(doc, "## Scaling (worker alone, in memory)\n\n{t}");
+        }
+        // The written analysis below the marker survives a rerun.
+        if let Ok(old) = std::fs::read_to_string(&p)
+            && let Some(at) = old.find(ANALYSIS_MARKER)
+        {
+            doc.push_str(old.get(at..).unwrap_or_default());
         }
         std::fs::write(&p, doc).map_err(|e| format!("{}: {e}", p.display()))?;
         eprintln!("wrote {}", p.display());
