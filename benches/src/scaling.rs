@@ -20,7 +20,7 @@ use encap::MacAddr;
 use encap::vxlan::VxlanConfig;
 use nat::{ConntrackConfig, SnatConfig};
 
-use crate::netbench::median;
+use crate::netbench::{Spread, median};
 use crate::replay::ReplayPort;
 
 const POD: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 2);
@@ -187,6 +187,26 @@ fn run_workers(workers: usize, make: impl Fn() -> (Worker, u64) + Sync, packets:
     longest / workers as f64
 }
 
+/// One table row: each cell's median (range) and its change from the
+/// first row's cell in the same column (`base`, set by the first row).
+fn row(out: &mut String, label: &str, cells: &[Spread], base: &mut Vec<f64>) {
+    if base.is_empty() {
+        base.extend(cells.iter().map(|c| c.0));
+    }
+    let _ = write!(out, "| {label} |");
+    for (c, b) in cells.iter().zip(base.iter()) {
+        let _ = write!(
+            out,
+            " {:.0} ({:.0}-{:.0}) ns, {:+.0}% |",
+            c.0,
+            c.1,
+            c.2,
+            (c.0 / b - 1.0) * 100.0
+        );
+    }
+    let _ = writeln!(out);
+}
+
 /// The scaling tables as Markdown.
 pub fn report(smoke: bool) -> String {
     let (flow_sizes, peer_sizes, runs, packets): (&[u32], &[u32], usize, u64) = if smoke {
@@ -209,7 +229,7 @@ pub fn report(smoke: bool) -> String {
         "| pod -> external (conntrack + SNAT) | 1 worker, traffic over all tracked flows | 2 workers, all flows | 1 worker, 1k active flows among those tracked | 2 workers, 1k active |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|");
-    let mut base: Option<[f64; 4]> = None;
+    let mut base = Vec::new();
     for &flows in flow_sizes {
         let mut cells = Vec::new();
         for (active, workers) in [(None, 1), (None, 2), (Some(1000), 1), (Some(1000), 2)] {
@@ -231,26 +251,19 @@ pub fn report(smoke: bool) -> String {
                 .collect();
             cells.push(median(v));
         }
-        let b = *base.get_or_insert([cells[0].0, cells[1].0, cells[2].0, cells[3].0]);
-        let _ = write!(out, "| {flows} tracked flows |");
-        for (i, c) in cells.iter().enumerate() {
-            let _ = write!(
-                out,
-                " {:.0} ({:.0}-{:.0}) ns, {:+.0}% |",
-                c.0,
-                c.1,
-                c.2,
-                (c.0 / b[i] - 1.0) * 100.0
-            );
-        }
-        let _ = writeln!(out);
+        row(
+            &mut out,
+            &format!("{flows} tracked flows"),
+            &cells,
+            &mut base,
+        );
     }
     let _ = writeln!(
         out,
         "\n| pod -> remote pod (route + VXLAN encap), 4,096 destinations spread over all peers | 1 worker | 2 workers |"
     );
     let _ = writeln!(out, "|---|---|---|");
-    let mut base: Option<[f64; 2]> = None;
+    let mut base = Vec::new();
     for &peers in peer_sizes {
         let frames = encap_frames(peers);
         let mut cells = Vec::new();
@@ -261,19 +274,7 @@ pub fn report(smoke: bool) -> String {
                 .collect();
             cells.push(median(v));
         }
-        let b = *base.get_or_insert([cells[0].0, cells[1].0]);
-        let _ = write!(out, "| {peers} peer nodes |");
-        for (i, c) in cells.iter().enumerate() {
-            let _ = write!(
-                out,
-                " {:.0} ({:.0}-{:.0}) ns, {:+.0}% |",
-                c.0,
-                c.1,
-                c.2,
-                (c.0 / b[i] - 1.0) * 100.0
-            );
-        }
-        let _ = writeln!(out);
+        row(&mut out, &format!("{peers} peer nodes"), &cells, &mut base);
     }
     out
 }
