@@ -186,8 +186,8 @@ impl KernelPath {
 }
 
 /// One iperf3 measurement from namespace `client` to a server in `server`
-/// at `addr`: TCP: (Gbit/s received, 0); UDP: (loss fraction, packets per
-/// second received).
+/// at `addr`: TCP: (Gbit/s received, segments the sender retransmitted);
+/// UDP: (Gbit/s received, packets per second received).
 pub fn iperf(
     client: &str,
     server: &str,
@@ -226,7 +226,8 @@ pub fn iperf(
         ))
     } else {
         let s = &end["sum_received"];
-        Ok((s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9, 0.0))
+        let retrans = end["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0);
+        Ok((s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9, retrans))
     }
 }
 

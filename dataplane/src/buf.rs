@@ -71,6 +71,20 @@ impl Buf {
         self.data.get_mut(HEADROOM..).unwrap_or_default()
     }
 
+    /// The whole room after the headroom, read-only (what
+    /// [`Buf::rx_room`] hands out, without emptying the buffer).
+    pub fn room(&self) -> &[u8] {
+        self.data.get(HEADROOM..).unwrap_or_default()
+    }
+
+    /// Exchanges the frames (bytes, start and length) of two buffers by
+    /// moving pointers; each keeps its owner, so pools do not drift.
+    pub fn swap_frame(&mut self, other: &mut Buf) {
+        std::mem::swap(&mut self.data, &mut other.data);
+        std::mem::swap(&mut self.start, &mut other.start);
+        std::mem::swap(&mut self.len, &mut other.len);
+    }
+
     /// Sets the frame length after receiving into [`Buf::rx_room`]
     /// (clamped to the room).
     pub fn set_len(&mut self, len: usize) {
@@ -172,5 +186,20 @@ mod tests {
         assert!(b.is_empty());
         b.fill(&[0; BUF_SIZE]);
         assert_eq!(b.len(), MAX_FRAME);
+    }
+
+    #[test]
+    fn swap_frame_moves_the_bytes_and_keeps_the_owners() {
+        let mut a = Buf::owned_by(1);
+        let mut b = Buf::owned_by(2);
+        a.fill(&[1, 2, 3]);
+        b.fill(&[7]);
+        b.pull_front(1);
+        a.swap_frame(&mut b);
+        assert_eq!((a.owner(), b.owner()), (1, 2));
+        assert_eq!(b.data(), &[1, 2, 3]);
+        assert!(a.is_empty());
+        assert_eq!(a.headroom(), HEADROOM + 1);
+        assert_eq!(a.room().len(), MAX_FRAME);
     }
 }

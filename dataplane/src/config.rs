@@ -160,6 +160,8 @@ struct RawWorkers {
     max_sleep_ms: Option<u64>,
     #[serde(default)]
     conntrack_max: Option<usize>,
+    #[serde(default)]
+    tun_offload: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +221,10 @@ pub struct Config {
     pub max_sleep_ms: u64,
     /// Conntrack entries per worker.
     pub conntrack_max: usize,
+    /// Open TUN pods with segmentation offload (`workers.tun_offload`,
+    /// default true): one read/write per TCP super-packet instead of one
+    /// per segment.
+    pub tun_offload: bool,
     /// Admin socket path.
     pub socket: PathBuf,
     /// Prometheus endpoint.
@@ -485,6 +491,7 @@ impl Config {
             idle_spins: r.workers.idle_spins.unwrap_or(2000),
             max_sleep_ms: r.workers.max_sleep_ms.unwrap_or(50),
             conntrack_max,
+            tun_offload: r.workers.tun_offload.unwrap_or(true),
             socket: PathBuf::from(
                 r.admin
                     .socket

@@ -46,13 +46,16 @@ pub enum Reason {
     /// An ARP packet from a pod that needs no answer (a reply, a probe, a
     /// request for the pod's own address).
     ArpIgnored,
+    /// A port read a frame but could not hand it over (TUN offload: a
+    /// super-packet that could not be split into segments).
+    RxError,
     /// VXLAN decapsulation refused the frame.
     Decap(DecapDrop),
     /// Conntrack/NAT refused the packet.
     Conntrack(nat::DropReason),
 }
 
-const LOCAL: [Reason; 17] = [
+const LOCAL: [Reason; 18] = [
     Reason::Malformed,
     Reason::BadIpChecksum,
     Reason::NotIpv4,
@@ -70,6 +73,7 @@ const LOCAL: [Reason; 17] = [
     Reason::TxError,
     Reason::HandoffFull,
     Reason::ArpIgnored,
+    Reason::RxError,
 ];
 
 /// Number of distinct reasons.
@@ -108,6 +112,7 @@ impl Reason {
             Reason::TxError => 14,
             Reason::HandoffFull => 15,
             Reason::ArpIgnored => 16,
+            Reason::RxError => 17,
         }
     }
 
@@ -133,6 +138,7 @@ impl Reason {
             Reason::TxError => "tx_error".into(),
             Reason::HandoffFull => "handoff_full".into(),
             Reason::ArpIgnored => "arp_ignored".into(),
+            Reason::RxError => "port_rx_error".into(),
         }
     }
 }

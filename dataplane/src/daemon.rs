@@ -852,7 +852,10 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
     }
     let (port, mac): (Box<dyn Port>, Option<MacAddr>) = match p.kind {
         PodKind::Tun => (
-            Box::new(TunPort::create(&p.netns, "eth0", p.ip, mtu).map_err(|e| e.to_string())?),
+            Box::new(
+                TunPort::create(&p.netns, "eth0", p.ip, mtu, cfg.tun_offload)
+                    .map_err(|e| e.to_string())?,
+            ),
             None,
         ),
         PodKind::Veth => {

@@ -374,6 +374,9 @@ impl Worker {
         };
         if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) {
             slot.counters.rx += n as u64;
+            for _ in 0..slot.port.take_rx_errors() {
+                self.counters.drop(Reason::RxError);
+            }
         }
         for mut buf in rx.drain(..n) {
             let r = self.handle(snap, now, i, &mut buf);

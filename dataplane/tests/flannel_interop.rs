@@ -174,7 +174,7 @@ fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6]) -> Running {
     .expect("AF_XDP uplink");
     w.add_port(Box::new(uplink), Role::Uplink);
     let pod_ns = PathBuf::from(format!("/var/run/netns/{}", pod.name));
-    let tun = TunPort::create(&pod_ns, "eth0", POD_A, 1450).expect("TUN pod");
+    let tun = TunPort::create(&pod_ns, "eth0", POD_A, 1450, true).expect("TUN pod");
     w.add_port(
         Box::new(tun),
         Role::Pod {

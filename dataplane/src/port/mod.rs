@@ -10,6 +10,7 @@ use std::os::fd::RawFd;
 use crate::buf::Buf;
 
 pub mod fake;
+pub mod gro;
 #[cfg(feature = "io")]
 pub mod tun;
 #[cfg(feature = "io")]
@@ -59,6 +60,16 @@ pub trait Port: Send {
     /// in a counter. Read when counters are published, not per packet
     /// (one system call). Default: 0 (no such count).
     fn kernel_drops(&self) -> u64 {
+        0
+    }
+
+    /// Frames this port received but could not hand to the worker (TUN: a
+    /// super-packet whose offload header did not let it be split), since
+    /// the last call; the worker counts them as [`Reason::RxError`] drops.
+    /// Called once per poll. Default: 0.
+    ///
+    /// [`Reason::RxError`]: crate::counters::Reason::RxError
+    fn take_rx_errors(&mut self) -> u64 {
         0
     }
 }
