@@ -22,6 +22,46 @@ pub fn sh(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Prefixes of everything this process creates: the harness's benches
+/// (`slh`), the demo topology for TCP (`sld`) and the kernel path (`kp`),
+/// each followed by the process id.
+const OWN_PREFIXES: [&str; 3] = ["slh", "sld", "kp"];
+
+/// Removes what this process built, for a harness stopped by a signal
+/// (Drop does not run then): stops its child processes (Sluice daemons,
+/// iperf3), deletes its namespaces (their links go with them) and its
+/// directories under the temp dir. Returns the namespaces deleted.
+pub fn cleanup_own() -> Vec<String> {
+    let pid = std::process::id();
+    let own = |name: &str| {
+        OWN_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(&format!("{p}{pid}-")))
+    };
+    let _ = Command::new("pkill")
+        .args(["-TERM", "-P", &pid.to_string()])
+        .output();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-P", &pid.to_string()])
+        .output();
+    let mut deleted = Vec::new();
+    let list = sh(&["ip", "netns", "list"]).unwrap_or_default();
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if own(name) && sh(&["ip", "netns", "del", name]).is_ok() {
+            deleted.push(name.to_string());
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in dir.flatten() {
+            if own(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    deleted
+}
+
 /// The kernel path for TCP: two namespaces joined by a veth, each a node with
 /// flannel.1 (VNI 1, port 8472, permanent neighbour + FDB, onlink route)
 /// and one routed pod. Removed on drop.

@@ -882,7 +882,28 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// On SIGINT, SIGTERM or SIGHUP, removes what the harness built (children,
+/// namespaces, temp dirs) and exits: an interrupted run leaves nothing
+/// behind. (Errors clean up through Drop; signals do not unwind.)
+fn clean_up_on_signal() -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let gone = netbench::cleanup_own();
+            eprintln!(
+                "harness: signal {sig}: stopped, removed {} namespaces",
+                gone.len()
+            );
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
+    clean_up_on_signal()?;
     let sluice = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("sluice");
