@@ -16,6 +16,7 @@
     )
 )]
 
+pub mod cni;
 #[cfg(feature = "fake-apiserver")]
 pub mod fakeapi;
 pub mod kube_sync;

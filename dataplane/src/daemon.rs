@@ -125,6 +125,18 @@ pub struct PodRecord {
     pub netns: PathBuf,
     /// How it is attached.
     pub kind: PodKind,
+    /// The interface's name inside the pod (CNI_IFNAME; default eth0).
+    pub ifname: String,
+}
+
+/// Whether Linux accepts `s` as an interface name (`dev_valid_name`).
+fn valid_ifname(s: &str) -> bool {
+    (1..16).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
 }
 
 /// The host end of a veth pod's pair.
@@ -171,12 +183,13 @@ fn create_veth_pod(
     ])?;
     netns::cmd(&["ip", "link", "set", &tmp, "netns", &ns])?;
     netns::cmd(&["ip", "link", "set", &host, "up"])?;
-    let (ip, gw) = (p.ip, gateway);
+    let (ip, gw, ifname) = (p.ip, gateway, p.ifname.clone());
     let mac = netns::run_in(&p.netns, move || {
-        netns::cmd(&["ip", "link", "set", &tmp, "name", "eth0"])?;
-        netns::cmd(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+        let dev = ifname.as_str();
+        netns::cmd(&["ip", "link", "set", &tmp, "name", dev])?;
+        netns::cmd(&["ip", "addr", "add", &format!("{ip}/32"), "dev", dev])?;
         netns::cmd(&["ip", "link", "set", "lo", "up"])?;
-        netns::cmd(&["ip", "link", "set", "eth0", "up"])?;
+        netns::cmd(&["ip", "link", "set", dev, "up"])?;
         netns::cmd(&[
             "ip",
             "route",
@@ -185,16 +198,16 @@ fn create_veth_pod(
             "via",
             &gw.to_string(),
             "dev",
-            "eth0",
+            dev,
             "onlink",
         ])?;
         // Frames reach AF_XDP (copy mode) as the pod's kernel left them: a
         // TCP/UDP checksum left for offload would never be finished.
-        netns::cmd(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
+        netns::cmd(&["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
         // Not /sys/class/net: sysfs shows the namespace of whoever mounted
         // it, and this thread only joined the pod's.
         let out = std::process::Command::new("ip")
-            .args(["-br", "link", "show", "dev", "eth0"])
+            .args(["-br", "link", "show", "dev", dev])
             .output()?;
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
@@ -345,11 +358,12 @@ fn save_pod(cfg: &Config, p: &PodRecord) {
     let _ = std::fs::create_dir_all(&dir);
     let tmp = dir.join(format!(".{}", p.ip));
     let body = format!(
-        "{}\n{}\n{}\n{}\n",
+        "{}\n{}\n{}\n{}\n{}\n",
         p.name,
         p.ip,
         p.netns.display(),
-        p.kind.as_str()
+        p.kind.as_str(),
+        p.ifname
     );
     if std::fs::write(&tmp, body).is_ok() {
         let _ = std::fs::rename(&tmp, dir.join(p.ip.to_string()));
@@ -369,6 +383,7 @@ fn load_pods(cfg: &Config) -> Vec<PodRecord> {
                 ip: l.next()?.parse().ok()?,
                 netns: PathBuf::from(l.next()?),
                 kind: l.next().and_then(PodKind::parse).unwrap_or(PodKind::Tun),
+                ifname: l.next().unwrap_or("eth0").to_string(),
             })
         })
         .collect()
@@ -853,7 +868,7 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
     let (port, mac): (Box<dyn Port>, Option<MacAddr>) = match p.kind {
         PodKind::Tun => (
             Box::new(
-                TunPort::create(&p.netns, "eth0", p.ip, mtu, cfg.tun_offload)
+                TunPort::create(&p.netns, &p.ifname, p.ip, mtu, cfg.tun_offload)
                     .map_err(|e| e.to_string())?,
             ),
             None,
@@ -951,9 +966,22 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
         }
         ["status"] => {
             let (ready, text) = control_status(ctx);
+            // What the CNI plugin needs: where pod addresses come from, the
+            // pods' gateway and MTU.
+            let pod = ctx.control.lock().map(|c| {
+                format!(
+                    "pod_cidr {}\npod_gateway {}\npod_mtu {}\n",
+                    c.cfg.pod_cidr,
+                    c.cfg.gateway_ip(),
+                    c.cfg
+                        .uplink_mtu
+                        .saturating_sub(encap::vxlan::OVERHEAD as u16)
+                )
+            });
             format!(
-                "ok\nready {ready}\nuptime_s {}\n{text}",
-                ctx.started.elapsed().as_secs()
+                "ok\nready {ready}\nuptime_s {}\n{}{text}",
+                ctx.started.elapsed().as_secs(),
+                pod.unwrap_or_default()
             )
         }
         ["routes"] => {
@@ -983,11 +1011,12 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             }
             for (p, w) in ctl.pods.values() {
                 out += &format!(
-                    "pod {} ip {} netns {} kind {} worker {w}\n",
+                    "pod {} ip {} netns {} kind {} worker {w} ifname {}\n",
                     p.name,
                     p.ip,
                     p.netns.display(),
-                    p.kind.as_str()
+                    p.kind.as_str(),
+                    p.ifname
                 );
             }
             out
@@ -1010,19 +1039,27 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let Ok(ip) = ip.parse() else {
                 return format!("error: {ip:?} is not an IPv4 address\n");
             };
-            let kind = match rest {
-                [] => PodKind::Tun,
-                [k] => match PodKind::parse(k) {
-                    Some(k) => k,
-                    None => return format!("error: {k:?}: the pod kind is tun or veth\n"),
-                },
-                _ => return "error: pods add NAME IP NETNS [tun|veth]\n".into(),
+            let (kind, ifname) = match rest {
+                [] => (Some(PodKind::Tun), "eth0"),
+                [k] => (PodKind::parse(k), "eth0"),
+                [k, i] => (PodKind::parse(k), *i),
+                _ => return "error: pods add NAME IP NETNS [tun|veth [IFNAME]]\n".into(),
             };
+            let Some(kind) = kind else {
+                let k = rest.first().copied().unwrap_or_default();
+                return format!("error: {k:?}: the pod kind is tun or veth\n");
+            };
+            if !valid_ifname(ifname) {
+                return format!(
+                    "error: {ifname:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)\n"
+                );
+            }
             let rec = PodRecord {
                 name: (*name).to_string(),
                 ip,
                 netns: PathBuf::from(ns),
                 kind,
+                ifname: ifname.to_string(),
             };
             match attach_pod(ctx, &rec) {
                 Ok(()) => "ok\n".into(),

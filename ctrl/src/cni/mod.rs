@@ -1,0 +1,971 @@
+//! `sluice-cni`: the CNI plugin that wires a pod to the node's Sluice
+//! daemon (CNI spec 1.1.0; also 0.3.0, 0.3.1, 0.4.0 and 1.0.0 configs).
+//!
+//! ADD reserves an address (Sluice's own IPAM over the node's pod CIDR,
+//! [`ipam`], or a delegated IPAM plugin such as `host-local` with
+//! `"subnet": "usePodCidr"` filled in, as Calico does), asks the daemon over
+//! its admin socket to create the pod's interface in `CNI_NETNS` (TUN by
+//! default, veth + AF_XDP with `"mode": "veth"`), with the address, the
+//! overlay MTU (uplink - 50) and the default route, and prints the result.
+//! The daemon owns the interface (it holds the TUN file descriptor) and
+//! records the pod on disk, so a restarted daemon re-attaches it without
+//! the kubelet repeating ADD.
+//!
+//! DEL is idempotent: a second DEL, a missing netns or a daemon that is
+//! down all succeed once the address is released. CHECK compares the pod's
+//! interface, address, MTU and route, the reservation and the daemon's
+//! record with what ADD returned. STATUS reports whether the daemon is up
+//! and synced (code 50 if not). GC releases every reservation the runtime
+//! does not list as a valid attachment and detaches those pods.
+//!
+//! The network configuration, with its Sluice keys:
+//!
+//! ```json
+//! { "cniVersion": "1.1.0", "name": "sluice", "type": "sluice-cni",
+//!   "socket": "/run/sluice/admin.sock", "mode": "tun",
+//!   "ipam": { "type": "sluice-cni", "subnet": "usePodCidr",
+//!             "dataDir": "/var/lib/sluice/ipam" } }
+//! ```
+//!
+//! `ipam` may be left out (the same as above), or name another IPAM plugin,
+//! which is then run from `CNI_PATH` (its `subnet`/`ranges` may say
+//! `usePodCidr`).
+
+pub mod ipam;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use rscni_types::error::Error;
+use rscni_types::types::{
+    CNIResult, CNIResultWithVersion, Cmd, ErrorResult, Interface, IpConfig, NetConf, Route,
+};
+use rscni_types::version::{PluginInfo, SpecVersion};
+use serde_json::Value;
+
+use self::ipam::{Range, Store};
+
+/// The daemon's admin socket when the configuration names none.
+pub const DEFAULT_SOCKET: &str = "/run/sluice/admin.sock";
+/// Where the built-in IPAM keeps its reservations by default.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/sluice/ipam";
+/// The plugin's binary name; as `ipam.type` it selects the built-in IPAM.
+pub const PLUGIN: &str = "sluice-cni";
+
+/// What a run printed and its exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit status: 0, or the error's code.
+    pub code: i32,
+    /// Standard output (a result, an error result, or nothing).
+    pub stdout: String,
+}
+
+/// Runs one plugin invocation: `env` reads the environment (`CNI_*`,
+/// `PATH`), `stdin` is the network configuration.
+pub fn run(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    let cmd = match Cmd::from_str(&env("CNI_COMMAND").unwrap_or_default()) {
+        Ok(c) => c,
+        Err(e) => return fail(SpecVersion::CURRENT, &e),
+    };
+    let info = PluginInfo::default();
+    if cmd == Cmd::Version {
+        let declared = serde_json::from_slice::<Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string));
+        let v = declared
+            .and_then(|s| SpecVersion::from_str(&s).ok())
+            .unwrap_or(SpecVersion::CURRENT);
+        let out = serde_json::json!({
+            "cniVersion": v.to_string(),
+            "supportedVersions": info.supported_versions().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        return Outcome {
+            code: 0,
+            stdout: out.to_string(),
+        };
+    }
+    let conf: NetConf = match serde_json::from_slice(stdin) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                SpecVersion::CURRENT,
+                &Error::FailedToDecode(format!("network configuration on stdin: {e}")),
+            );
+        }
+    };
+    let version = match info.negotiate(&conf, cmd) {
+        Ok(v) => v,
+        Err(e) => return fail(conf.version().unwrap_or(SpecVersion::CURRENT), &e),
+    };
+    let r = Plugin::new(env, conf, version).and_then(|p| match cmd {
+        Cmd::Add => p.add(),
+        Cmd::Del => p.del().map(|()| String::new()),
+        Cmd::Check => p.check().map(|()| String::new()),
+        Cmd::Status => p.status().map(|()| String::new()),
+        Cmd::Gc => p.gc().map(|()| String::new()),
+        Cmd::Version => Ok(String::new()),
+    });
+    match r {
+        Ok(stdout) => Outcome { code: 0, stdout },
+        Err(e) => fail(version, &e),
+    }
+}
+
+fn fail(version: SpecVersion, e: &Error) -> Outcome {
+    Outcome {
+        code: i32::try_from(u32::from(e)).unwrap_or(999),
+        stdout: serde_json::to_string(&ErrorResult::new(version, e)).unwrap_or_default(),
+    }
+}
+
+/// How the pod's interface is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Tun,
+    Veth,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Tun => "tun",
+            Mode::Veth => "veth",
+        }
+    }
+}
+
+/// The IPAM side.
+#[derive(Debug)]
+enum Ipam {
+    /// Built in: subnet (None: the pod CIDR), range, store location.
+    Own {
+        subnet: Option<Ipv4Net>,
+        start: Option<Ipv4Addr>,
+        end: Option<Ipv4Addr>,
+        data_dir: PathBuf,
+    },
+    /// Another plugin (run with the network configuration).
+    Delegate { plugin: String },
+}
+
+/// What the daemon says about itself (`status`).
+#[derive(Debug, Clone)]
+struct Node {
+    ready: bool,
+    pod_cidr: Ipv4Net,
+    gateway: Ipv4Addr,
+    mtu: u32,
+}
+
+struct Plugin<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    conf: NetConf,
+    version: SpecVersion,
+    socket: PathBuf,
+    mode: Mode,
+    ipam: Ipam,
+}
+
+fn invalid(field: &str, msg: impl std::fmt::Display) -> Error {
+    Error::InvalidNetworkConfig(format!("{field}: {msg}"))
+}
+
+fn parse_addr(field: &str, v: Option<&Value>) -> Result<Option<Ipv4Addr>, Error> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid(field, format!("{s:?} is not an IPv4 address"))),
+        Some(other) => Err(invalid(field, format!("{other} is not a string"))),
+    }
+}
+
+impl<'a> Plugin<'a> {
+    fn new(
+        env: &'a dyn Fn(&str) -> Option<String>,
+        conf: NetConf,
+        version: SpecVersion,
+    ) -> Result<Plugin<'a>, Error> {
+        conf.validate_name()?;
+        let socket = match conf.custom.get("socket") {
+            None => PathBuf::from(DEFAULT_SOCKET),
+            Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
+            Some(v) => return Err(invalid("socket", format!("{v} is not an absolute path"))),
+        };
+        let mode = match conf.custom.get("mode").and_then(Value::as_str) {
+            None | Some("tun") => Mode::Tun,
+            Some("veth") => Mode::Veth,
+            Some(m) => {
+                return Err(invalid(
+                    "mode",
+                    format!("{m:?} is neither \"tun\" nor \"veth\""),
+                ));
+            }
+        };
+        if let Some(v) = conf.custom.get("mode")
+            && !v.is_string()
+        {
+            return Err(invalid("mode", format!("{v} is not a string")));
+        }
+        let ipam = match &conf.ipam {
+            None => Ipam::Own {
+                subnet: None,
+                start: None,
+                end: None,
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            },
+            Some(i) if i.r#type == PLUGIN => {
+                let subnet = match i.custom.get("subnet") {
+                    None => None,
+                    Some(Value::String(s)) if s == "usePodCidr" => None,
+                    Some(Value::String(s)) => Some(s.parse::<Ipv4Net>().map_err(|_| {
+                        invalid(
+                            "ipam.subnet",
+                            format!("{s:?} is neither \"usePodCidr\" nor an IPv4 CIDR"),
+                        )
+                    })?),
+                    Some(v) => return Err(invalid("ipam.subnet", format!("{v} is not a string"))),
+                };
+                let data_dir = match i.custom.get("dataDir") {
+                    None => PathBuf::from(DEFAULT_DATA_DIR),
+                    Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
+                    Some(v) => {
+                        return Err(invalid(
+                            "ipam.dataDir",
+                            format!("{v} is not an absolute path"),
+                        ));
+                    }
+                };
+                Ipam::Own {
+                    subnet,
+                    start: parse_addr("ipam.rangeStart", i.custom.get("rangeStart"))?,
+                    end: parse_addr("ipam.rangeEnd", i.custom.get("rangeEnd"))?,
+                    data_dir,
+                }
+            }
+            Some(i) => {
+                if i.r#type.is_empty() || i.r#type.contains('/') {
+                    return Err(invalid(
+                        "ipam.type",
+                        format!("{:?} is not a plugin name", i.r#type),
+                    ));
+                }
+                Ipam::Delegate {
+                    plugin: i.r#type.clone(),
+                }
+            }
+        };
+        Ok(Plugin {
+            env,
+            conf,
+            version,
+            socket,
+            mode,
+            ipam,
+        })
+    }
+
+    fn var(&self, name: &str) -> Result<String, Error> {
+        match (self.env)(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(Error::InvalidEnvValue(format!("{name} is not set"))),
+        }
+    }
+
+    fn container_id(&self) -> Result<String, Error> {
+        let id = self.var("CNI_CONTAINERID")?;
+        let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Err(Error::InvalidEnvValue(format!(
+                "CNI_CONTAINERID {id:?}: letters, digits, '_', '.' and '-' only, starting with a letter or digit"
+            )));
+        }
+        Ok(id)
+    }
+
+    fn ifname(&self) -> Result<String, Error> {
+        let n = self.var("CNI_IFNAME")?;
+        let ok = (1..16).contains(&n.len())
+            && n != "."
+            && n != ".."
+            && !n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        if !ok {
+            return Err(Error::InvalidEnvValue(format!(
+                "CNI_IFNAME {n:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)"
+            )));
+        }
+        Ok(n)
+    }
+
+    fn netns(&self) -> Result<PathBuf, Error> {
+        let p = PathBuf::from(self.var("CNI_NETNS")?);
+        if !p.is_absolute() || !p.exists() {
+            return Err(Error::InvalidNetNS(format!(
+                "CNI_NETNS {}: no such network namespace",
+                p.display()
+            )));
+        }
+        Ok(p)
+    }
+
+    /// The daemon's name for the attachment: unique per container and
+    /// interface, and what DEL and GC find it by.
+    fn pod_name(id: &str, ifname: &str) -> String {
+        format!("{id}/{ifname}")
+    }
+
+    fn daemon(&self, line: &str) -> Result<String, Error> {
+        let down = |e: std::io::Error| {
+            Error::TryAgainLater(format!(
+                "the Sluice daemon does not answer on {} ({e}); is the sluice pod running on this node?",
+                self.socket.display()
+            ))
+        };
+        let mut s = UnixStream::connect(&self.socket).map_err(down)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(down)?;
+        s.write_all(format!("{line}\n").as_bytes()).map_err(down)?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(down)?;
+        match out
+            .strip_prefix("ok\n")
+            .or(if out == "ok" { Some("") } else { None })
+        {
+            Some(rest) => Ok(rest.to_string()),
+            None => Err(Error::Custom(
+                100,
+                "the Sluice daemon refused".into(),
+                out.trim().trim_start_matches("error: ").to_string(),
+            )),
+        }
+    }
+
+    fn node(&self) -> Result<Node, Error> {
+        let text = self.daemon("status")?;
+        let kv: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once(' ')).collect();
+        let get = |k: &str| {
+            kv.get(k).copied().ok_or_else(|| {
+                Error::Custom(
+                    101,
+                    "the Sluice daemon is too old".into(),
+                    format!("its status has no {k}; upgrade the DaemonSet"),
+                )
+            })
+        };
+        let bad = |k: &str| {
+            Error::Custom(
+                101,
+                "the Sluice daemon's status does not parse".into(),
+                k.into(),
+            )
+        };
+        Ok(Node {
+            ready: get("ready")? == "true",
+            pod_cidr: get("pod_cidr")?.parse().map_err(|_| bad("pod_cidr"))?,
+            gateway: get("pod_gateway")?
+                .parse()
+                .map_err(|_| bad("pod_gateway"))?,
+            mtu: get("pod_mtu")?.parse().map_err(|_| bad("pod_mtu"))?,
+        })
+    }
+
+    fn store(&self) -> Result<Option<Store>, Error> {
+        match &self.ipam {
+            Ipam::Own { data_dir, .. } => Store::open(data_dir, &self.conf.name)
+                .map(Some)
+                .map_err(|e| Error::IOFailure(e.to_string())),
+            Ipam::Delegate { .. } => Ok(None),
+        }
+    }
+
+    /// Reserves the pod's address.
+    fn reserve(&self, node: &Node, id: &str, ifname: &str) -> Result<Ipv4Addr, Error> {
+        match &self.ipam {
+            Ipam::Own {
+                subnet, start, end, ..
+            } => {
+                let subnet = subnet.unwrap_or(node.pod_cidr);
+                if !node.pod_cidr.contains(&subnet) {
+                    return Err(invalid(
+                        "ipam.subnet",
+                        format!("{subnet} is outside this node's pod CIDR {}", node.pod_cidr),
+                    ));
+                }
+                let range = Range::new(subnet, node.gateway, *start, *end)
+                    .map_err(|e| invalid("ipam", e))?;
+                let store = self
+                    .store()?
+                    .ok_or_else(|| Error::IOFailure("no store".into()))?;
+                store.allocate(&range, id, ifname).map_err(|e| match e {
+                    ipam::IpamError::Exhausted(_) => {
+                        Error::Custom(102, "no free pod address".into(), e.to_string())
+                    }
+                    ipam::IpamError::Io(..) => Error::IOFailure(e.to_string()),
+                })
+            }
+            Ipam::Delegate { plugin, .. } => {
+                let out = self.delegate(plugin, Cmd::Add, Some(node))?;
+                let v: Value = serde_json::from_str(&out)
+                    .map_err(|e| Error::FailedToDecode(format!("{plugin}'s ADD result: {e}")))?;
+                v.get("ips")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|ip| ip.get("address")?.as_str()?.parse::<IpNet>().ok())
+                    .find_map(|n| match n.addr() {
+                        IpAddr::V4(a) => Some(a),
+                        IpAddr::V6(_) => None,
+                    })
+                    .ok_or_else(|| {
+                        Error::Custom(
+                            103,
+                            format!("{plugin} returned no IPv4 address"),
+                            out.clone(),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// Releases what `(id, ifname)` holds; the address if known.
+    fn unreserve(&self, id: &str, ifname: &str) -> Result<Option<Ipv4Addr>, Error> {
+        match &self.ipam {
+            Ipam::Own { .. } => {
+                let store = self
+                    .store()?
+                    .ok_or_else(|| Error::IOFailure("no store".into()))?;
+                store
+                    .release(id, ifname)
+                    .map_err(|e| Error::IOFailure(e.to_string()))
+            }
+            Ipam::Delegate { plugin, .. } => {
+                // DEL may run without the daemon: usePodCidr then cannot be
+                // filled in, which host-local does not need to release.
+                let node = self.node().ok();
+                self.delegate(plugin, Cmd::Del, node.as_ref())?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs the delegated IPAM plugin with `cmd`, the network
+    /// configuration (its `usePodCidr` filled in from `node`) at the
+    /// highest spec version both sides speak; returns its stdout.
+    fn delegate(&self, plugin: &str, cmd: Cmd, node: Option<&Node>) -> Result<String, Error> {
+        let exe = self.find_plugin(plugin)?;
+        let mut conf =
+            serde_json::to_value(&self.conf).map_err(|e| Error::FailedToDecode(e.to_string()))?;
+        if let (Some(n), Some(ipam)) = (node, conf.get_mut("ipam")) {
+            fill_pod_cidr(ipam, n.pod_cidr);
+        }
+        let theirs = self.plugin_versions(&exe)?;
+        let v = theirs
+            .iter()
+            .copied()
+            .filter(|v| *v <= self.version)
+            .max()
+            .ok_or_else(|| {
+                Error::IncompatibleVersion(format!(
+                    "{plugin} speaks none of the versions up to {}",
+                    self.version
+                ))
+            })?;
+        if let Some(o) = conf.as_object_mut() {
+            o.insert("cniVersion".into(), Value::String(v.to_string()));
+        }
+        let out = self.exec(&exe, cmd, &conf.to_string())?;
+        if out.0 != 0 {
+            let e = serde_json::from_str::<ErrorResult>(&out.1)
+                .map(Error::from)
+                .unwrap_or_else(|_| Error::Custom(104, format!("{plugin} failed"), out.1.clone()));
+            return Err(e);
+        }
+        Ok(out.1)
+    }
+
+    fn find_plugin(&self, plugin: &str) -> Result<PathBuf, Error> {
+        let path = self.var("CNI_PATH")?;
+        path.split(':')
+            .map(|d| Path::new(d).join(plugin))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                invalid(
+                    "ipam.type",
+                    format!("{plugin}: no such plugin in CNI_PATH ({path})"),
+                )
+            })
+    }
+
+    fn plugin_versions(&self, exe: &Path) -> Result<Vec<SpecVersion>, Error> {
+        let (code, out) = self.exec(exe, Cmd::Version, r#"{"cniVersion":"0.4.0"}"#)?;
+        let v: Value = serde_json::from_str(&out)
+            .ok()
+            .filter(|_| code == 0)
+            .ok_or_else(|| {
+                Error::Custom(
+                    104,
+                    format!("{} VERSION failed", exe.display()),
+                    out.clone(),
+                )
+            })?;
+        Ok(v.get("supportedVersions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| SpecVersion::from_str(s.as_str()?).ok())
+            .collect())
+    }
+
+    fn exec(&self, exe: &Path, cmd: Cmd, stdin: &str) -> Result<(i32, String), Error> {
+        let mut c = Command::new(exe);
+        c.env_clear();
+        for k in [
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_ARGS",
+            "CNI_PATH",
+            "PATH",
+        ] {
+            if let Some(v) = (self.env)(k) {
+                c.env(k, v);
+            }
+        }
+        c.env("CNI_COMMAND", <&str>::from(cmd));
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::IOFailure(format!("{}: {e}", exe.display())))?;
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(stdin.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::IOFailure(format!("{}: {e}", exe.display())))?;
+        Ok((
+            out.status.code().unwrap_or(999),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    }
+
+    fn add(&self) -> Result<String, Error> {
+        let id = self.container_id()?;
+        let ifname = self.ifname()?;
+        let netns = self.netns()?;
+        let node = self.node()?;
+        if !node.ready {
+            return Err(Error::TryAgainLater(
+                "the Sluice daemon is not ready yet (no routing table from the Kubernetes API); retry".into(),
+            ));
+        }
+        let ip = self.reserve(&node, &id, &ifname)?;
+        let attach = format!(
+            "pods add {} {ip} {} {} {ifname}",
+            Self::pod_name(&id, &ifname),
+            netns.display(),
+            self.mode.as_str()
+        );
+        if netns.to_string_lossy().contains(char::is_whitespace) {
+            let _ = self.unreserve(&id, &ifname);
+            return Err(Error::InvalidNetNS(format!(
+                "CNI_NETNS {}: a path with spaces cannot be passed to the daemon",
+                netns.display()
+            )));
+        }
+        if let Err(e) = self.daemon(&attach) {
+            // Nothing half-created: the address goes back.
+            let _ = self.unreserve(&id, &ifname);
+            return Err(e);
+        }
+        let gateway = (self.mode == Mode::Veth).then_some(IpAddr::V4(node.gateway));
+        let result = CNIResult {
+            interfaces: vec![Interface {
+                name: ifname,
+                mac: String::new(),
+                mtu: Some(node.mtu),
+                sandbox: Some(netns.display().to_string()),
+                socket_path: None,
+                pci_id: None,
+            }],
+            ips: vec![IpConfig {
+                interface: Some(0),
+                address: IpNet::V4(
+                    Ipv4Net::new(ip, 32).map_err(|e| Error::IOFailure(e.to_string()))?,
+                ),
+                gateway,
+            }],
+            routes: vec![Route {
+                dst: "0.0.0.0/0"
+                    .parse()
+                    .map_err(|_| Error::IOFailure("route".into()))?,
+                gw: gateway,
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            }],
+            dns: self.conf.dns.clone(),
+        };
+        let out = if self.version.is_legacy() {
+            serde_json::to_string(&rscni_types::legacy::CNIResult::new(self.version, result))
+        } else {
+            serde_json::to_string(&CNIResultWithVersion::new(self.version, result))
+        };
+        out.map_err(|e| Error::IOFailure(e.to_string()))
+    }
+
+    fn del(&self) -> Result<(), Error> {
+        let id = self.container_id()?;
+        let ifname = self.ifname()?;
+        let released = self.unreserve(&id, &ifname)?;
+        // The daemon's record, by name (delegated IPAM does not say which
+        // address it released). A daemon that is down has nothing to
+        // detach now; its record of a pod whose netns is gone is skipped
+        // when it starts.
+        let name = Self::pod_name(&id, &ifname);
+        let ip = match released {
+            Some(ip) => Some(ip),
+            None => self
+                .daemon_pods()
+                .ok()
+                .and_then(|pods| pods.into_iter().find(|p| p.name == name).map(|p| p.ip)),
+        };
+        if let Some(ip) = ip {
+            match self.daemon(&format!("pods del {ip}")) {
+                Ok(_) | Err(Error::TryAgainLater(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn daemon_pods(&self) -> Result<Vec<DaemonPod>, Error> {
+        Ok(self
+            .daemon("routes")?
+            .lines()
+            .filter_map(DaemonPod::parse)
+            .collect())
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let id = self.container_id()?;
+        let ifname = self.ifname()?;
+        let netns = self.netns()?;
+        let prev =
+            self.conf.prev_result.as_ref().ok_or_else(|| {
+                invalid("prevResult", "CHECK needs the result of ADD (prevResult)")
+            })?;
+        let want = prev
+            .ips
+            .iter()
+            .find_map(|c| match c.address {
+                IpNet::V4(n) => Some(n.addr()),
+                IpNet::V6(_) => None,
+            })
+            .ok_or_else(|| invalid("prevResult.ips", "no IPv4 address"))?;
+        let node = self.node()?;
+        let mismatch = |what: String| {
+            Error::Custom(110, "the pod's network is not what ADD set up".into(), what)
+        };
+        if let Some(store) = self.store()? {
+            let held = store
+                .find(&id, &ifname)
+                .map_err(|e| Error::IOFailure(e.to_string()))?;
+            if held != Some(want) {
+                return Err(mismatch(format!(
+                    "IPAM holds {held:?} for {id}/{ifname}, ADD returned {want}"
+                )));
+            }
+        }
+        let name = Self::pod_name(&id, &ifname);
+        let pods = self.daemon_pods()?;
+        if !pods.iter().any(|p| p.name == name && p.ip == want) {
+            return Err(mismatch(format!("the daemon has no pod {name} at {want}")));
+        }
+        // Inside the pod: the interface with the address, the MTU, the
+        // default route through it.
+        let link = in_netns(&netns, &["ip", "-j", "addr", "show", "dev", &ifname])?;
+        let link: Value =
+            serde_json::from_str(&link).map_err(|e| Error::FailedToDecode(e.to_string()))?;
+        let l = link
+            .get(0)
+            .ok_or_else(|| mismatch(format!("no interface {ifname} in {}", netns.display())))?;
+        let mtu = l.get("mtu").and_then(Value::as_u64).unwrap_or(0);
+        if mtu != u64::from(node.mtu) {
+            return Err(mismatch(format!(
+                "{ifname} has MTU {mtu}, the overlay's is {}",
+                node.mtu
+            )));
+        }
+        let has_addr = l
+            .get("addr_info")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|a| a.get("local").and_then(Value::as_str) == Some(&want.to_string()));
+        if !has_addr {
+            return Err(mismatch(format!("{ifname} does not have {want}")));
+        }
+        let routes = in_netns(&netns, &["ip", "-j", "route", "show", "default"])?;
+        let routes: Value =
+            serde_json::from_str(&routes).map_err(|e| Error::FailedToDecode(e.to_string()))?;
+        let via_dev = routes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r.get("dev").and_then(Value::as_str) == Some(ifname.as_str()));
+        if !via_dev {
+            return Err(mismatch(format!("no default route through {ifname}")));
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Result<(), Error> {
+        match self.node() {
+            Ok(n) if n.ready => Ok(()),
+            Ok(_) => Err(Error::PluginNotAvailable(
+                "the Sluice daemon runs but has no routing table yet (waiting for the Kubernetes API)".into(),
+            )),
+            Err(e) => Err(Error::PluginNotAvailable(e.details().to_string())),
+        }
+    }
+
+    fn gc(&self) -> Result<(), Error> {
+        let valid: Vec<(String, String)> = self
+            .conf
+            .valid_attachments
+            .iter()
+            .flatten()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        match &self.ipam {
+            Ipam::Own { .. } => {
+                let store = self
+                    .store()?
+                    .ok_or_else(|| Error::IOFailure("no store".into()))?;
+                let gone = store
+                    .retain(&valid)
+                    .map_err(|e| Error::IOFailure(e.to_string()))?;
+                for r in gone {
+                    match self.daemon(&format!("pods del {}", r.ip)) {
+                        Ok(_) | Err(Error::TryAgainLater(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Ipam::Delegate { plugin, .. } => {
+                // Delegated stores are the delegate's to collect, when it
+                // speaks GC (spec 1.1.0); older ones keep theirs.
+                let exe = self.find_plugin(plugin)?;
+                if self
+                    .plugin_versions(&exe)?
+                    .contains(&SpecVersion::new(1, 1, 0))
+                {
+                    self.delegate(plugin, Cmd::Gc, None)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A pod line of the daemon's `routes`.
+#[derive(Debug)]
+struct DaemonPod {
+    name: String,
+    ip: Ipv4Addr,
+}
+
+impl DaemonPod {
+    fn parse(line: &str) -> Option<DaemonPod> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["pod", name, "ip", ip, ..] => Some(DaemonPod {
+                name: (*name).to_string(),
+                ip: ip.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Runs a command inside the network namespace at `netns` (nsenter takes
+/// any path, not only names under /var/run/netns).
+fn in_netns(netns: &Path, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(args)
+        .output()
+        .map_err(|e| Error::IOFailure(format!("nsenter: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::IOFailure(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Replaces `"usePodCidr"` in an IPAM object's `subnet` and in its
+/// `ranges` (host-local's layout) with the node's pod CIDR, as Calico's
+/// plugin does before it runs host-local.
+pub fn fill_pod_cidr(ipam: &mut Value, cidr: Ipv4Net) {
+    let c = Value::String(cidr.to_string());
+    let fill = |o: &mut Value| {
+        if o.get("subnet").and_then(Value::as_str) == Some("usePodCidr")
+            && let Some(o) = o.as_object_mut()
+        {
+            o.insert("subnet".into(), c.clone());
+        }
+    };
+    fill(ipam);
+    if let Some(ranges) = ipam.get_mut("ranges").and_then(Value::as_array_mut) {
+        for set in ranges.iter_mut().filter_map(Value::as_array_mut) {
+            for r in set {
+                fill(r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(vars: &[(&str, &str)], stdin: &str) -> Outcome {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        run(&|k| m.get(k).cloned(), stdin.as_bytes())
+    }
+
+    /// The error result's code (after checking it parses as the spec's
+    /// error type).
+    fn error_of(o: &Outcome) -> u64 {
+        let _: ErrorResult = serde_json::from_str(&o.stdout).expect("an error result");
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        v["code"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn version_lists_every_supported_spec() {
+        let o = run_with(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.0.0"}"#);
+        assert_eq!(o.code, 0);
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["cniVersion"], "1.0.0");
+        let s: Vec<&str> = v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(s, ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
+    }
+
+    #[test]
+    fn bad_input_gets_the_spec_codes_with_a_message_naming_the_problem() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"sluice","type":"sluice-cni","socket":"/nonexistent.sock"}"#;
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u64, &'a str);
+        let cases: [Case; 7] = [
+            (&[], conf, 4, "CNI_COMMAND"),
+            (&[("CNI_COMMAND", "ADD")], "{not json", 6, "stdin"),
+            (
+                &[("CNI_COMMAND", "ADD")],
+                r#"{"cniVersion":"9.9.9","name":"n","type":"sluice-cni"}"#,
+                1,
+                "9.9.9",
+            ),
+            (
+                &[("CNI_COMMAND", "ADD")],
+                r#"{"cniVersion":"1.0.0","name":"n","type":"sluice-cni","mode":"tap"}"#,
+                7,
+                "mode",
+            ),
+            (
+                &[("CNI_COMMAND", "ADD")],
+                r#"{"cniVersion":"1.0.0","name":"n","type":"sluice-cni","ipam":{"type":"sluice-cni","subnet":"10.0.0.0/99"}}"#,
+                7,
+                "ipam.subnet",
+            ),
+            (
+                &[
+                    ("CNI_COMMAND", "ADD"),
+                    ("CNI_NETNS", "/proc/self/ns/net"),
+                    ("CNI_IFNAME", "eth0"),
+                ],
+                conf,
+                4,
+                "CNI_CONTAINERID",
+            ),
+            (
+                &[
+                    ("CNI_COMMAND", "ADD"),
+                    ("CNI_CONTAINERID", "abc"),
+                    ("CNI_NETNS", "/proc/self/ns/net"),
+                    ("CNI_IFNAME", "eth0"),
+                ],
+                conf,
+                11,
+                "/nonexistent.sock",
+            ),
+        ];
+        for (vars, stdin, code, needle) in cases {
+            let o = run_with(vars, stdin);
+            let e = error_of(&o);
+            assert_eq!(
+                (o.code as u64, e),
+                (code, code),
+                "{vars:?} {stdin}: {}",
+                o.stdout
+            );
+            assert!(o.stdout.contains(needle), "{}: want {needle:?}", o.stdout);
+        }
+        // STATUS and GC need 1.1.0; CHECK 0.4.0.
+        let o = run_with(&[("CNI_COMMAND", "STATUS")], conf);
+        assert_eq!(o.code, 1);
+        let o = run_with(
+            &[("CNI_COMMAND", "CHECK")],
+            r#"{"cniVersion":"0.3.1","name":"n","type":"sluice-cni"}"#,
+        );
+        assert_eq!(o.code, 1);
+        // STATUS with the daemon down: 50.
+        let o = run_with(
+            &[("CNI_COMMAND", "STATUS")],
+            r#"{"cniVersion":"1.1.0","name":"n","type":"sluice-cni","socket":"/nonexistent.sock"}"#,
+        );
+        assert_eq!((o.code, error_of(&o)), (50, 50), "{}", o.stdout);
+    }
+
+    #[test]
+    fn use_pod_cidr_is_filled_in_for_host_local() {
+        let mut v: Value = serde_json::from_str(
+            r#"{"type":"host-local","ranges":[[{"subnet":"usePodCidr"}],[{"subnet":"10.9.0.0/24"}]]}"#,
+        )
+        .unwrap();
+        fill_pod_cidr(&mut v, "10.244.3.0/24".parse().unwrap());
+        assert_eq!(v["ranges"][0][0]["subnet"], "10.244.3.0/24");
+        assert_eq!(v["ranges"][1][0]["subnet"], "10.9.0.0/24");
+        let mut v: Value =
+            serde_json::from_str(r#"{"type":"host-local","subnet":"usePodCidr"}"#).unwrap();
+        fill_pod_cidr(&mut v, "10.244.3.0/24".parse().unwrap());
+        assert_eq!(v["subnet"], "10.244.3.0/24");
+    }
+}
