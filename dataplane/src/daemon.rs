@@ -865,17 +865,36 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
     if !cidr.contains(&p.ip) || p.ip == cfg.gateway_ip() || p.ip == cidr.network() {
         return Err(format!("{} is not a pod address in {cidr}", p.ip));
     }
+    // One address, one pod: a second ADD for the same pod is a no-op, and
+    // an address another pod holds is refused (whatever the IPAM said).
+    if let Some((held, _)) = ctx
+        .control
+        .lock()
+        .map_err(|_| "control state poisoned")?
+        .pods
+        .get(&p.ip)
+    {
+        if held == p {
+            return Ok(());
+        }
+        return Err(format!("{} is already attached to pod {}", p.ip, held.name));
+    }
     let (port, mac): (Box<dyn Port>, Option<MacAddr>) = match p.kind {
         PodKind::Tun => (
             Box::new(
-                TunPort::create(&p.netns, &p.ifname, p.ip, mtu, cfg.tun_offload)
-                    .map_err(|e| e.to_string())?,
+                TunPort::create(&p.netns, &p.ifname, p.ip, mtu, cfg.tun_offload).map_err(|e| {
+                    format!(
+                        "creating TUN device {} in {}: {e}",
+                        p.ifname,
+                        p.netns.display()
+                    )
+                })?,
             ),
             None,
         ),
         PodKind::Veth => {
-            let (port, mac) =
-                create_veth_pod(p, cfg.gateway_ip(), mtu).map_err(|e| e.to_string())?;
+            let (port, mac) = create_veth_pod(p, cfg.gateway_ip(), mtu)
+                .map_err(|e| format!("creating veth {} in {}: {e}", p.ifname, p.netns.display()))?;
             (Box::new(port), Some(mac))
         }
     };

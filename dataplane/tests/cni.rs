@@ -1,0 +1,293 @@
+//! `sluice-cni` called exactly as a container runtime calls it
+//! (environment + network configuration on stdin, fresh network
+//! namespaces), against the real daemon of the two-node netns topology.
+
+mod common;
+#[path = "../../encap/tests/support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use dataplane::demo::Topology;
+use rscni_types::types::{CNIResultWithVersion, ErrorResult};
+use serde_json::{Value, json};
+use support::require_root;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+const CNI: &str = env!("CARGO_BIN_EXE_sluice-cni");
+/// Where Debian's containernetworking-plugins puts the reference plugins.
+const CNI_PLUGINS: &str = "/usr/lib/cni";
+
+/// What a plugin run printed and its exit status.
+struct Run {
+    code: i32,
+    out: String,
+}
+
+/// Runs plugin `exe` with `CNI_COMMAND=cmd` and the other `CNI_*` from
+/// `env`, `conf` on stdin: what a runtime does.
+fn plugin(exe: &str, cmd: &str, env: &[(&str, &str)], conf: &Value) -> Run {
+    let mut c = Command::new(exe);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_PATH", format!("{CNI_PLUGINS}:{}", bin_dir().display()));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(CNI).parent().unwrap().to_path_buf()
+}
+
+fn env<'a>(id: &'a str, netns: &'a str, ifname: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", ifname),
+    ]
+}
+
+/// The pod's view of `dev`: (IPv4 addresses, MTU), or None if absent.
+fn link(t: &Topology, tag: &str, dev: &str) -> Option<(Vec<String>, u64)> {
+    let out = Command::new("ip")
+        .args(["-n", &t.ns(tag), "-j", "addr", "show", "dev", dev])
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let l = v.get(0)?;
+    let addrs = l["addr_info"]
+        .as_array()?
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+        .collect();
+    Some((addrs, l["mtu"].as_u64()?))
+}
+
+fn default_route_dev(t: &Topology, tag: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-n", &t.ns(tag), "-j", "route", "show", "default"])
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get(0)?["dev"].as_str().map(str::to_string)
+}
+
+fn conf(version: &str, name: &str, socket: &Path, data_dir: &Path) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": name,
+        "type": "sluice-cni",
+        "socket": socket,
+        "ipam": {
+            "type": "sluice-cni",
+            "subnet": "usePodCidr",
+            // Clear of the demo's own pods (.2, .3).
+            "rangeStart": "10.244.1.100",
+            "rangeEnd": "10.244.1.120",
+            "dataDir": data_dir,
+        }
+    })
+}
+
+fn reservations(dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_dir(dir.join(name))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The address of an ADD result of either layout.
+fn address(v: &Value) -> String {
+    v["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn add_check_del_for_every_spec_version() {
+    if !require_root("add_check_del_for_every_spec_version") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-versions");
+    let socket = t.sockets[0].clone();
+    for (i, version) in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
+        let tag = format!("p{i}");
+        t.add_ns(&tag).unwrap();
+        let ns = format!("/var/run/netns/{}", t.ns(&tag));
+        let id = format!("ctr{i}");
+        let name = format!("net{i}");
+        let c = conf(version, &name, &socket, &dir);
+        let e = env(&id, &ns, "eth0");
+
+        let add = plugin(CNI, "ADD", &e, &c);
+        assert_eq!(add.code, 0, "{version} ADD: {}", add.out);
+        let r: Value = serde_json::from_str(&add.out).unwrap();
+        assert_eq!(r["cniVersion"], version);
+        if version.starts_with('1') {
+            // Parses as the spec's result type.
+            let typed: CNIResultWithVersion = serde_json::from_str(&add.out).expect("spec result");
+            assert_eq!(
+                typed.result().interfaces[0].sandbox.as_deref(),
+                Some(ns.as_str())
+            );
+        } else {
+            assert_eq!(r["ips"][0]["version"], "4", "0.x layout: {}", add.out);
+        }
+        let addr = address(&r);
+        assert!(
+            addr.starts_with("10.244.1.1") && addr.ends_with("/32"),
+            "{addr}"
+        );
+        assert_eq!(r["interfaces"][0]["name"], "eth0");
+        // In the pod: the interface, the address, MTU 1450, the route.
+        let (addrs, mtu) = link(&t, &tag, "eth0").expect("eth0 in the pod");
+        assert_eq!((addrs, mtu), (vec![addr.clone()], 1450));
+        assert_eq!(default_route_dev(&t, &tag).as_deref(), Some("eth0"));
+        // And it is wired: the remote pod on node b answers.
+        assert!(
+            common::pings(&t, &tag, "10.244.2.2"),
+            "{version}: ping across VXLAN"
+        );
+
+        if version != "0.3.1" {
+            let mut chk = c.clone();
+            chk["prevResult"] = r.clone();
+            let check = plugin(CNI, "CHECK", &e, &chk);
+            assert_eq!(check.code, 0, "{version} CHECK: {}", check.out);
+            // A result that does not match fails CHECK.
+            let mut wrong = chk.clone();
+            wrong["prevResult"]["ips"][0]["address"] = json!("10.244.1.119/32");
+            assert_ne!(plugin(CNI, "CHECK", &e, &wrong).code, 0);
+        }
+
+        let del = plugin(CNI, "DEL", &e, &c);
+        assert_eq!(del.code, 0, "{version} DEL: {}", del.out);
+        assert!(link(&t, &tag, "eth0").is_none(), "eth0 removed");
+        assert!(reservations(&dir, &name).is_empty(), "address released");
+        let again = plugin(CNI, "DEL", &e, &c);
+        assert_eq!(again.code, 0, "second DEL: {}", again.out);
+        // DEL with the netns already gone.
+        let gone = env(&id, "", "eth0");
+        assert_eq!(plugin(CNI, "DEL", &gone, &c).code, 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_config_or_environment_fails_cleanly_and_leaves_nothing() {
+    if !require_root("bad_config_or_environment_fails_cleanly_and_leaves_nothing") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-errors");
+    let socket = t.sockets[0].clone();
+    t.add_ns("bad").unwrap();
+    let ns = format!("/var/run/netns/{}", t.ns("bad"));
+    let c = conf("1.0.0", "errs", &socket, &dir);
+    let code_of = |r: &Run| {
+        let _: ErrorResult = serde_json::from_str(&r.out).expect("spec error result");
+        serde_json::from_str::<Value>(&r.out).unwrap()["code"]
+            .as_i64()
+            .unwrap()
+    };
+    // No such netns: the spec's invalid-netns code, nothing reserved.
+    let r = plugin(CNI, "ADD", &env("c1", "/var/run/netns/nope", "eth0"), &c);
+    assert_eq!((r.code, code_of(&r)), (8, 8), "{}", r.out);
+    assert!(r.out.contains("/var/run/netns/nope"));
+    // The daemon refuses (an interface of that name exists: lo): the
+    // reserved address goes back.
+    let r = plugin(CNI, "ADD", &env("c2", &ns, "lo"), &c);
+    assert!(r.code >= 100, "{}", r.out);
+    assert!(r.out.contains("lo"), "{}", r.out);
+    assert!(
+        reservations(&dir, "errs").is_empty(),
+        "address not left reserved"
+    );
+    // Daemon down: try again later (11).
+    let mut down = c.clone();
+    down["socket"] = json!("/run/nonexistent-sluice.sock");
+    let r = plugin(CNI, "ADD", &env("c3", &ns, "eth0"), &down);
+    assert_eq!((r.code, code_of(&r)), (11, 11), "{}", r.out);
+    // Bad config: 7, naming the field.
+    let mut bad = c.clone();
+    bad["ipam"]["rangeStart"] = json!("10.9.9.9");
+    let r = plugin(CNI, "ADD", &env("c4", &ns, "eth0"), &bad);
+    assert_eq!((r.code, code_of(&r)), (7, 7), "{}", r.out);
+    assert!(r.out.contains("rangeStart"), "{}", r.out);
+    assert!(link(&t, "bad", "eth0").is_none(), "nothing half-created");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_and_gc_on_spec_1_1() {
+    if !require_root("status_and_gc_on_spec_1_1") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-gc");
+    let socket = t.sockets[0].clone();
+    let c = conf("1.1.0", "gcnet", &socket, &dir);
+    assert_eq!(plugin(CNI, "STATUS", &[], &c).code, 0);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let tag = format!("g{i}");
+        t.add_ns(&tag).unwrap();
+        let ns = format!("/var/run/netns/{}", t.ns(&tag));
+        let id = format!("gc{i}");
+        let r = plugin(CNI, "ADD", &env(&id, &ns, "eth0"), &c);
+        assert_eq!(r.code, 0, "{}", r.out);
+        ids.push((id, tag));
+    }
+    assert_eq!(reservations(&dir, "gcnet").len(), 3);
+    // Only gc0 is still valid: the others' addresses are released and the
+    // daemon detaches them.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "gc0", "ifname": "eth0"}]);
+    let r = plugin(CNI, "GC", &[], &gc);
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert_eq!(reservations(&dir, "gcnet").len(), 1);
+    assert!(link(&t, "g0", "eth0").is_some());
+    assert!(link(&t, "g1", "eth0").is_none(), "detached by GC");
+    assert!(link(&t, "g2", "eth0").is_none(), "detached by GC");
+    // STATUS with the daemon gone: 50.
+    let mut down = c.clone();
+    down["socket"] = json!("/run/nonexistent-sluice.sock");
+    assert_eq!(plugin(CNI, "STATUS", &[], &down).code, 50);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
