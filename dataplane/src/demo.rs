@@ -135,6 +135,39 @@ impl Topology {
         self.daemons.get(i).map(Child::id)
     }
 
+    /// Kills node `i`'s daemon with SIGKILL (no cleanup runs: a crash)
+    /// and reaps it.
+    pub fn kill_daemon(&mut self, i: usize) -> io::Result<()> {
+        let d = self
+            .daemons
+            .get_mut(i)
+            .ok_or_else(|| io::Error::other("no such daemon"))?;
+        d.kill()?;
+        d.wait().map(|_| ())
+    }
+
+    /// Starts node `i`'s daemon again (after [`Topology::kill_daemon`]) and
+    /// waits for its admin socket.
+    pub fn restart_daemon(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
+        let child = spawn_daemon(self, i, sluice)?;
+        if let Some(d) = self.daemons.get_mut(i) {
+            *d = child;
+        }
+        let s = self
+            .sockets
+            .get(i)
+            .cloned()
+            .ok_or_else(|| io::Error::other("no such daemon"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while daemon::request(&s, "status").is_err() {
+            if Instant::now() > deadline {
+                return Err(io::Error::other("daemon did not come back"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     /// Whether node `i`'s daemon is still running.
     pub fn daemon_alive(&mut self, i: usize) -> bool {
         self.daemons
@@ -325,15 +358,7 @@ fn start(t: &mut Topology, exe: &Path) -> io::Result<()> {
             _ => "0",
         };
         std::fs::write(&cfg, config(t, i, cores))?;
-        let log = std::fs::File::create(t.dir.join(format!("{tag}.log")))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &t.ns(tag)])
-            .arg(exe)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let child = spawn_daemon(t, i, exe)?;
         t.daemons.push(child);
         t.sockets.push(t.dir.join(format!("{tag}.sock")));
     }
@@ -375,6 +400,25 @@ fn start(t: &mut Topology, exe: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts node `i`'s daemon with its written configuration (its log is
+/// appended to, so a restart keeps the first run's lines).
+fn spawn_daemon(t: &Topology, i: usize, exe: &Path) -> io::Result<Child> {
+    let tag = NODES.get(i).map_or("a", |n| n.0);
+    let cfg = t.dir.join(format!("{tag}.yaml"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(t.dir.join(format!("{tag}.log")))?;
+    Command::new("ip")
+        .args(["netns", "exec", &t.ns(tag)])
+        .arg(exe)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
 }
 
 fn pattern(n: usize) -> Vec<u8> {

@@ -291,3 +291,104 @@ fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn a_killed_daemon_comes_back_with_its_pods_and_no_address_twice() {
+    if !require_root("a_killed_daemon_comes_back_with_its_pods_and_no_address_twice") {
+        return;
+    }
+    let sluice = Path::new(SLUICE);
+    let mut t = Topology::build(sluice).expect("topology");
+    let dir = tempdir("cni-restart");
+    let socket = t.sockets[0].clone();
+    let c = conf("1.0.0", "restart", &socket, &dir);
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let tag = format!("r{i}");
+        t.add_ns(&tag).unwrap();
+        let ns = format!("/var/run/netns/{}", t.ns(&tag));
+        let r = plugin(CNI, "ADD", &env(&format!("rs{i}"), &ns, "eth0"), &c);
+        assert_eq!(r.code, 0, "{}", r.out);
+        addrs.push(address(&serde_json::from_str(&r.out).unwrap()));
+        assert!(common::pings(&t, &tag, "10.244.2.2"));
+    }
+    // r0 talks the whole time: 60 pings, 0.2 s apart (bounded: 12 s).
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.ns("r0"),
+            "ping",
+            "-c",
+            "60",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "10.244.2.2",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    t.kill_daemon(0).unwrap();
+    // The kernel took the TUN devices with the process.
+    assert!(link(&t, "r1", "eth0").is_none(), "TUN gone with the daemon");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    t.restart_daemon(0, sluice).unwrap();
+    // Re-attached from the daemon's state on disk, no ADD repeated.
+    for (i, a) in addrs.iter().enumerate() {
+        let tag = format!("r{i}");
+        let (got, mtu) = link(&t, &tag, "eth0").expect("re-attached");
+        assert_eq!((&got[..], mtu), (std::slice::from_ref(a), 1450));
+        assert_eq!(default_route_dev(&t, &tag).as_deref(), Some("eth0"));
+    }
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "60 packets transmitted, N received": some lost while it was down,
+    // and traffic resumed after.
+    let received: u32 = text
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let last_seq_ok = text
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| {
+            l.split("icmp_seq=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(received > 10 && last_seq_ok >= 55, "{text}");
+    for i in 0..3 {
+        assert!(
+            common::pings(&t, &format!("r{i}"), "10.244.2.2"),
+            "r{i} after restart"
+        );
+    }
+    // A new pod gets a new address: none handed out twice.
+    t.add_ns("r3").unwrap();
+    let ns = format!("/var/run/netns/{}", t.ns("r3"));
+    let r = plugin(CNI, "ADD", &env("rs3", &ns, "eth0"), &c);
+    assert_eq!(r.code, 0, "{}", r.out);
+    let fresh = address(&serde_json::from_str(&r.out).unwrap());
+    assert!(!addrs.contains(&fresh), "{fresh} handed out twice");
+    let routes = dataplane::daemon::request(&socket, "routes").unwrap();
+    let mut ips: Vec<&str> = routes
+        .lines()
+        .filter(|l| l.starts_with("pod "))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    let n = ips.len();
+    ips.sort_unstable();
+    ips.dedup();
+    assert_eq!(ips.len(), n, "one pod per address: {routes}");
+    assert_eq!(n, 6, "a1, a2 and four CNI pods: {routes}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
