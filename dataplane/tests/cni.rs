@@ -392,3 +392,57 @@ fn a_killed_daemon_comes_back_with_its_pods_and_no_address_twice() {
     assert_eq!(n, 6, "a1, a2 and four CNI pods: {routes}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn host_local_as_delegated_ipam_with_use_pod_cidr() {
+    if !require_root("host_local_as_delegated_ipam_with_use_pod_cidr") {
+        return;
+    }
+    if !Path::new(CNI_PLUGINS).join("host-local").exists() {
+        panic!("{CNI_PLUGINS}/host-local missing: apt install containernetworking-plugins");
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-hostlocal");
+    let socket = t.sockets[0].clone();
+    // host-local 1.1.1 speaks up to 1.0.0: a 1.1.0 config is passed down.
+    for (i, version) in ["0.4.0", "1.1.0"].into_iter().enumerate() {
+        let tag = format!("h{i}");
+        t.add_ns(&tag).unwrap();
+        let ns = format!("/var/run/netns/{}", t.ns(&tag));
+        let c = json!({
+            "cniVersion": version,
+            "name": "hl",
+            "type": "sluice-cni",
+            "socket": socket,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "usePodCidr", "rangeStart": "10.244.1.130", "rangeEnd": "10.244.1.140"}]],
+                "dataDir": dir,
+            }
+        });
+        let id = format!("hl{i}");
+        let e = env(&id, &ns, "eth0");
+        let r = plugin(CNI, "ADD", &e, &c);
+        assert_eq!(r.code, 0, "{version}: {}", r.out);
+        let addr = address(&serde_json::from_str(&r.out).unwrap());
+        let ip = addr.trim_end_matches("/32");
+        let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        assert!(
+            (130..=140).contains(&last),
+            "{addr} from host-local's range"
+        );
+        // host-local's own store has it, under the network's name.
+        assert!(dir.join("hl").join(ip).exists());
+        assert_eq!(
+            link(&t, &tag, "eth0").map(|l| l.0),
+            Some(vec![addr.clone()])
+        );
+        assert!(common::pings(&t, &tag, "10.244.2.2"));
+        let d = plugin(CNI, "DEL", &e, &c);
+        assert_eq!(d.code, 0, "{}", d.out);
+        assert!(!dir.join("hl").join(ip).exists(), "released by host-local");
+        assert!(link(&t, &tag, "eth0").is_none());
+        assert_eq!(plugin(CNI, "DEL", &e, &c).code, 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
