@@ -42,6 +42,7 @@ struct State {
     lists: u64,
     watches: u64,
     patches: u64,
+    gets: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +67,8 @@ pub struct Requests {
     pub watches: u64,
     /// Patch requests.
     pub patches: u64,
+    /// Get requests (one node by name).
+    pub gets: u64,
 }
 
 /// A running fake API server; stops on drop.
@@ -267,6 +270,7 @@ users:
             lists: s.lists,
             watches: s.watches,
             patches: s.patches,
+            gets: s.gets,
         })
     }
 }
@@ -460,7 +464,10 @@ async fn get_node(AxState(s): AxState<Arc<Shared>>, UrlPath(name): UrlPath<Strin
     if let Some(r) = failing(&s) {
         return r;
     }
-    match s.with(|st| st.nodes.get(&name).cloned()) {
+    match s.with(|st| {
+        st.gets += 1;
+        st.nodes.get(&name).cloned()
+    }) {
         Some(n) => (
             [("content-type", "application/json")],
             serde_json::to_string(&n).unwrap_or_default(),

@@ -238,6 +238,42 @@ pub struct Config {
     pub peers_file: Option<PathBuf>,
 }
 
+/// Replaces every `${NAME}` (NAME: letters, digits, `_`) with `env(NAME)`;
+/// an unset variable is an error naming it and its line.
+fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("${") {
+            out.push_str(rest.get(..at).unwrap_or_default());
+            let after = rest.get(at + 2..).unwrap_or_default();
+            let Some(end) = after.find('}') else {
+                return err(
+                    "document",
+                    format!("line {}: \"${{\" without a closing \"}}\"", n + 1),
+                );
+            };
+            let name = after.get(..end).unwrap_or_default();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return err(
+                    "document",
+                    format!("line {}: ${{{name}}} is not a variable name", n + 1),
+                );
+            }
+            let Some(v) = env(name) else {
+                return err(
+                    "document",
+                    format!("line {}: environment variable {name} is not set", n + 1),
+                );
+            };
+            out.push_str(&v);
+            rest = after.get(end + 1..).unwrap_or_default();
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
 fn ipv4(field: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
     s.parse()
         .or_else(|_| err(field, format!("{s:?} is not an IPv4 address")))
@@ -279,9 +315,21 @@ fn range(field: &str, s: &str) -> Result<(u16, u16), ConfigError> {
 }
 
 impl Config {
-    /// Parses and validates a YAML document.
+    /// Parses and validates a YAML document, after replacing `${NAME}`
+    /// with environment variable `NAME` (a DaemonSet's one ConfigMap gives
+    /// every node its own name and address: `${NODE_NAME}`, `${NODE_IP}`
+    /// from the downward API).
     pub fn parse(yaml: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(yaml).map_err(|e| {
+        Self::parse_with_env(yaml, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::parse`] with the environment given.
+    pub fn parse_with_env(
+        yaml: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let yaml = expand_env(yaml, env)?;
+        let raw: RawConfig = serde_yaml::from_str(&yaml).map_err(|e| {
             let loc = e
                 .location()
                 .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
@@ -613,5 +661,28 @@ peers:
         assert!(e.message.contains("pod_cidr"), "{e}");
         let e = Config::parse(&GOOD.replace("  ip: 192.168.77.1\n", "")).unwrap_err();
         assert!(e.message.contains("missing field `ip`"), "{e}");
+    }
+
+    #[test]
+    fn environment_variables_fill_in_per_node_values() {
+        let doc = "node:\n  name: ${NODE_NAME}\n  uplink: auto\n  ip: ${NODE_IP}\n  pod_cidr: 10.244.1.0/24\n";
+        let env = |k: &str| match k {
+            "NODE_NAME" => Some("worker-3".to_string()),
+            "NODE_IP" => Some("192.0.2.7".to_string()),
+            _ => None,
+        };
+        let c = Config::parse_with_env(doc, &env).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.ip),
+            ("worker-3", "192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(c.uplink, "auto");
+        let e = Config::parse_with_env(doc, &|_| None).unwrap_err();
+        assert!(
+            e.message.contains("NODE_NAME") && e.message.contains("line 2"),
+            "{e}"
+        );
+        let e = Config::parse_with_env("node:\n  name: ${NODE NAME}\n", &env).unwrap_err();
+        assert!(e.message.contains("not a variable name"), "{e}");
     }
 }

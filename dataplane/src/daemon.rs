@@ -322,6 +322,34 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
+/// `uplink: auto`: the interface that holds the node's address (as
+/// Flannel picks its interface from the node IP).
+fn resolve_uplink(cfg: &mut Config) -> std::io::Result<()> {
+    if cfg.uplink != "auto" {
+        return Ok(());
+    }
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()?;
+    let want = format!("inet {}/", cfg.ip);
+    let dev = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(&want))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|d| d.split('@').next().unwrap_or(d).to_string());
+    match dev {
+        Some(d) => {
+            tracing::info!("uplink {d} (holds {})", cfg.ip);
+            cfg.uplink = d;
+            Ok(())
+        }
+        None => Err(std::io::Error::other(format!(
+            "node.uplink: auto, but no interface holds {} (node.ip)",
+            cfg.ip
+        ))),
+    }
+}
+
 fn uplink_mac(dev: &str) -> std::io::Result<MacAddr> {
     let s = std::fs::read_to_string(format!("/sys/class/net/{dev}/address"))
         .map_err(|e| std::io::Error::new(e.kind(), format!("uplink {dev}: {e}")))?;
@@ -406,6 +434,7 @@ impl Daemon {
                 cfg.cluster_cidrs.push(net);
             }
         }
+        resolve_uplink(&mut cfg)?;
         if cfg.reserve_ports && cfg.snat {
             reserve_ports(cfg.snat_ports)?;
         }
@@ -627,7 +656,9 @@ impl Daemon {
     }
 }
 
-fn sync_config(cfg: &Config, k: &crate::config::KubeConfig) -> ctrl::kube_sync::SyncConfig {
+/// The control thread's settings for `cfg` (public for the test that
+/// compares the RBAC manifest with what the control thread does).
+pub fn sync_config(cfg: &Config, k: &crate::config::KubeConfig) -> ctrl::kube_sync::SyncConfig {
     ctrl::kube_sync::SyncConfig {
         kubeconfig: k.kubeconfig.clone(),
         node_name: k.node_name.clone(),
