@@ -446,3 +446,220 @@ fn host_local_as_delegated_ipam_with_use_pod_cidr() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Serves HTTP (any request -> `name`) and UDP (any datagram -> `name
+/// <bytes received>`) on `ip` in the namespace at `ns` until `stop`.
+fn serve(
+    ns: &Path,
+    ip: Ipv4Addr,
+    name: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let (tcp, udp) = dataplane::netns::run_in(ns, move || {
+        Ok((
+            std::net::TcpListener::bind((ip, 8080))?,
+            std::net::UdpSocket::bind((ip, 5300))?,
+        ))
+    })
+    .expect("bind in the pod");
+    tcp.set_nonblocking(true).unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let (n2, s2) = (name.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        while !s2.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = udp.recv_from(&mut b) {
+                let _ = udp.send_to(format!("{n2} {n}").as_bytes(), from);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match tcp.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                    let mut req = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let body = format!("{name}\n");
+                    let _ = s.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+    });
+}
+
+/// `curl` from pod `tag`: the body, or None.
+fn curl(t: &Topology, tag: &str, url: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.ns(tag),
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            url,
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// One UDP request of `size` bytes from the pod at `ns` to `to`: the reply.
+fn udp_ask(ns: &Path, to: Ipv4Addr, size: usize) -> Option<String> {
+    dataplane::netns::run_in(ns, move || {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+        let mut b = [0u8; 256];
+        // Bounded retries: a first datagram may wait on ARP-less TUN
+        // setup or a peer's neighbour resolution.
+        for _ in 0..3 {
+            s.send_to(&vec![0x5a; size], (to, 5300))?;
+            if let Ok(n) = s.recv(&mut b) {
+                return Ok(String::from_utf8_lossy(&b[..n]).into_owned());
+            }
+        }
+        Err(std::io::Error::other("no answer"))
+    })
+    .ok()
+}
+
+#[test]
+fn conformance_two_nodes_ten_pods_each() {
+    if !require_root("conformance_two_nodes_ten_pods_each") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-conformance");
+    // (tag, node) for 10 pods per node.
+    let pods: Vec<(String, usize)> = (0..2)
+        .flat_map(|node| (0..10).map(move |i| (format!("c{node}x{i}"), node)))
+        .collect();
+    for (tag, _) in &pods {
+        t.add_ns(tag).unwrap();
+    }
+    let confs: Vec<Value> = (0..2)
+        .map(|node| {
+            let mut c = conf(
+                "1.1.0",
+                "k8s-pod-network",
+                &t.sockets[node],
+                &dir.join(format!("n{node}")),
+            );
+            let net = if node == 0 { "10.244.1" } else { "10.244.2" };
+            c["ipam"]["rangeStart"] = json!(format!("{net}.150"));
+            c["ipam"]["rangeEnd"] = json!(format!("{net}.200"));
+            c
+        })
+        .collect();
+    // All twenty ADDs at once, as a kubelet starting pods does.
+    let added: Vec<(String, usize, Ipv4Addr)> = std::thread::scope(|s| {
+        let hs: Vec<_> = pods
+            .iter()
+            .map(|(tag, node)| {
+                let ns = format!("/var/run/netns/{}", t.ns(tag));
+                let c = &confs[*node];
+                s.spawn(move || {
+                    let r = plugin(CNI, "ADD", &env(tag, &ns, "eth0"), c);
+                    assert_eq!(r.code, 0, "{tag}: {}", r.out);
+                    let a = address(&serde_json::from_str(&r.out).unwrap());
+                    (
+                        tag.clone(),
+                        *node,
+                        a.trim_end_matches("/32").parse().unwrap(),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<Ipv4Addr> = added.iter().map(|a| a.2).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 20, "twenty distinct addresses");
+    for (_, node, ip) in &added {
+        let net = if *node == 0 { 1 } else { 2 };
+        assert_eq!(ip.octets()[2], net, "{ip} from its node's pod CIDR");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (tag, _, ip) in &added {
+        serve(&t.ns_path(tag), *ip, tag.clone(), stop.clone());
+    }
+    serve(
+        &t.ns_path("ext"),
+        "192.168.77.100".parse().unwrap(),
+        "external".into(),
+        stop.clone(),
+    );
+
+    let mut failures = Vec::new();
+    for (from, node, _) in &added {
+        for (to, _, ip) in &added {
+            if from == to {
+                continue;
+            }
+            match curl(&t, from, &format!("http://{ip}:8080/")) {
+                Some(b) if b == *to => {}
+                other => failures.push(format!("http {from} -> {to}: {other:?}")),
+            }
+            match udp_ask(&t.ns_path(from), *ip, 64) {
+                Some(b) if b == format!("{to} 64") => {}
+                other => failures.push(format!("udp {from} -> {to}: {other:?}")),
+            }
+        }
+        // Out of the cluster through SNAT.
+        match curl(&t, from, "http://192.168.77.100:8080/") {
+            Some(b) if b == "external" => {}
+            other => failures.push(format!("http {from} -> external: {other:?}")),
+        }
+        // 2000 bytes across nodes: two IP fragments at MTU 1450.
+        let (far, _, far_ip) = added.iter().find(|p| p.1 != *node).unwrap();
+        match udp_ask(&t.ns_path(from), *far_ip, 2000) {
+            Some(b) if b == format!("{far} 2000") => {}
+            other => failures.push(format!("udp 2000 B {from} -> {far}: {other:?}")),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Deleting the pods frees their addresses.
+    std::thread::scope(|s| {
+        for (tag, node, _) in &added {
+            let ns = format!("/var/run/netns/{}", t.ns(tag));
+            let c = &confs[*node];
+            s.spawn(move || {
+                let r = plugin(CNI, "DEL", &env(tag, &ns, "eth0"), c);
+                assert_eq!(r.code, 0, "{tag}: {}", r.out);
+            });
+        }
+    });
+    for node in 0..2 {
+        assert!(reservations(&dir.join(format!("n{node}")), "k8s-pod-network").is_empty());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
