@@ -139,7 +139,10 @@ fn add_check_del_for_every_spec_version() {
     let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
     let dir = tempdir("cni-versions");
     let socket = t.sockets[0].clone();
-    for (i, version) in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
+    for (i, version) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+        .into_iter()
+        .enumerate()
+    {
         let tag = format!("p{i}");
         t.add_ns(&tag).unwrap();
         let ns = format!("/var/run/netns/{}", t.ns(&tag));
@@ -178,7 +181,7 @@ fn add_check_del_for_every_spec_version() {
             "{version}: ping across VXLAN"
         );
 
-        if version != "0.3.1" {
+        if !version.starts_with("0.3") {
             let mut chk = c.clone();
             chk["prevResult"] = r.clone();
             let check = plugin(CNI, "CHECK", &e, &chk);
@@ -661,5 +664,38 @@ fn conformance_two_nodes_ten_pods_each() {
     for node in 0..2 {
         assert!(reservations(&dir.join(format!("n{node}")), "k8s-pod-network").is_empty());
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn veth_mode_attaches_through_af_xdp_with_a_gateway() {
+    if !require_root("veth_mode_attaches_through_af_xdp_with_a_gateway") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-veth");
+    let mut c = conf("1.1.0", "vethnet", &t.sockets[0], &dir);
+    c["mode"] = json!("veth");
+    t.add_ns("v0").unwrap();
+    let ns = format!("/var/run/netns/{}", t.ns("v0"));
+    let e = env("veth0", &ns, "net1");
+    let r = plugin(CNI, "ADD", &e, &c);
+    assert_eq!(r.code, 0, "{}", r.out);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    // A veth has a next hop: the pod CIDR's gateway.
+    assert_eq!(v["ips"][0]["gateway"], "10.244.1.1");
+    assert_eq!(v["routes"][0]["gw"], "10.244.1.1");
+    let addr = address(&v);
+    assert_eq!(link(&t, "v0", "net1"), Some((vec![addr], 1450)));
+    assert!(
+        common::pings(&t, "v0", "10.244.2.2"),
+        "veth pod across VXLAN"
+    );
+    let mut chk = c.clone();
+    chk["prevResult"] = v;
+    assert_eq!(plugin(CNI, "CHECK", &e, &chk).code, 0);
+    assert_eq!(plugin(CNI, "DEL", &e, &c).code, 0);
+    assert!(link(&t, "v0", "net1").is_none());
+    assert_eq!(plugin(CNI, "DEL", &e, &c).code, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
