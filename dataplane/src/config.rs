@@ -103,6 +103,8 @@ struct RawNode {
     gateway: Option<String>,
     #[serde(default)]
     uplink_mtu: Option<u32>,
+    #[serde(default)]
+    host_interface: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +198,9 @@ pub struct Config {
     pub gateway: Option<Ipv4Addr>,
     /// Uplink MTU (default 1500).
     pub uplink_mtu: u16,
+    /// The node's device towards the pods (`node.host_interface`, default
+    /// `sluice0`; `none`: no host path).
+    pub host_interface: Option<String>,
     /// Cluster CIDRs: never masqueraded towards.
     pub cluster_cidrs: Vec<Ipv4Net>,
     /// VNI.
@@ -365,6 +370,22 @@ impl Config {
             );
         }
         let ip = ipv4("node.ip", &n.ip)?;
+        let host_interface = match n.host_interface.as_deref() {
+            None => Some("sluice0".to_string()),
+            Some("none") => None,
+            Some(h)
+                if (1..16).contains(&h.len())
+                    && !h.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) =>
+            {
+                Some(h.to_string())
+            }
+            Some(h) => {
+                return err(
+                    "node.host_interface",
+                    format!("{h:?} is not an interface name (or \"none\")"),
+                );
+            }
+        };
         let pod_cidr_from_api = n.pod_cidr.is_none();
         if pod_cidr_from_api && r.kubernetes.is_none() {
             return err(
@@ -527,6 +548,7 @@ impl Config {
             vtep_mac,
             gateway,
             uplink_mtu,
+            host_interface,
             cluster_cidrs,
             vni,
             vxlan_port,

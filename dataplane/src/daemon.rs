@@ -229,6 +229,8 @@ struct Control {
     neigh: HashMap<Ipv4Addr, MacAddr>,
     /// Attached pods and the worker owning each.
     pods: BTreeMap<Ipv4Addr, (PodRecord, u8)>,
+    /// The worker serving the host device, if there is one.
+    host: Option<u8>,
     generation: u64,
     routes: Routes,
     /// When the current snapshot was published.
@@ -260,7 +262,13 @@ impl Control {
             self.peers.values().cloned(),
             &|ip| self.neigh.get(&ip).copied(),
         )
-        .with_pod_workers(self.pods.iter().map(|(ip, (_, w))| (*ip, *w)))
+        .with_pod_workers(
+            self.pods.iter().map(|(ip, (_, w))| (*ip, *w)).chain(
+                self.host
+                    .into_iter()
+                    .flat_map(|w| [(self.cfg.gateway_ip(), w), (self.cfg.ip, w)]),
+            ),
+        )
     }
 
     fn publish(&mut self) {
@@ -320,6 +328,37 @@ impl std::fmt::Debug for Daemon {
             .field("socket", &self.socket)
             .finish()
     }
+}
+
+/// The node's device towards its pods: a TUN device holding the pods'
+/// gateway address, with routes for the pod CIDR and the cluster's pod
+/// network through it, so the node reaches pods (kubelet probes, traffic
+/// it DNATs) and pods reach the node.
+fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
+    let _ = netns::cmd(&["ip", "link", "del", name]);
+    let mtu = cfg.uplink_mtu.saturating_sub(encap::vxlan::OVERHEAD as u16);
+    let port = TunPort::create_here(name, cfg.gateway_ip(), mtu, cfg.tun_offload)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("host device {name}: {e}")))?;
+    // IPv4 only: no router solicitations into the dataplane.
+    let _ = netns::cmd(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{name}.disable_ipv6=1"),
+    ]);
+    netns::cmd(&["ip", "link", "set", name, "up"])?;
+    // The pod network: the cluster CIDRs holding this node's pod CIDR (not
+    // the service CIDR, which kube-proxy handles), and the pod CIDR itself.
+    let mut nets: Vec<String> = cfg
+        .cluster_cidrs
+        .iter()
+        .filter(|c| c.contains(&cfg.pod_cidr))
+        .map(ToString::to_string)
+        .collect();
+    nets.push(cfg.pod_cidr.to_string());
+    for n in nets {
+        netns::cmd(&["ip", "route", "replace", &n, "dev", name])?;
+    }
+    Ok(port)
 }
 
 /// `uplink: auto`: the interface that holds the node's address (as
@@ -448,6 +487,7 @@ impl Daemon {
                 .collect(),
             neigh: HashMap::new(),
             pods: BTreeMap::new(),
+            host: None,
             generation: 0,
             published_at: Instant::now(),
             routes: Routes::new(Snapshot::new(
@@ -533,6 +573,21 @@ impl Daemon {
                 cfg.uplink.clone()
             };
             w.add_port_labelled(Box::new(up), Role::Uplink, label);
+            if i == 0
+                && let Some(name) = &cfg.host_interface
+            {
+                let port = open_host_device(&cfg, name)?;
+                w.add_port_labelled(
+                    Box::new(port),
+                    Role::Host {
+                        gateway: cfg.gateway_ip(),
+                        node: cfg.ip,
+                    },
+                    format!("host/{name}"),
+                );
+                control.host = Some(0);
+                control.publish();
+            }
             workers.push(w);
         }
         drop(prog);

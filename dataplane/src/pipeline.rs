@@ -76,6 +76,7 @@ impl Worker {
         };
         match (slot.role, slot.port.framing()) {
             (Role::Uplink, _) => self.uplink_rx(snap, now, buf, false),
+            (Role::Host { .. }, _) => self.pod_rx(snap, now, from, None, buf),
             (Role::Pod { ip, .. }, framing) => {
                 if framing == Framing::Ethernet {
                     let eth =
@@ -86,7 +87,7 @@ impl Worker {
                     }
                     strip_ethernet(buf)?;
                 }
-                self.pod_rx(snap, now, from, ip, buf)
+                self.pod_rx(snap, now, from, Some(ip), buf)
             }
         }
     }
@@ -271,17 +272,29 @@ impl Worker {
         }
     }
 
+    /// A packet from pod `pod_ip`, or from the node's own stack (`None`:
+    /// any source, and never masqueraded).
     fn pod_rx(
         &mut self,
         snap: &Snapshot,
         now: Duration,
         from: usize,
-        pod_ip: Ipv4Addr,
+        pod_ip: Option<Ipv4Addr>,
         buf: &mut Buf,
     ) -> Result<Out, Reason> {
         let (src, dst) = check_ipv4(buf)?;
-        if src != pod_ip {
+        if pod_ip.is_some_and(|ip| ip != src) {
             return Err(Reason::Spoofed);
+        }
+        // To the node itself, through the host device when there is one.
+        if dst == snap.node.ip
+            && pod_ip.is_some()
+            && (self.pod_port(dst).is_some() || snap.pod_worker(dst).is_some())
+        {
+            if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                return r.map(Out::Port);
+            }
+            return self.to_pod(snap, dst, buf);
         }
         match snap.route(dst) {
             Route::Local => {
@@ -332,6 +345,8 @@ impl Worker {
                 self.uplink().map(Out::Port).ok_or(Reason::NoNeighbour)
             }
             Route::Unroutable => Err(Reason::NoRoute),
+            // The node routes only cluster addresses to its host device.
+            Route::External if pod_ip.is_none() => Err(Reason::NoRoute),
             Route::External => {
                 let gw = snap.node.gateway_mac.ok_or(Reason::NoNeighbour)?;
                 let up = self.uplink().ok_or(Reason::NoNeighbour)?;

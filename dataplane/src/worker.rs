@@ -99,6 +99,16 @@ impl Mesh {
 pub enum Role {
     /// The node's uplink NIC.
     Uplink,
+    /// The node's own network stack, through a TUN device in the node's
+    /// namespace (`sluice0`): the node reaches pods (kubelet probes,
+    /// traffic DNATed by the node) and pods reach the node. It answers for
+    /// the pods' gateway address (the device's own) and the node IP.
+    Host {
+        /// The pods' gateway address, held by the host device.
+        gateway: Ipv4Addr,
+        /// The node IP.
+        node: Ipv4Addr,
+    },
     /// A pod's interface.
     Pod {
         /// The pod's address (the only source it may use).
@@ -234,6 +244,10 @@ impl Worker {
         };
         match role {
             Role::Uplink => self.uplink = Some(i),
+            Role::Host { gateway, node } => {
+                self.pods.insert(gateway.to_bits(), i);
+                self.pods.insert(node.to_bits(), i);
+            }
             Role::Pod { ip, .. } => {
                 self.pods.insert(ip.to_bits(), i);
             }

@@ -699,3 +699,130 @@ fn veth_mode_attaches_through_af_xdp_with_a_gateway() {
     assert_eq!(plugin(CNI, "DEL", &e, &c).code, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The runtime's side of a conflist: each plugin's ADD in order, with the
+/// list's name and version and the previous result; returns the last
+/// result.
+fn add_chain(node_ns: &str, list: &Value, runtime: &Value, e: &[(&str, &str)]) -> Value {
+    let mut prev: Option<Value> = None;
+    for p in list["plugins"].as_array().unwrap() {
+        let mut c = p.clone();
+        c["name"] = list["name"].clone();
+        c["cniVersion"] = list["cniVersion"].clone();
+        c["runtimeConfig"] = runtime.clone();
+        if let Some(r) = &prev {
+            c["prevResult"] = r.clone();
+        }
+        let ty = p["type"].as_str().unwrap();
+        let exe = if ty == "sluice-cni" {
+            CNI.to_string()
+        } else {
+            format!("{CNI_PLUGINS}/{ty}")
+        };
+        // Plugins run in the node's namespace, as the runtime runs them
+        // on the host.
+        let r = in_node(node_ns, &exe, "ADD", e, &c);
+        assert_eq!(r.code, 0, "{ty} ADD: {}", r.out);
+        prev = Some(serde_json::from_str(&r.out).unwrap());
+    }
+    prev.unwrap()
+}
+
+fn in_node(node_ns: &str, exe: &str, cmd: &str, e: &[(&str, &str)], conf: &Value) -> Run {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", node_ns, exe])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_PATH", format!("{CNI_PLUGINS}:{}", bin_dir().display()));
+    for (k, v) in e {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+    }
+}
+
+#[test]
+fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
+    if !require_root("the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-chain");
+    // The node's own stack reaches local and remote pods through its host
+    // device (what kubelet probes need), and a pod reaches its node.
+    assert!(common::pings(&t, "a", "10.244.1.2"), "node-a -> its pod");
+    assert!(
+        common::pings(&t, "a", "10.244.2.2"),
+        "node-a -> node-b's pod"
+    );
+    assert!(common::pings(&t, "a1", "192.168.77.1"), "pod -> its node");
+    // The conflist the DaemonSet installs, with this test's socket.
+    let list = json!({
+        "name": "chain",
+        "cniVersion": "1.0.0",
+        "plugins": [
+            {"type": "sluice-cni", "socket": t.sockets[0],
+             "ipam": {"type": "sluice-cni", "subnet": "usePodCidr",
+                      "rangeStart": "10.244.1.210", "rangeEnd": "10.244.1.220", "dataDir": dir}},
+            {"type": "portmap", "snat": true, "capabilities": {"portMappings": true}},
+            {"type": "bandwidth", "capabilities": {"bandwidth": true}}
+        ]
+    });
+    t.add_ns("pm").unwrap();
+    let ns = format!("/var/run/netns/{}", t.ns("pm"));
+    let e = env("pm0", &ns, "eth0");
+    let runtime = json!({"portMappings": [
+        {"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}
+    ]});
+    let result = add_chain(&t.ns("a"), &list, &runtime, &e);
+    let ip: Ipv4Addr = address(&result).trim_end_matches("/32").parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    serve(&t.ns_path("pm"), ip, "pm0".into(), stop.clone());
+    // A kubelet-style HTTP probe from the node to the pod IP.
+    assert_eq!(
+        curl(&t, "a", &format!("http://{ip}:8080/")).as_deref(),
+        Some("pm0")
+    );
+    // hostPort through portmap's DNAT, from the node itself.
+    assert_eq!(
+        curl(&t, "a", "http://192.168.77.1:18080/").as_deref(),
+        Some("pm0"),
+        "hostPort 18080 -> pod 8080"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // DEL in reverse order; portmap removes its rules.
+    for p in list["plugins"].as_array().unwrap().iter().rev() {
+        let mut c = p.clone();
+        c["name"] = list["name"].clone();
+        c["cniVersion"] = list["cniVersion"].clone();
+        c["runtimeConfig"] = runtime.clone();
+        c["prevResult"] = result.clone();
+        let ty = p["type"].as_str().unwrap();
+        let exe = if ty == "sluice-cni" {
+            CNI.to_string()
+        } else {
+            format!("{CNI_PLUGINS}/{ty}")
+        };
+        let r = in_node(&t.ns("a"), &exe, "DEL", &e, &c);
+        assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
+    }
+    assert!(curl(&t, "a", "http://192.168.77.1:18080/").is_none());
+    assert!(reservations(&dir, "chain").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

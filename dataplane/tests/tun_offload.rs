@@ -98,7 +98,7 @@ fn hop(from: &mut TunPort, to: &mut TunPort, bufs: &mut [Buf], m: &mut Moved) ->
 
 /// Moves packets between the two ports until `stop` (or 60 s, so the loop
 /// is bounded even if the test's other half hangs).
-fn forward(mut x: TunPort, mut y: TunPort, stop: Arc<AtomicBool>) -> Moved {
+fn forward(mut x: TunPort, mut y: TunPort, stop: Arc<AtomicBool>) -> (Moved, TunPort, TunPort) {
     let mut bufs: Vec<Buf> = (0..32).map(|_| Buf::new()).collect();
     let mut m = Moved::default();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -112,7 +112,9 @@ fn forward(mut x: TunPort, mut y: TunPort, stop: Arc<AtomicBool>) -> Moved {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
-    m
+    // Hand the ports back (the devices live as long as they do), so the
+    // kernel's counters can be read once nothing moves any more.
+    (m, x, y)
 }
 
 /// Sends 8 MB from x to y over TCP through the two ports; returns what the
@@ -149,10 +151,13 @@ fn transfer(offload: bool) -> (Moved, u64, u64, bool) {
         s.shutdown(std::net::Shutdown::Write)
     });
     let got = srv.join();
-    // Before the forwarder stops: the devices go with its ports.
-    let (x_tx, y_rx) = (eth0_packets(&nx).1, eth0_packets(&ny).0);
+    // Let the last ACKs and FINs cross, then stop the forwarder and read
+    // the kernel's counters while the ports (and devices) still exist.
+    std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let moved = fwd.join().expect("forwarder");
+    let (moved, px, py) = fwd.join().expect("forwarder");
+    let (x_tx, y_rx) = (eth0_packets(&nx).1, eth0_packets(&ny).0);
+    drop((px, py));
     sent.expect("client");
     let got = got.expect("server");
     assert_eq!(got.len(), data.len(), "bytes received");

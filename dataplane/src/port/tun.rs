@@ -133,6 +133,33 @@ impl TunPort {
         })
     }
 
+    /// Creates TUN device `name` in the current network namespace with
+    /// `addr/32` and `mtu`, up, and no routes (the node's host device; the
+    /// caller routes what it should carry).
+    pub fn create_here(name: &str, addr: Ipv4Addr, mtu: u16, offload: bool) -> io::Result<TunPort> {
+        let build = |offload: bool| {
+            DeviceBuilder::new()
+                .name(name)
+                .ipv4(addr, 32u8, None)
+                .mtu(mtu)
+                .packet_information(false)
+                .offload(offload)
+                .build_sync()
+        };
+        let dev = match build(offload) {
+            Ok(d) => d,
+            Err(_) if offload => build(false)?,
+            Err(e) => return Err(e),
+        };
+        dev.set_nonblocking(true)?;
+        let offload = dev.tcp_gso().then(Offload::new);
+        Ok(TunPort {
+            dev,
+            name: name.to_string(),
+            offload,
+        })
+    }
+
     /// Whether the device runs with segmentation offload.
     pub fn offloading(&self) -> bool {
         self.offload.is_some()
