@@ -358,7 +358,62 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
     for n in nets {
         netns::cmd(&["ip", "route", "replace", &n, "dev", name])?;
     }
+    masquerade_outsiders(cfg, name)?;
+    // The node forwards between its uplink and the host device (hostPort,
+    // NodePort); Kubernetes nodes run with this on, Calico's Felix turns
+    // it on too.
+    netns::cmd(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     Ok(port)
+}
+
+/// Traffic the node sends to pods from an address outside the cluster
+/// (a hostPort or NodePort DNATed by the node for an outside client) is
+/// masqueraded to the host device's address, so the pod's reply comes
+/// back through the device and the node can undo its DNAT; otherwise
+/// Sluice would masquerade the reply out of the uplink. Like portmap's
+/// `masqAll`, the pod then sees the node, not the client. One rule, added
+/// once (`iptables -C` first).
+fn masquerade_outsiders(cfg: &Config, dev: &str) -> std::io::Result<()> {
+    // iptables takes one negated -s: the cluster CIDR holding the pod CIDR
+    // (the pod network), else the pod CIDR itself.
+    let inside = cfg
+        .cluster_cidrs
+        .iter()
+        .find(|c| c.contains(&cfg.pod_cidr))
+        .unwrap_or(&cfg.pod_cidr)
+        .to_string();
+    let rule = |op: &'static str| -> Vec<String> {
+        [
+            "iptables",
+            "-t",
+            "nat",
+            op,
+            "POSTROUTING",
+            "-o",
+            dev,
+            "!",
+            "-s",
+            &inside,
+            "-m",
+            "comment",
+            "--comment",
+            "sluice: outside sources to pods",
+            "-j",
+            "MASQUERADE",
+        ]
+        .iter()
+        .map(|a| (*a).to_string())
+        .collect()
+    };
+    let run = |op: &'static str| {
+        let v = rule(op);
+        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+        netns::cmd(&args)
+    };
+    if run("-C").is_err() {
+        run("-A")?;
+    }
+    Ok(())
 }
 
 /// `uplink: auto`: the interface that holds the node's address (as

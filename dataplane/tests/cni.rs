@@ -805,6 +805,13 @@ fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
         Some("pm0"),
         "hostPort 18080 -> pod 8080"
     );
+    // And from outside the node (PREROUTING DNAT; the reply returns
+    // through sluice0 for the node to undo it).
+    assert_eq!(
+        curl(&t, "ext", "http://192.168.77.1:18080/").as_deref(),
+        Some("pm0"),
+        "hostPort from the external host"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // DEL in reverse order; portmap removes its rules.
     for p in list["plugins"].as_array().unwrap().iter().rev() {
