@@ -411,11 +411,16 @@ fn spawn_daemon(t: &Topology, i: usize, exe: &Path) -> io::Result<Child> {
         .create(true)
         .append(true)
         .open(t.dir.join(format!("{tag}.log")))?;
+    spawn_sluice(&t.ns(tag), exe, &cfg, log)
+}
+
+/// Runs `exe run --config cfg` inside namespace `ns`, stderr to `log`.
+pub fn spawn_sluice(ns: &str, exe: &Path, cfg: &Path, log: std::fs::File) -> io::Result<Child> {
     Command::new("ip")
-        .args(["netns", "exec", &t.ns(tag)])
+        .args(["netns", "exec", ns])
         .arg(exe)
         .args(["run", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

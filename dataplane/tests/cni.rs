@@ -30,7 +30,26 @@ struct Run {
 /// Runs plugin `exe` with `CNI_COMMAND=cmd` and the other `CNI_*` from
 /// `env`, `conf` on stdin: what a runtime does.
 fn plugin(exe: &str, cmd: &str, env: &[(&str, &str)], conf: &Value) -> Run {
-    let mut c = Command::new(exe);
+    run_plugin(None, exe, cmd, env, conf)
+}
+
+/// [`plugin`], run inside the namespace `netns` when given (as a runtime
+/// runs plugins on the node).
+fn run_plugin(
+    netns: Option<&str>,
+    exe: &str,
+    cmd: &str,
+    env: &[(&str, &str)],
+    conf: &Value,
+) -> Run {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, exe]);
+            c
+        }
+        None => Command::new(exe),
+    };
     c.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", cmd)
@@ -706,19 +725,7 @@ fn veth_mode_attaches_through_af_xdp_with_a_gateway() {
 fn add_chain(node_ns: &str, list: &Value, runtime: &Value, e: &[(&str, &str)]) -> Value {
     let mut prev: Option<Value> = None;
     for p in list["plugins"].as_array().unwrap() {
-        let mut c = p.clone();
-        c["name"] = list["name"].clone();
-        c["cniVersion"] = list["cniVersion"].clone();
-        c["runtimeConfig"] = runtime.clone();
-        if let Some(r) = &prev {
-            c["prevResult"] = r.clone();
-        }
-        let ty = p["type"].as_str().unwrap();
-        let exe = if ty == "sluice-cni" {
-            CNI.to_string()
-        } else {
-            format!("{CNI_PLUGINS}/{ty}")
-        };
+        let (c, ty, exe) = chained(list, p, runtime, prev.as_ref());
         // Plugins run in the node's namespace, as the runtime runs them
         // on the host.
         let r = in_node(node_ns, &exe, "ADD", e, &c);
@@ -728,33 +735,33 @@ fn add_chain(node_ns: &str, list: &Value, runtime: &Value, e: &[(&str, &str)]) -
     prev.unwrap()
 }
 
+/// Plugin `p` of conflist `list` as the runtime hands it over: the list's
+/// name and version, the runtime config, the previous result; with its
+/// type and executable.
+fn chained(
+    list: &Value,
+    p: &Value,
+    runtime: &Value,
+    prev: Option<&Value>,
+) -> (Value, String, String) {
+    let mut c = p.clone();
+    c["name"] = list["name"].clone();
+    c["cniVersion"] = list["cniVersion"].clone();
+    c["runtimeConfig"] = runtime.clone();
+    if let Some(r) = prev {
+        c["prevResult"] = r.clone();
+    }
+    let ty = p["type"].as_str().unwrap().to_string();
+    let exe = if ty == "sluice-cni" {
+        CNI.to_string()
+    } else {
+        format!("{CNI_PLUGINS}/{ty}")
+    };
+    (c, ty, exe)
+}
+
 fn in_node(node_ns: &str, exe: &str, cmd: &str, e: &[(&str, &str)], conf: &Value) -> Run {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", node_ns, exe])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_PATH", format!("{CNI_PLUGINS}:{}", bin_dir().display()));
-    for (k, v) in e {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        out: String::from_utf8_lossy(&o.stdout).into_owned(),
-    }
+    run_plugin(Some(node_ns), exe, cmd, e, conf)
 }
 
 #[test]
@@ -815,17 +822,7 @@ fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // DEL in reverse order; portmap removes its rules.
     for p in list["plugins"].as_array().unwrap().iter().rev() {
-        let mut c = p.clone();
-        c["name"] = list["name"].clone();
-        c["cniVersion"] = list["cniVersion"].clone();
-        c["runtimeConfig"] = runtime.clone();
-        c["prevResult"] = result.clone();
-        let ty = p["type"].as_str().unwrap();
-        let exe = if ty == "sluice-cni" {
-            CNI.to_string()
-        } else {
-            format!("{CNI_PLUGINS}/{ty}")
-        };
+        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
         let r = in_node(&t.ns("a"), &exe, "DEL", &e, &c);
         assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
     }

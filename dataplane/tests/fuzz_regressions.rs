@@ -5,40 +5,33 @@
 use std::fs;
 use std::path::Path;
 
-#[test]
-fn pipeline_corpus_replays_clean() {
+/// Runs `harness` on every input of `target`; at least `min` must exist.
+fn replay(target: &str, min: usize, harness: impl Fn(&[u8]) + std::panic::RefUnwindSafe) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut n = 0;
     for kind in ["corpus", "regressions"] {
-        let Ok(entries) = fs::read_dir(root.join(kind).join("pipeline")) else {
+        let Ok(entries) = fs::read_dir(root.join(kind).join(target)) else {
             continue;
         };
         for e in entries {
             let path = e.unwrap().path();
             let data = fs::read(&path).unwrap();
-            let r = std::panic::catch_unwind(|| dataplane::harness::pipeline(&data));
-            assert!(r.is_ok(), "{} fails the pipeline harness", path.display());
+            let r = std::panic::catch_unwind(|| harness(&data));
+            assert!(r.is_ok(), "{} fails the {target} harness", path.display());
             n += 1;
         }
     }
-    assert!(n >= 10, "the seed corpus is missing ({n} inputs)");
+    assert!(n >= min, "the {target} seed corpus is missing ({n} inputs)");
+}
+
+#[test]
+fn pipeline_corpus_replays_clean() {
+    replay("pipeline", 10, |d| {
+        let _ = dataplane::harness::pipeline(d);
+    });
 }
 
 #[test]
 fn tun_gro_corpus_replays_clean() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut n = 0;
-    for kind in ["corpus", "regressions"] {
-        let Ok(entries) = fs::read_dir(root.join(kind).join("tun_gro")) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            let data = fs::read(&path).unwrap();
-            let r = std::panic::catch_unwind(|| dataplane::port::gro::fuzzing::harness(&data));
-            assert!(r.is_ok(), "{} fails the tun_gro harness", path.display());
-            n += 1;
-        }
-    }
-    assert!(n >= 5, "the seed corpus is missing ({n} inputs)");
+    replay("tun_gro", 5, dataplane::port::gro::fuzzing::harness);
 }

@@ -31,7 +31,7 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -454,14 +454,7 @@ admin:
         );
         std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(self.dir.join("bench.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("node")])
-            .arg(exe)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let child = dataplane::demo::spawn_sluice(&self.ns("node"), exe, &cfg, log)
             .map_err(|e| format!("{}: {e}", exe.display()))?;
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);

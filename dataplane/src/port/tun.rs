@@ -105,31 +105,11 @@ impl TunPort {
         offload: bool,
     ) -> io::Result<TunPort> {
         let n = name.to_string();
-        let dev = netns::run_in(netns, move || {
-            let build = |offload: bool| {
-                DeviceBuilder::new()
-                    .name(&n)
-                    .ipv4(addr, 32u8, None)
-                    .mtu(mtu)
-                    .packet_information(false)
-                    .offload(offload)
-                    .build_sync()
-            };
-            let dev = match build(offload) {
-                Ok(d) => d,
-                Err(_) if offload => build(false)?,
-                Err(e) => return Err(e),
-            };
-            dev.set_nonblocking(true)?;
+        netns::run_in(netns, move || {
+            let port = TunPort::create_here(&n, addr, mtu, offload)?;
             netns::cmd(&["ip", "link", "set", "lo", "up"])?;
             netns::cmd(&["ip", "route", "replace", "default", "dev", &n])?;
-            Ok(dev)
-        })?;
-        let offload = dev.tcp_gso().then(Offload::new);
-        Ok(TunPort {
-            dev,
-            name: name.to_string(),
-            offload,
+            Ok(port)
         })
     }
 
