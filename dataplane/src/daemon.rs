@@ -358,7 +358,7 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
     for n in nets {
         netns::cmd(&["ip", "route", "replace", &n, "dev", name])?;
     }
-    masquerade_outsiders(cfg, name)?;
+    masquerade_outsiders(cfg, name, true)?;
     // The node forwards between its uplink and the host device (hostPort,
     // NodePort); Kubernetes nodes run with this on, Calico's Felix turns
     // it on too.
@@ -373,7 +373,7 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
 /// Sluice would masquerade the reply out of the uplink. Like portmap's
 /// `masqAll`, the pod then sees the node, not the client. One rule, added
 /// once (`iptables -C` first).
-fn masquerade_outsiders(cfg: &Config, dev: &str) -> std::io::Result<()> {
+fn masquerade_outsiders(cfg: &Config, dev: &str, add: bool) -> std::io::Result<()> {
     // iptables takes one negated -s: the cluster CIDR holding the pod CIDR
     // (the pod network), else the pod CIDR itself.
     let inside = cfg
@@ -410,6 +410,11 @@ fn masquerade_outsiders(cfg: &Config, dev: &str) -> std::io::Result<()> {
         let args: Vec<&str> = v.iter().map(String::as_str).collect();
         netns::cmd(&args)
     };
+    if !add {
+        // A clean stop takes the rule away (a crash leaves it for the
+        // restart, which finds it in place).
+        return run("-D");
+    }
     if run("-C").is_err() {
         run("-A")?;
     }
@@ -763,6 +768,12 @@ impl Daemon {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.socket);
+        if let Ok(ctl) = self.ctx.control.lock()
+            && ctl.host.is_some()
+            && let Some(dev) = &ctl.cfg.host_interface
+        {
+            let _ = masquerade_outsiders(&ctl.cfg, dev, false);
+        }
     }
 }
 

@@ -828,5 +828,37 @@ fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
     }
     assert!(curl(&t, "a", "http://192.168.77.1:18080/").is_none());
     assert!(reservations(&dir, "chain").is_empty());
+    // The daemon's one iptables rule is there while it runs and gone after
+    // a clean stop.
+    let node_ns = t.ns("a");
+    let rules = || {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node_ns,
+                "iptables",
+                "-t",
+                "nat",
+                "-S",
+                "POSTROUTING",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        rules().matches("sluice: outside sources").count(),
+        1,
+        "{}",
+        rules()
+    );
+    let _ = dataplane::daemon::request(&t.sockets[0], "shutdown");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while t.daemon_alive(0) {
+        assert!(std::time::Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!rules().contains("sluice: outside sources"), "{}", rules());
     let _ = std::fs::remove_dir_all(&dir);
 }
