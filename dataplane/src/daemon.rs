@@ -339,12 +339,10 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
     let mtu = cfg.uplink_mtu.saturating_sub(encap::vxlan::OVERHEAD as u16);
     let port = TunPort::create_here(name, cfg.gateway_ip(), mtu, cfg.tun_offload)
         .map_err(|e| std::io::Error::new(e.kind(), format!("host device {name}: {e}")))?;
-    // IPv4 only: no router solicitations into the dataplane.
-    let _ = netns::cmd(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{name}.disable_ipv6=1"),
-    ]);
+    // IPv4 only: no router solicitations into the dataplane. (Written
+    // directly: /proc/sys/net is this process's namespace's, and the image
+    // need not carry sysctl.)
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
     netns::cmd(&["ip", "link", "set", name, "up"])?;
     // The pod network: the cluster CIDRs holding this node's pod CIDR (not
     // the service CIDR, which kube-proxy handles), and the pod CIDR itself.
@@ -362,7 +360,8 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
     // The node forwards between its uplink and the host device (hostPort,
     // NodePort); Kubernetes nodes run with this on, Calico's Felix turns
     // it on too.
-    netns::cmd(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| std::io::Error::new(e.kind(), format!("net.ipv4.ip_forward: {e}")))?;
     Ok(port)
 }
 
