@@ -9,68 +9,34 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use dataplane::port::Framing;
-use dataplane::route::{Node, PeerSpec, Routes, Snapshot};
-use dataplane::worker::{Role, Worker};
+use dataplane::route::{Node, PeerSpec};
+use dataplane::worker::Worker;
 use encap::MacAddr;
 use encap::vxlan::{self, EncapTemplate, OVERHEAD, TunnelEndpoint, VxlanConfig};
-use nat::{ConntrackConfig, SnatConfig};
+use nat::ConntrackConfig;
 use sluice_benches::frames::with_headroom;
-use sluice_benches::replay::ReplayPort;
+use sluice_benches::replay;
 
 fn node() -> Node {
-    Node {
-        name: "a".into(),
-        ip: Ipv4Addr::new(192, 0, 2, 1),
-        uplink_mac: MacAddr([2, 0x10, 0, 0, 0, 1]),
-        uplink_mtu: 1500,
-        vtep_mac: MacAddr([2, 0xee, 0, 0, 0, 1]),
-        pod_cidr: "10.244.1.0/24".parse().expect("cidr"),
-        gateway_ip: Ipv4Addr::new(10, 244, 1, 1),
-        gateway_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xfe])),
-    }
+    replay::bench_node("10.244.1.0/24")
 }
 
 fn worker(uplink: Vec<Vec<u8>>, pod: Vec<Vec<u8>>) -> Worker {
-    let n = node();
-    let snap = Snapshot::new(
-        1,
-        n.clone(),
-        VxlanConfig::default(),
-        vec!["10.244.0.0/16".parse().expect("cidr")],
-        [PeerSpec {
-            name: "b".into(),
-            ip: Ipv4Addr::new(192, 0, 2, 2),
-            vtep_mac: MacAddr([2, 0xee, 0, 0, 0, 2]),
-            pod_cidrs: vec!["10.244.2.0/24".parse().expect("cidr")],
-        }],
-        &|_| Some(MacAddr([2, 0x10, 0, 0, 0, 2])),
-    );
-    let snat = SnatConfig::new(
-        vec![n.pod_cidr],
-        vec!["10.244.0.0/16".parse().expect("cidr")],
-        n.ip,
-    );
-    let mut w = Worker::new(
-        Routes::new(snap),
-        ConntrackConfig::default(),
-        Some(snat),
-        1024,
-    );
-    let up_n = if uplink.is_empty() { 0 } else { 32 };
-    let pod_n = if pod.is_empty() { 0 } else { 32 };
-    w.add_port(
-        Box::new(ReplayPort::new(uplink, Framing::Ethernet, up_n)),
-        Role::Uplink,
-    );
-    w.add_port(
-        Box::new(ReplayPort::new(pod, Framing::Ip, pod_n)),
-        Role::Pod {
-            ip: Ipv4Addr::new(10, 244, 1, 2),
-            mac: None,
-        },
-    );
-    w
+    let peer = PeerSpec {
+        name: "b".into(),
+        ip: Ipv4Addr::new(192, 0, 2, 2),
+        vtep_mac: MacAddr([2, 0xee, 0, 0, 0, 2]),
+        pod_cidrs: vec!["10.244.2.0/24".parse().expect("cidr")],
+    };
+    replay::replay_worker(
+        node(),
+        [peer],
+        "10.244.0.0/16",
+        ConntrackConfig::default().max_entries,
+        uplink,
+        Ipv4Addr::new(10, 244, 1, 2),
+        pod,
+    )
 }
 
 fn ip(src: [u8; 4], dst: [u8; 4], payload: usize) -> Vec<u8> {

@@ -14,11 +14,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dataplane::port::Framing;
-use dataplane::route::{Node, PeerSpec, Routes, Snapshot};
+use dataplane::route::{Node, PeerSpec};
 use dataplane::worker::{Role, Worker};
 use encap::MacAddr;
-use encap::vxlan::VxlanConfig;
-use nat::{ConntrackConfig, SnatConfig};
 
 use crate::netbench::{Spread, median};
 use crate::replay::ReplayPort;
@@ -26,16 +24,7 @@ use crate::replay::ReplayPort;
 const POD: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 2);
 
 fn node() -> Node {
-    Node {
-        name: "a".into(),
-        ip: Ipv4Addr::new(192, 0, 2, 1),
-        uplink_mac: MacAddr([2, 0x10, 0, 0, 0, 1]),
-        uplink_mtu: 1500,
-        vtep_mac: MacAddr([2, 0xee, 0, 0, 0, 1]),
-        pod_cidr: "10.255.255.0/24".parse().expect("cidr"),
-        gateway_ip: Ipv4Addr::new(10, 255, 255, 1),
-        gateway_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xfe])),
-    }
+    crate::replay::bench_node("10.255.255.0/24")
 }
 
 /// Peer `k`'s pod CIDR (10.(k / 256).(k % 256).0/24) and address.
@@ -51,38 +40,15 @@ fn peer(k: u32) -> PeerSpec {
 }
 
 fn worker(peers: u32, table: usize, pod_frames: Vec<Vec<u8>>) -> Worker {
-    let n = node();
-    let snap = Snapshot::new(
-        1,
-        n.clone(),
-        VxlanConfig::default(),
-        vec!["10.0.0.0/8".parse().expect("cidr")],
+    crate::replay::replay_worker(
+        node(),
         (0..peers).map(peer),
-        &|_| Some(MacAddr([2, 0x10, 0, 0, 0, 2])),
-    );
-    let snat = SnatConfig::new(
-        vec![n.pod_cidr],
-        vec!["10.0.0.0/8".parse().expect("cidr")],
-        n.ip,
-    );
-    let mut w = Worker::new(
-        Routes::new(snap),
-        ConntrackConfig {
-            max_entries: table,
-            ..ConntrackConfig::default()
-        },
-        Some(snat),
-        1024,
-    );
-    w.add_port(
-        Box::new(ReplayPort::new(Vec::new(), Framing::Ethernet, 0)),
-        Role::Uplink,
-    );
-    w.add_port(
-        Box::new(ReplayPort::new(pod_frames, Framing::Ip, 32)),
-        Role::Pod { ip: POD, mac: None },
-    );
-    w
+        "10.0.0.0/8",
+        table,
+        Vec::new(),
+        POD,
+        pod_frames,
+    )
 }
 
 /// A 64-byte (on the wire) IPv4/UDP packet from the pod.

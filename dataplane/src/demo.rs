@@ -216,15 +216,7 @@ impl Drop for Topology {
             let _ = daemon::request(s, "shutdown");
         }
         for d in &mut self.daemons {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = d.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
+            reap_sluice(d);
         }
         for n in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
@@ -412,6 +404,17 @@ fn spawn_daemon(t: &Topology, i: usize, exe: &Path) -> io::Result<Child> {
         .append(true)
         .open(t.dir.join(format!("{tag}.log")))?;
     spawn_sluice(&t.ns(tag), exe, &cfg, log)
+}
+
+/// Waits up to 5 s for a daemon asked to shut down to exit, then kills
+/// it; reaps it either way.
+pub fn reap_sluice(d: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && matches!(d.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = d.kill();
+    let _ = d.wait();
 }
 
 /// Runs `exe run --config cfg` inside namespace `ns`, stderr to `log`.

@@ -7,8 +7,7 @@
 #[path = "../../encap/tests/support/mod.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +20,7 @@ use dataplane::worker::{IdlePolicy, Role, Worker};
 use encap::MacAddr;
 use encap::vxlan::VxlanConfig;
 use nat::{ConntrackConfig, SnatConfig};
-use support::{Netns, require_root};
+use support::{Netns, require_root, tcp_transfer};
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -198,34 +197,6 @@ fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6]) -> Running {
 
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
-}
-
-/// Sends `data` over TCP from `client` to a server in `server` at `addr`,
-/// which echoes back a digest; compares the received bytes exactly.
-fn tcp_transfer(client: &Netns, server: &Netns, addr: Ipv4Addr, data: &[u8]) {
-    let listener = server
-        .enter(move || TcpListener::bind((addr, 5201)))
-        .expect("listen");
-    let want = data.to_vec();
-    let srv = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).expect("read");
-        got
-    });
-    let payload = data.to_vec();
-    client
-        .enter(move || {
-            let mut s = TcpStream::connect_timeout(&(addr, 5201).into(), Duration::from_secs(5))?;
-            s.set_write_timeout(Some(Duration::from_secs(20)))?;
-            s.write_all(&payload)?;
-            s.shutdown(std::net::Shutdown::Write)
-        })
-        .expect("client");
-    let got = srv.join().expect("server");
-    assert_eq!(got.len(), want.len(), "bytes received");
-    assert!(got == want, "TCP stream differs from what was sent");
 }
 
 /// A UDP request from `client` answered by an echo in `server`.

@@ -279,12 +279,7 @@ impl Drop for Bench {
         self.rem_port = None;
         if let Some(d) = &mut self.daemon {
             let _ = daemon::request(&self.socket, "shutdown");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(d.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
+            dataplane::demo::reap_sluice(d);
         }
         for n in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", n]).output();

@@ -572,6 +572,13 @@ impl<'a> Plugin<'a> {
                 "the Sluice daemon is not ready yet (no routing table from the Kubernetes API); retry".into(),
             ));
         }
+        // The admin protocol splits on whitespace.
+        if netns.to_string_lossy().contains(char::is_whitespace) {
+            return Err(Error::InvalidNetNS(format!(
+                "CNI_NETNS {}: a path with spaces cannot be passed to the daemon",
+                netns.display()
+            )));
+        }
         let ip = self.reserve(&node, &id, &ifname)?;
         let attach = format!(
             "pods add {} {ip} {} {} {ifname}",
@@ -579,13 +586,6 @@ impl<'a> Plugin<'a> {
             netns.display(),
             self.mode.as_str()
         );
-        if netns.to_string_lossy().contains(char::is_whitespace) {
-            let _ = self.unreserve(&id, &ifname);
-            return Err(Error::InvalidNetNS(format!(
-                "CNI_NETNS {}: a path with spaces cannot be passed to the daemon",
-                netns.display()
-            )));
-        }
         if let Err(e) = self.daemon(&attach) {
             // Nothing half-created: the address goes back.
             let _ = self.unreserve(&id, &ifname);

@@ -192,11 +192,13 @@ impl Coalescer {
         let mut w = Written::default();
         let mut err = None;
         for pkt in pkts {
-            if self.append(pkt) {
+            // Parsed once: for joining the run, or for starting the next.
+            let seg = candidate(pkt);
+            if self.append(pkt, seg) {
                 continue;
             }
             self.flush(&mut write, &mut w, &mut err);
-            if !self.start(pkt) {
+            if !self.start(pkt, seg) {
                 // Larger than any IPv4 packet: cannot be written.
                 w.failed += 1;
                 err = Some(io::Error::from(io::ErrorKind::InvalidInput));
@@ -211,14 +213,14 @@ impl Coalescer {
 
     /// Copies `pkt` in as the start of a run (or as a lone packet when it
     /// is not a candidate); false if it does not fit.
-    fn start(&mut self, pkt: &[u8]) -> bool {
+    fn start(&mut self, pkt: &[u8], seg: Option<Seg>) -> bool {
         let Some(dst) = self.buf.get_mut(VNET_HDR_LEN..VNET_HDR_LEN + pkt.len()) else {
             return false;
         };
         dst.copy_from_slice(pkt);
         self.len = pkt.len();
         self.held = true;
-        self.run = candidate(pkt).map(|s| Run {
+        self.run = seg.map(|s| Run {
             hlen: s.hlen,
             gso_size: s.payload,
             next_seq: s.seq.wrapping_add(s.payload as u32),
@@ -230,11 +232,8 @@ impl Coalescer {
     }
 
     /// Appends `pkt`'s payload to the run if it may join; false otherwise.
-    fn append(&mut self, pkt: &[u8]) -> bool {
-        let Some(mut run) = self.run else {
-            return false;
-        };
-        let Some(s) = candidate(pkt) else {
+    fn append(&mut self, pkt: &[u8], seg: Option<Seg>) -> bool {
+        let (Some(mut run), Some(s)) = (self.run, seg) else {
             return false;
         };
         let head = self

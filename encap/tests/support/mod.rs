@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -268,4 +268,33 @@ impl PacketSocket {
         }
         None
     }
+}
+
+/// Sends `data` over TCP from `client` to a server in `server` at
+/// `addr`:5201 and checks the server received exactly those bytes.
+pub fn tcp_transfer(client: &Netns, server: &Netns, addr: std::net::Ipv4Addr, data: &[u8]) {
+    let listener = server
+        .enter(move || std::net::TcpListener::bind((addr, 5201)))
+        .expect("listen");
+    let want = data.to_vec();
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read");
+        got
+    });
+    let payload = data.to_vec();
+    client
+        .enter(move || {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&(addr, 5201).into(), Duration::from_secs(5))?;
+            s.set_write_timeout(Some(Duration::from_secs(20)))?;
+            s.write_all(&payload)?;
+            s.shutdown(std::net::Shutdown::Write)
+        })
+        .expect("client");
+    let got = srv.join().expect("server");
+    assert_eq!(got.len(), want.len(), "bytes received");
+    assert!(got == want, "TCP stream differs from what was sent");
 }
