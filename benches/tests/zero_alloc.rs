@@ -285,3 +285,67 @@ fn worker_poll_does_not_allocate() {
     assert!(w.counters.decapsulated >= N * 16);
     assert!(w.counters.nat >= N * 16);
 }
+
+#[test]
+fn policing_a_pods_rate_limits_does_not_allocate() {
+    use dataplane::counters::Reason;
+    use dataplane::route::PeerSpec;
+    use dataplane::shaper::{PodLimits, Rate};
+    use encap::MacAddr;
+    use sluice_benches::replay::{bench_node, replay_worker};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    let pod = Ipv4Addr::new(10, 244, 1, 2);
+    let ip = |dst: [u8; 4]| {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv4(pod.octets(), dst, 64)
+            .udp(40000, 53)
+            .write(&mut v, &[0x5a; 36])
+            .unwrap();
+        v
+    };
+    // To a remote pod (egress only) and to itself (egress, then ingress).
+    let mut w = replay_worker(
+        bench_node("10.244.1.0/24"),
+        [PeerSpec {
+            name: "b".into(),
+            ip: Ipv4Addr::new(192, 0, 2, 2),
+            vtep_mac: MacAddr([2, 0xee, 0, 0, 0, 2]),
+            pod_cidrs: vec!["10.244.2.0/24".parse().unwrap()],
+        }],
+        "10.244.0.0/16",
+        1024,
+        Vec::new(),
+        pod,
+        vec![ip([10, 244, 2, 3]), ip(pod.octets())],
+    );
+    let limit = Rate {
+        bits_per_sec: 100_000_000,
+        burst_bits: 64 * 8 * 64,
+    };
+    assert!(w.limit_pod(
+        pod,
+        PodLimits {
+            // Below what egress lets through towards the pod itself.
+            ingress: Some(Rate {
+                bits_per_sec: 10_000_000,
+                ..limit
+            }),
+            egress: Some(limit),
+        }
+    ));
+    let mut now = Duration::from_secs(1);
+    w.poll(now);
+    let per_poll = count(N, || {
+        // 32 frames of 64 bytes per poll, 10 us apart: 1.6 Gbit/s offered
+        // against 100 Mbit/s.
+        now += Duration::from_micros(10);
+        assert_eq!(w.poll(now), 32);
+    });
+    assert_eq!(per_poll, 0.0, "allocations per policed poll");
+    let c = &w.counters;
+    assert!(c.dropped(Reason::PodEgressRate) > N * 16, "{c:?}");
+    assert!(c.dropped(Reason::PodIngressRate) > 0, "{c:?}");
+    assert!(c.encapsulated > 0, "{c:?}");
+}

@@ -49,13 +49,17 @@ pub enum Reason {
     /// A port read a frame but could not hand it over (TUN offload: a
     /// super-packet that could not be split into segments).
     RxError,
+    /// Over the pod's egress rate limit ([`crate::shaper`]).
+    PodEgressRate,
+    /// Over the pod's ingress rate limit ([`crate::shaper`]).
+    PodIngressRate,
     /// VXLAN decapsulation refused the frame.
     Decap(DecapDrop),
     /// Conntrack/NAT refused the packet.
     Conntrack(nat::DropReason),
 }
 
-const LOCAL: [Reason; 18] = [
+const LOCAL: [Reason; 20] = [
     Reason::Malformed,
     Reason::BadIpChecksum,
     Reason::NotIpv4,
@@ -74,6 +78,8 @@ const LOCAL: [Reason; 18] = [
     Reason::HandoffFull,
     Reason::ArpIgnored,
     Reason::RxError,
+    Reason::PodEgressRate,
+    Reason::PodIngressRate,
 ];
 
 /// Number of distinct reasons.
@@ -113,6 +119,8 @@ impl Reason {
             Reason::HandoffFull => 15,
             Reason::ArpIgnored => 16,
             Reason::RxError => 17,
+            Reason::PodEgressRate => 18,
+            Reason::PodIngressRate => 19,
         }
     }
 
@@ -139,6 +147,8 @@ impl Reason {
             Reason::HandoffFull => "handoff_full".into(),
             Reason::ArpIgnored => "arp_ignored".into(),
             Reason::RxError => "port_rx_error".into(),
+            Reason::PodEgressRate => "pod_egress_rate_limited".into(),
+            Reason::PodIngressRate => "pod_ingress_rate_limited".into(),
         }
     }
 }
@@ -155,6 +165,9 @@ pub struct PortCounters {
     /// Frames the kernel dropped before the port read them
     /// ([`crate::port::Port::kernel_drops`]), as of the last publish.
     pub kernel_dropped: u64,
+    /// Frames dropped by the port's rate limits, both directions
+    /// ([`crate::shaper`]).
+    pub rate_limited: u64,
 }
 
 /// A worker's counters.

@@ -30,6 +30,7 @@ use crate::port::Port;
 use crate::port::tun::TunPort;
 use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
 use crate::route::{Node, PeerSpec, Routes, Snapshot};
+use crate::shaper::PodLimits;
 use crate::worker::{IdlePolicy, Role, Worker};
 use crate::{neigh, netns};
 
@@ -45,6 +46,8 @@ pub enum Cmd {
         mac: Option<MacAddr>,
         /// Its port.
         port: Box<dyn Port>,
+        /// Its rate limits.
+        limits: PodLimits,
     },
     /// Detach the pod at `ip`.
     DelPod {
@@ -127,6 +130,8 @@ pub struct PodRecord {
     pub kind: PodKind,
     /// The interface's name inside the pod (CNI_IFNAME; default eth0).
     pub ifname: String,
+    /// Its rate limits (the bandwidth annotations).
+    pub limits: PodLimits,
 }
 
 /// Whether Linux accepts `s` as an interface name (`dev_valid_name`).
@@ -220,6 +225,16 @@ fn create_veth_pod(
     Ok((port, mac))
 }
 
+/// An attached pod.
+struct Attached {
+    rec: PodRecord,
+    /// The worker owning its port.
+    worker: u8,
+    /// What `pods add` answers about its links (veth: the pod's MAC and
+    /// the host end's name and MAC, for the CNI result).
+    links: String,
+}
+
 /// Control-side state: the peers, neighbours and pods the snapshot is
 /// built from.
 struct Control {
@@ -227,8 +242,8 @@ struct Control {
     uplink_mac: MacAddr,
     peers: BTreeMap<String, PeerSpec>,
     neigh: HashMap<Ipv4Addr, MacAddr>,
-    /// Attached pods and the worker owning each.
-    pods: BTreeMap<Ipv4Addr, (PodRecord, u8)>,
+    /// Attached pods.
+    pods: BTreeMap<Ipv4Addr, Attached>,
     /// The worker serving the host device, if there is one.
     host: Option<u8>,
     generation: u64,
@@ -263,7 +278,7 @@ impl Control {
             &|ip| self.neigh.get(&ip).copied(),
         )
         .with_pod_workers(
-            self.pods.iter().map(|(ip, (_, w))| (*ip, *w)).chain(
+            self.pods.iter().map(|(ip, a)| (*ip, a.worker)).chain(
                 self.host
                     .into_iter()
                     .flat_map(|w| [(self.cfg.gateway_ip(), w), (self.cfg.ip, w)]),
@@ -484,12 +499,13 @@ fn save_pod(cfg: &Config, p: &PodRecord) {
     let _ = std::fs::create_dir_all(&dir);
     let tmp = dir.join(format!(".{}", p.ip));
     let body = format!(
-        "{}\n{}\n{}\n{}\n{}\n",
+        "{}\n{}\n{}\n{}\n{}\n{}\n",
         p.name,
         p.ip,
         p.netns.display(),
         p.kind.as_str(),
-        p.ifname
+        p.ifname,
+        p.limits
     );
     if std::fs::write(&tmp, body).is_ok() {
         let _ = std::fs::rename(&tmp, dir.join(p.ip.to_string()));
@@ -510,6 +526,9 @@ fn load_pods(cfg: &Config) -> Vec<PodRecord> {
                 netns: PathBuf::from(l.next()?),
                 kind: l.next().and_then(PodKind::parse).unwrap_or(PodKind::Tun),
                 ifname: l.next().unwrap_or("eth0").to_string(),
+                // A record that cannot be read back is not re-attached
+                // unlimited.
+                limits: PodLimits::parse(l.next().unwrap_or("").split_whitespace()).ok()?,
             })
         })
         .collect()
@@ -929,9 +948,11 @@ fn worker_main(
                     ip,
                     mac,
                     port,
+                    limits,
                 } => {
                     w.remove_pod(ip);
                     w.add_port_labelled(port, Role::Pod { ip, mac }, format!("pod/{name}"));
+                    w.limit_pod(ip, limits);
                 }
                 Cmd::DelPod { ip, reply } => {
                     let _ = reply.send(w.remove_pod(ip).is_some());
@@ -1002,7 +1023,9 @@ fn conntrack_listing(w: &Worker) -> String {
     s
 }
 
-fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
+/// Attaches pod `p` (or finds it attached); returns what `pods add`
+/// answers about its links.
+fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<String, String> {
     let (mtu, cidr, cfg) = {
         let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
         (
@@ -1018,17 +1041,24 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
     }
     // One address, one pod: a second ADD for the same pod is a no-op, and
     // an address another pod holds is refused (whatever the IPAM said).
-    if let Some((held, _)) = ctx
+    if let Some(held) = ctx
         .control
         .lock()
         .map_err(|_| "control state poisoned")?
         .pods
         .get(&p.ip)
     {
-        if held == p {
-            return Ok(());
+        if held.rec == *p {
+            return Ok(held.links.clone());
         }
-        return Err(format!("{} is already attached to pod {}", p.ip, held.name));
+        return Err(if held.rec.name == p.name {
+            format!(
+                "pod {} is already attached at {} with other settings; delete it first",
+                p.name, p.ip
+            )
+        } else {
+            format!("{} is already attached to pod {}", p.ip, held.rec.name)
+        });
     }
     let (port, mac): (Box<dyn Port>, Option<MacAddr>) = match p.kind {
         PodKind::Tun => (
@@ -1049,13 +1079,20 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
             (Box::new(port), Some(mac))
         }
     };
+    let links = match (mac, port.mac()) {
+        (Some(pod), Some(host)) => format!(
+            "mac {pod}\nhost_interface {} {host}\n",
+            veth_host_name(p.ip)
+        ),
+        _ => String::new(),
+    };
     // Spread pods over the workers: the one with the fewest.
     let worker = {
         let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
         let mut load = vec![0usize; ctx.cmds.len()];
-        for (ip, (_, w)) in &ctl.pods {
+        for (ip, a) in &ctl.pods {
             if *ip != p.ip
-                && let Some(l) = load.get_mut(usize::from(*w))
+                && let Some(l) = load.get_mut(usize::from(a.worker))
             {
                 *l += 1;
             }
@@ -1083,15 +1120,26 @@ fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<(), String> {
             ip: p.ip,
             mac,
             port,
+            limits: p.limits,
         })
         .map_err(|_| "worker stopped")?;
     save_pod(&cfg, p);
     if let Ok(mut ctl) = ctx.control.lock() {
-        ctl.pods.insert(p.ip, (p.clone(), worker));
+        ctl.pods.insert(
+            p.ip,
+            Attached {
+                rec: p.clone(),
+                worker,
+                links: links.clone(),
+            },
+        );
         ctl.publish();
     }
-    Ok(())
+    Ok(links)
 }
+
+/// The `pods add` request's form.
+const PODS_ADD: &str = "pods add NAME IP NETNS [tun|veth [IFNAME]] [ingress_rate=BITS/S ingress_burst=BITS] [egress_rate=BITS/S egress_burst=BITS]";
 
 /// One admin request line -> the reply text (first line `ok` or `error:`).
 fn admin_request(ctx: &Ctx, line: &str) -> String {
@@ -1107,8 +1155,8 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let mut out = String::from("ok\n");
             for p in &s.ports {
                 out += &format!(
-                    "port {} rx {} tx {} kernel_dropped {}\n",
-                    p.name, p.rx, p.tx, p.kernel_dropped
+                    "port {} rx {} tx {} kernel_dropped {} rate_limited {}\n",
+                    p.name, p.rx, p.tx, p.kernel_dropped, p.rate_limited
                 );
             }
             out += &format!(
@@ -1179,14 +1227,18 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                         .map_or("unresolved".into(), |m| m.to_string())
                 );
             }
-            for (p, w) in ctl.pods.values() {
+            for a in ctl.pods.values() {
+                let p = &a.rec;
                 out += &format!(
-                    "pod {} ip {} netns {} kind {} worker {w} ifname {}\n",
+                    "pod {} ip {} netns {} kind {} worker {} ifname {}{}{}\n",
                     p.name,
                     p.ip,
                     p.netns.display(),
                     p.kind.as_str(),
-                    p.ifname
+                    a.worker,
+                    p.ifname,
+                    if p.limits.is_unlimited() { "" } else { " " },
+                    p.limits
                 );
             }
             out
@@ -1209,11 +1261,21 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let Ok(ip) = ip.parse() else {
                 return format!("error: {ip:?} is not an IPv4 address\n");
             };
+            // Positional words, then KEY=VALUE limits.
+            let split = rest
+                .iter()
+                .position(|w| w.contains('='))
+                .unwrap_or(rest.len());
+            let (rest, kv) = rest.split_at(split);
+            let limits = match PodLimits::parse(kv.iter().copied()) {
+                Ok(l) => l,
+                Err(e) => return format!("error: {e}\n"),
+            };
             let (kind, ifname) = match rest {
                 [] => (Some(PodKind::Tun), "eth0"),
                 [k] => (PodKind::parse(k), "eth0"),
                 [k, i] => (PodKind::parse(k), *i),
-                _ => return "error: pods add NAME IP NETNS [tun|veth [IFNAME]]\n".into(),
+                _ => return format!("error: {PODS_ADD}\n"),
             };
             let Some(kind) = kind else {
                 let k = rest.first().copied().unwrap_or_default();
@@ -1230,9 +1292,10 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 netns: PathBuf::from(ns),
                 kind,
                 ifname: ifname.to_string(),
+                limits,
             };
             match attach_pod(ctx, &rec) {
-                Ok(()) => "ok\n".into(),
+                Ok(links) => format!("ok\n{links}"),
                 Err(e) => format!("error: {e}\n"),
             }
         }
@@ -1294,7 +1357,7 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             "ok\n".into()
         }
         _ => format!(
-            "error: unknown request {line:?}; try stats, status, routes, conntrack, pods add NAME IP NETNS [tun|veth], pods del IP, peers add NAME IP MAC CIDR[,CIDR], peers del NAME, shutdown\n"
+            "error: unknown request {line:?}; try stats, status, routes, conntrack, {PODS_ADD}, pods del IP, peers add NAME IP MAC CIDR[,CIDR], peers del NAME, shutdown\n"
         ),
     }
 }
@@ -1367,6 +1430,13 @@ fn metrics_text(ctx: &Ctx) -> String {
         out += &format!(
             "sluice_kernel_dropped_total{{port=\"{}\"}} {}\n",
             p.name, p.kernel_dropped
+        );
+    }
+    out += "# HELP sluice_rate_limited_total Frames dropped by a pod's bandwidth limits (both directions), per port.\n# TYPE sluice_rate_limited_total counter\n";
+    for p in &s.ports {
+        out += &format!(
+            "sluice_rate_limited_total{{port=\"{}\"}} {}\n",
+            p.name, p.rate_limited
         );
     }
     out += "# HELP sluice_drops_total Packets dropped, by reason.\n# TYPE sluice_drops_total counter\n";

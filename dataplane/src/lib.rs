@@ -32,6 +32,7 @@ pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod route;
+pub mod shaper;
 pub mod worker;
 
 #[cfg(test)]

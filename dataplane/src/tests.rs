@@ -463,3 +463,68 @@ fn two_workers_hand_frames_to_each_other() {
         assert_eq!(w.free_buffers(), BUFFERS, "worker {}", w.id());
     }
 }
+
+#[test]
+fn a_pods_rate_limits_police_each_direction_with_their_own_counters() {
+    use crate::shaper::{PodLimits, Rate};
+    let mut r = rig();
+    // 1,000,000 bit/s with a burst of 3 packets of 128 bytes.
+    let pkt = udp(POD, POD2, 64, 100);
+    assert_eq!(pkt.len(), 128);
+    let limit = Rate {
+        bits_per_sec: 1_000_000,
+        burst_bits: 3 * 128 * 8,
+    };
+    assert!(r.w.limit_pod(
+        POD,
+        PodLimits {
+            ingress: None,
+            egress: Some(limit),
+        }
+    ));
+    assert!(!r.w.limit_pod(Ipv4Addr::new(10, 244, 1, 99), PodLimits::default()));
+    // Ten frames at once from POD: three pass (the full bucket).
+    for _ in 0..10 {
+        r.pod.inject(pkt.clone());
+    }
+    let t = Duration::from_secs(10);
+    r.w.poll(t);
+    assert_eq!(r.pod2.take_sent().len(), 3);
+    assert_eq!(r.w.counters.dropped(Reason::PodEgressRate), 7);
+    // 1,024 us later exactly one more packet's tokens (1024 bits) exist.
+    for _ in 0..2 {
+        r.pod.inject(pkt.clone());
+    }
+    r.w.poll(t + Duration::from_micros(1024));
+    assert_eq!(r.pod2.take_sent().len(), 1);
+    assert_eq!(r.w.counters.dropped(Reason::PodEgressRate), 8);
+    // The other direction is not limited, and POD2 is not limited.
+    for _ in 0..10 {
+        r.pod2.inject(udp(POD2, POD, 64, 100));
+    }
+    r.w.poll(t + Duration::from_micros(1024));
+    assert_eq!(r.pod.take_sent().len(), 10);
+    // Now POD's ingress: frames to it are policed where they leave.
+    assert!(r.w.limit_pod(
+        POD,
+        PodLimits {
+            ingress: Some(limit),
+            egress: None,
+        }
+    ));
+    for _ in 0..5 {
+        r.pod2.inject(udp(POD2, POD, 64, 100));
+    }
+    r.w.poll(t + Duration::from_secs(1));
+    assert_eq!(r.pod.take_sent().len(), 3);
+    assert_eq!(r.w.counters.dropped(Reason::PodIngressRate), 2);
+    // Per port: POD's counter holds both directions' drops, POD2's none.
+    let limited: Vec<(String, u64)> =
+        r.w.ports()
+            .map(|p| (p.counters.name.clone(), p.counters.rate_limited))
+            .collect();
+    assert!(limited.contains(&("pod-a".into(), 10)), "{limited:?}");
+    assert!(limited.contains(&("pod-b".into(), 0)), "{limited:?}");
+    // No buffer leaked by a policed frame.
+    r.run();
+}

@@ -15,6 +15,7 @@ use crate::buf::Buf;
 use crate::counters::{Counters, PortCounters, Reason};
 use crate::port::Port;
 use crate::route::{AddrMap, Routes, Snapshot};
+use crate::shaper::{PodLimits, TokenBucket};
 
 /// Frames taken from one port per poll (DPDK l3fwd and VPP use 32-256).
 pub const BURST: usize = 32;
@@ -123,6 +124,10 @@ pub struct PortSlot {
     pub(crate) port: Box<dyn Port>,
     pub(crate) role: Role,
     tx: Vec<Buf>,
+    /// Polices frames to the port (a pod's ingress limit).
+    ingress: Option<TokenBucket>,
+    /// Polices frames from the port (a pod's egress limit).
+    egress: Option<TokenBucket>,
     /// Its counters.
     pub counters: PortCounters,
 }
@@ -234,6 +239,8 @@ impl Worker {
             port,
             role,
             tx: Vec::with_capacity(TX_QUEUE),
+            ingress: None,
+            egress: None,
         };
         let i = match self.ports.iter().position(Option::is_none) {
             Some(i) => i,
@@ -256,6 +263,21 @@ impl Worker {
             *s = Some(slot);
         }
         i
+    }
+
+    /// Sets pod `ip`'s rate limits (fresh, full buckets); false if the pod
+    /// is not attached here.
+    pub fn limit_pod(&mut self, ip: Ipv4Addr, limits: PodLimits) -> bool {
+        let Some(slot) = self
+            .pod_port(ip)
+            .and_then(|i| self.ports.get_mut(i))
+            .and_then(Option::as_mut)
+        else {
+            return false;
+        };
+        slot.ingress = limits.ingress.map(TokenBucket::new);
+        slot.egress = limits.egress.map(TokenBucket::new);
+        true
     }
 
     /// Detaches the port of pod `ip` (frames queued for it are dropped and
@@ -323,7 +345,7 @@ impl Worker {
             n += 1;
             self.counters.handed_in += 1;
             let r = self.handed(snap, now, kind, &mut buf);
-            self.dispatch(r, buf);
+            self.dispatch(now, r, buf);
         }
         n
     }
@@ -344,9 +366,9 @@ impl Worker {
     }
 
     /// Sends a processed frame where the pipeline said, or counts its drop.
-    fn dispatch(&mut self, r: Result<Out, Reason>, buf: Buf) {
+    fn dispatch(&mut self, now: Duration, r: Result<Out, Reason>, buf: Buf) {
         match r {
-            Ok(Out::Port(to)) => self.enqueue(to, buf),
+            Ok(Out::Port(to)) => self.enqueue(now, to, buf),
             Ok(Out::Worker(w, kind)) => {
                 let res: Result<(), Buf> =
                     match self.mesh.as_ref().and_then(|m| m.to.get(usize::from(w))) {
@@ -386,21 +408,51 @@ impl Worker {
             },
             None => 0,
         };
+        let mut policed = false;
         if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) {
             slot.counters.rx += n as u64;
             for _ in 0..slot.port.take_rx_errors() {
                 self.counters.drop(Reason::RxError);
             }
+            policed = slot.egress.is_some();
         }
         for mut buf in rx.drain(..n) {
+            if policed && !self.admit(i, now, buf.len(), false) {
+                self.counters.drop(Reason::PodEgressRate);
+                self.recycle(buf);
+                continue;
+            }
             let r = self.handle(snap, now, i, &mut buf);
-            self.dispatch(r, buf);
+            self.dispatch(now, r, buf);
         }
         self.rx = rx;
         n
     }
 
-    fn enqueue(&mut self, to: usize, buf: Buf) {
+    /// Whether port `i`'s limit for the direction (`to_port`: towards it)
+    /// lets `bytes` through now; counts the port's drop if not.
+    fn admit(&mut self, i: usize, now: Duration, bytes: usize, to_port: bool) -> bool {
+        let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) else {
+            return true;
+        };
+        let bucket = if to_port {
+            &mut slot.ingress
+        } else {
+            &mut slot.egress
+        };
+        let ok = bucket.as_mut().is_none_or(|b| b.admit(now, bytes));
+        if !ok {
+            slot.counters.rate_limited += 1;
+        }
+        ok
+    }
+
+    fn enqueue(&mut self, now: Duration, to: usize, buf: Buf) {
+        if !self.admit(to, now, buf.len(), true) {
+            self.counters.drop(Reason::PodIngressRate);
+            self.recycle(buf);
+            return;
+        }
         let full = match self.ports.get_mut(to).and_then(Option::as_mut) {
             Some(slot) => {
                 slot.tx.push(buf);

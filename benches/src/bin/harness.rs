@@ -627,7 +627,7 @@ admin:
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.as_slice() {
-                ["port", _, "rx", rx, "tx", tx, "kernel_dropped", kd] => {
+                ["port", _, "rx", rx, "tx", tx, "kernel_dropped", kd, ..] => {
                     a.rx += rx.parse::<u64>().unwrap_or(0);
                     a.tx += tx.parse::<u64>().unwrap_or(0);
                     a.kernel_dropped += kd.parse::<u64>().unwrap_or(0);
