@@ -7,10 +7,23 @@
 //! The reference plugin shapes the pod's host-side veth with a TBF qdisc
 //! (and an IFB device for egress). Sluice's pods have no qdisc on their
 //! path: a TUN pod has no host side at all, and AF_XDP transmit bypasses
-//! qdiscs. So the workers police each direction with a token bucket, as
-//! Linux's `tc police` does: a packet that finds too few tokens is dropped
-//! and counted (`pod_ingress_rate_limited` / `pod_egress_rate_limited`,
-//! and per port). The bucket starts full, as TBF's does.
+//! qdiscs. So the workers hold a token bucket per direction, which starts
+//! full as TBF's does, and shape where they can:
+//!
+//! - towards the pod, frames wait in the pod port's transmit queue until
+//!   the bucket has tokens ([`TokenBucket::conforms`]); only a frame that
+//!   finds the queue full is dropped;
+//! - from a pod whose port keeps unread frames in a kernel queue (TUN: the
+//!   pod's own qdisc, which pushes back on its TCP), the worker does not
+//!   read while the bucket is empty;
+//! - from a port that would lose unread frames (AF_XDP's RX ring), frames
+//!   over the limit are dropped, as `tc police` does
+//!   ([`TokenBucket::admit`]).
+//!
+//! Drops are counted (`pod_ingress_rate_limited`,
+//! `pod_egress_rate_limited`, and per port). A conforming bucket lets a
+//! whole frame (or read burst) through and goes into debt for it, as
+//! TBF's does for a packet larger than what is left.
 //!
 //! Time is passed in (the worker's clock), so the bucket is exact and
 //! testable; tokens are kept in bit-nanoseconds, so no rounding drifts.
@@ -106,13 +119,17 @@ impl fmt::Display for PodLimits {
 
 const NANOS: u128 = 1_000_000_000;
 
-/// A token bucket policing one direction of one port.
+/// A token bucket for one direction of one port.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
     rate: Rate,
-    /// Bit-nanoseconds available (bits x 10^9).
-    tokens: u128,
+    /// Bit-nanoseconds available (bits x 10^9); negative: debt.
+    tokens: i128,
     last: Option<Duration>,
+}
+
+fn scaled(bits: u128) -> i128 {
+    i128::try_from(bits).unwrap_or(i128::MAX)
 }
 
 impl TokenBucket {
@@ -120,7 +137,7 @@ impl TokenBucket {
     pub fn new(rate: Rate) -> TokenBucket {
         TokenBucket {
             rate,
-            tokens: u128::from(rate.burst_bits) * NANOS,
+            tokens: scaled(u128::from(rate.burst_bits) * NANOS),
             last: None,
         }
     }
@@ -130,25 +147,70 @@ impl TokenBucket {
         self.rate
     }
 
-    /// Whether a packet of `bytes` may pass at `now`; if so its tokens are
-    /// spent. A clock that goes backwards adds nothing.
-    pub fn admit(&mut self, now: Duration, bytes: usize) -> bool {
-        let cap = u128::from(self.rate.burst_bits) * NANOS;
+    /// Adds the tokens earned since the last look, up to the burst. A
+    /// clock that goes backwards adds nothing.
+    fn refill(&mut self, now: Duration) {
+        let cap = scaled(u128::from(self.rate.burst_bits) * NANOS);
         if let Some(last) = self.last {
             let dt = now.saturating_sub(last).as_nanos();
-            self.tokens = self
-                .tokens
-                .saturating_add(dt.saturating_mul(u128::from(self.rate.bits_per_sec)))
-                .min(cap);
+            let earned = scaled(dt.saturating_mul(u128::from(self.rate.bits_per_sec)));
+            self.tokens = self.tokens.saturating_add(earned).min(cap);
         }
         self.last = Some(self.last.map_or(now, |l| l.max(now)));
-        let need = (bytes as u128).saturating_mul(8 * NANOS);
+    }
+
+    fn cost(bytes: usize) -> i128 {
+        scaled((bytes as u128).saturating_mul(8 * NANOS))
+    }
+
+    /// Policing: whether a packet of `bytes` fits in the bucket now; if so
+    /// its tokens are spent.
+    pub fn admit(&mut self, now: Duration, bytes: usize) -> bool {
+        self.refill(now);
+        let need = Self::cost(bytes);
         if self.tokens >= need {
             self.tokens -= need;
             true
         } else {
             false
         }
+    }
+
+    /// Shaping: whether anything may be sent now (the bucket is not empty
+    /// or in debt).
+    pub fn conforms(&mut self, now: Duration) -> bool {
+        self.refill(now);
+        self.tokens > 0
+    }
+
+    /// Spends `bytes` that were let through after [`Self::conforms`]
+    /// (possibly into debt).
+    pub fn charge(&mut self, bytes: usize) {
+        self.tokens = self.tokens.saturating_sub(Self::cost(bytes));
+    }
+
+    /// How many frames of up to `frame_bytes` may be let through on the
+    /// tokens there are (as of the last [`Self::conforms`]): those that
+    /// fit, plus the one that goes into debt.
+    pub fn affordable(&self, frame_bytes: usize) -> usize {
+        if self.tokens <= 0 {
+            return 0;
+        }
+        let n = self.tokens / Self::cost(frame_bytes).max(1) + 1;
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// How long from `now` until the bucket conforms again (zero if it
+    /// does).
+    pub fn wait(&mut self, now: Duration) -> Duration {
+        self.refill(now);
+        if self.tokens > 0 {
+            return Duration::ZERO;
+        }
+        let rate = i128::from(self.rate.bits_per_sec.max(1));
+        // Whole nanoseconds until the tokens pass zero.
+        let ns = (-self.tokens) / rate + 1;
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 }
 
@@ -207,6 +269,41 @@ mod tests {
         assert!(passed_bits <= bound, "{passed_bits} > {bound}");
         // And it is not starved: within a packet of the bound.
         assert!(passed_bits + 4000 >= r.bits_per_sec, "{passed_bits}");
+    }
+
+    #[test]
+    fn shaping_goes_into_debt_and_says_how_long_to_wait() {
+        // 8 Mbit/s = 1 byte per us; burst 1000 bytes.
+        let mut b = TokenBucket::new(rate(8_000_000, 8_000));
+        let t = Duration::from_secs(1);
+        assert!(b.conforms(t));
+        assert_eq!(b.wait(t), Duration::ZERO);
+        // A 1500-byte frame is let through whole: 500 bytes of debt.
+        b.charge(1500);
+        assert!(!b.conforms(t));
+        assert_eq!(b.wait(t), Duration::from_nanos(500_001));
+        assert!(!b.conforms(t + Duration::from_micros(500)));
+        assert!(b.conforms(t + Duration::from_micros(501)));
+        // One byte of tokens: one frame (into debt), not more.
+        assert_eq!(b.affordable(1500), 1);
+        let mut full = TokenBucket::new(rate(8_000_000, 8 * 3000));
+        assert!(full.conforms(t));
+        assert_eq!(full.affordable(1500), 3);
+        assert_eq!(full.affordable(1000), 4);
+        // Over a long run the bytes let through follow the rate: sending
+        // whenever it conforms, 1500 bytes at a time, for 100 ms.
+        let mut sent = 0u64;
+        let mut now = t + Duration::from_micros(501);
+        let end = now + Duration::from_millis(100);
+        while now < end {
+            if b.conforms(now) {
+                b.charge(1500);
+                sent += 1500;
+            }
+            now += b.wait(now).max(Duration::from_micros(1));
+        }
+        // 100 ms at 1 byte/us, plus at most the burst and one frame.
+        assert!((100_000..=100_000 + 1000 + 1500).contains(&sent), "{sent}");
     }
 
     #[test]

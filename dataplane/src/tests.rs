@@ -465,15 +465,16 @@ fn two_workers_hand_frames_to_each_other() {
 }
 
 #[test]
-fn a_pods_rate_limits_police_each_direction_with_their_own_counters() {
+fn a_pods_rate_limits_shape_each_direction_and_count_what_they_drop() {
     use crate::shaper::{PodLimits, Rate};
     let mut r = rig();
-    // 1,000,000 bit/s with a burst of 3 packets of 128 bytes.
+    // 1,000,000 bit/s (1 bit per us) with a burst of 3 packets of 128
+    // bytes (1024 bits each).
     let pkt = udp(POD, POD2, 64, 100);
     assert_eq!(pkt.len(), 128);
     let limit = Rate {
         bits_per_sec: 1_000_000,
-        burst_bits: 3 * 128 * 8,
+        burst_bits: 3 * 1024,
     };
     assert!(r.w.limit_pod(
         POD,
@@ -483,28 +484,45 @@ fn a_pods_rate_limits_police_each_direction_with_their_own_counters() {
         }
     ));
     assert!(!r.w.limit_pod(Ipv4Addr::new(10, 244, 1, 99), PodLimits::default()));
-    // Ten frames at once from POD: three pass (the full bucket).
+    // Egress from a port that keeps unread frames (a TUN's qdisc; the
+    // fake does too): the worker reads what the tokens cover, plus one
+    // frame into debt, and leaves the rest unread. Nothing is dropped.
     for _ in 0..10 {
         r.pod.inject(pkt.clone());
     }
     let t = Duration::from_secs(10);
-    r.w.poll(t);
-    assert_eq!(r.pod2.take_sent().len(), 3);
-    assert_eq!(r.w.counters.dropped(Reason::PodEgressRate), 7);
-    // 1,024 us later exactly one more packet's tokens (1024 bits) exist.
-    for _ in 0..2 {
-        r.pod.inject(pkt.clone());
+    let (mut now, mut got, mut polls) = (t, 0, 0);
+    while got < 10 {
+        r.w.poll(now);
+        got += r.pod2.take_sent().len();
+        polls += 1;
+        assert!(polls < 100, "shaping stalled");
+        if got == 10 {
+            break;
+        }
+        if let Some(w) = r.w.shaping_wait(now) {
+            // In debt: a poll before the wait is over reads nothing.
+            r.w.poll(now + w - Duration::from_nanos(1));
+            assert_eq!(r.pod2.take_sent().len(), 0, "read while in debt");
+            now += w;
+        }
     }
-    r.w.poll(t + Duration::from_micros(1024));
-    assert_eq!(r.pod2.take_sent().len(), 1);
-    assert_eq!(r.w.counters.dropped(Reason::PodEgressRate), 8);
+    // Three frames on the full bucket, the fourth as soon as a token
+    // exists, then one per 1024 us: the tenth 6 x 1024 us later.
+    let took = now - t;
+    assert!(
+        (Duration::from_micros(6 * 1024)..Duration::from_micros(6 * 1024 + 10)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(r.w.counters.total_dropped(), 0, "{:?}", r.w.counters);
     // The other direction is not limited, and POD2 is not limited.
     for _ in 0..10 {
         r.pod2.inject(udp(POD2, POD, 64, 100));
     }
-    r.w.poll(t + Duration::from_micros(1024));
+    r.w.poll(now);
     assert_eq!(r.pod.take_sent().len(), 10);
-    // Now POD's ingress: frames to it are policed where they leave.
+    // POD's ingress: frames to it wait in its queue for tokens; once the
+    // queue is full, new ones are dropped and counted.
     assert!(r.w.limit_pod(
         POD,
         PodLimits {
@@ -512,19 +530,54 @@ fn a_pods_rate_limits_police_each_direction_with_their_own_counters() {
             egress: None,
         }
     ));
-    for _ in 0..5 {
+    let offered = 40;
+    let mut sent = 0;
+    let mut polls = 0;
+    for _ in 0..4 {
+        for _ in 0..offered / 4 {
+            r.pod2.inject(udp(POD2, POD, 64, 100));
+        }
+        r.w.poll(now);
+        polls += 1;
+        sent += r.pod.take_sent().len();
+    }
+    assert_eq!(polls, 4);
+    // A full bucket: three frames' worth at once, the rest queued.
+    assert_eq!(sent, 3);
+    assert_eq!(r.w.counters.dropped(Reason::PodIngressRate), 0);
+    // Flood past the queue (64 frames): the excess is dropped.
+    for _ in 0..100 {
         r.pod2.inject(udp(POD2, POD, 64, 100));
     }
-    r.w.poll(t + Duration::from_secs(1));
-    assert_eq!(r.pod.take_sent().len(), 3);
-    assert_eq!(r.w.counters.dropped(Reason::PodIngressRate), 2);
-    // Per port: POD's counter holds both directions' drops, POD2's none.
+    for _ in 0..4 {
+        r.w.poll(now); // 32 frames from POD2 per poll
+    }
+    let dropped = r.w.counters.dropped(Reason::PodIngressRate);
+    assert_eq!(dropped, 100 + 37 - 64, "queue of 64 frames");
+    // Draining the queue takes one frame per 1024 us.
+    let start = now;
+    let mut left = 64;
+    while left > 0 {
+        now += r.w.shaping_wait(now).expect("frames wait");
+        r.w.poll(now);
+        left -= r.pod.take_sent().len();
+    }
+    let took = now - start;
+    assert!(
+        (Duration::from_micros(63 * 1024)..=Duration::from_micros(65 * 1024)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(r.w.shaping_wait(now), None, "nothing waits");
+    // Per port: POD's counter holds its drops, POD2's none.
     let limited: Vec<(String, u64)> =
         r.w.ports()
             .map(|p| (p.counters.name.clone(), p.counters.rate_limited))
             .collect();
-    assert!(limited.contains(&("pod-a".into(), 10)), "{limited:?}");
+    assert!(limited.contains(&("pod-a".into(), dropped)), "{limited:?}");
     assert!(limited.contains(&("pod-b".into(), 0)), "{limited:?}");
-    // No buffer leaked by a policed frame.
-    r.run();
+    // No buffer leaked by a shaped or dropped frame.
+    for _ in 0..4 {
+        r.w.poll(now);
+    }
+    assert_eq!(r.w.free_buffers(), BUFFERS);
 }

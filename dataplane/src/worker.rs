@@ -23,6 +23,15 @@ pub const BURST: usize = 32;
 /// Frames a TX queue holds before it is flushed mid-round.
 const TX_QUEUE: usize = 4 * BURST;
 
+/// Frames a rate-limited pod's TX queue holds waiting for tokens (the
+/// buffers are the worker's, so this is small); a frame finding it full
+/// is dropped.
+const SHAPED_QUEUE: usize = 2 * BURST;
+
+/// The largest frame a pod port hands over at once (a pod's MTU is at
+/// most the uplink's, 1500, plus an Ethernet header).
+const MAX_FRAME: usize = 1514;
+
 /// Where the pipeline sends a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Out {
@@ -124,9 +133,9 @@ pub struct PortSlot {
     pub(crate) port: Box<dyn Port>,
     pub(crate) role: Role,
     tx: Vec<Buf>,
-    /// Polices frames to the port (a pod's ingress limit).
+    /// Shapes frames to the port (a pod's ingress limit).
     ingress: Option<TokenBucket>,
-    /// Polices frames from the port (a pod's egress limit).
+    /// Shapes or polices frames from the port (a pod's egress limit).
     egress: Option<TokenBucket>,
     /// Its counters.
     pub counters: PortCounters,
@@ -323,9 +332,33 @@ impl Worker {
         for i in 0..self.ports.len() {
             got += self.poll_port(&snap, now, i);
         }
-        self.flush_all();
+        self.flush_all(now);
         self.ct.handle_timeout(now);
         got
+    }
+
+    /// How long until a rate-limited port may move again: frames waiting
+    /// for ingress tokens, or a pod not read while its egress bucket is in
+    /// debt. `None` when nothing waits on a bucket. The idle policy sleeps
+    /// no longer than this.
+    pub fn shaping_wait(&mut self, now: Duration) -> Option<Duration> {
+        let mut wait: Option<Duration> = None;
+        for s in self.ports.iter_mut().flatten() {
+            let held = s.port.holds_unread();
+            let mut w = |b: &mut TokenBucket| {
+                let d = b.wait(now);
+                if d > Duration::ZERO {
+                    wait = Some(wait.map_or(d, |x| x.min(d)));
+                }
+            };
+            if let Some(b) = s.ingress.as_mut().filter(|_| !s.tx.is_empty()) {
+                w(b);
+            }
+            if let Some(b) = s.egress.as_mut().filter(|_| held) {
+                w(b);
+            }
+        }
+        wait
     }
 
     /// Takes back returned buffers and processes frames other workers
@@ -394,6 +427,24 @@ impl Worker {
     }
 
     fn poll_port(&mut self, snap: &Snapshot, now: Duration, i: usize) -> usize {
+        // A pod over its egress limit whose unread frames wait (and push
+        // back) is not read; one whose frames would be lost is read and
+        // policed.
+        let (mut shaped, mut policed, mut room) = (false, false, BURST);
+        if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut)
+            && let Some(b) = slot.egress.as_mut()
+        {
+            if slot.port.holds_unread() {
+                if !b.conforms(now) {
+                    return 0;
+                }
+                // Read no more than the tokens cover (plus one frame).
+                room = b.affordable(MAX_FRAME).min(BURST);
+                shaped = true;
+            } else {
+                policed = true;
+            }
+        }
         while self.rx.len() < BURST {
             match self.pool.pop() {
                 Some(b) => self.rx.push(b),
@@ -401,23 +452,27 @@ impl Worker {
             }
         }
         let mut rx = std::mem::take(&mut self.rx);
+        let room = room.min(rx.len());
         let n = match self.ports.get_mut(i).and_then(Option::as_mut) {
-            Some(slot) => match slot.port.recv(&mut rx) {
-                Ok(n) => n.min(rx.len()),
+            Some(slot) => match slot.port.recv(rx.get_mut(..room).unwrap_or_default()) {
+                Ok(n) => n.min(room),
                 Err(_) => 0,
             },
             None => 0,
         };
-        let mut policed = false;
         if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) {
             slot.counters.rx += n as u64;
             for _ in 0..slot.port.take_rx_errors() {
                 self.counters.drop(Reason::RxError);
             }
-            policed = slot.egress.is_some();
+            if shaped && let Some(b) = slot.egress.as_mut() {
+                for buf in rx.iter().take(n) {
+                    b.charge(buf.len());
+                }
+            }
         }
         for mut buf in rx.drain(..n) {
-            if policed && !self.admit(i, now, buf.len(), false) {
+            if policed && !self.police(i, now, buf.len()) {
                 self.counters.drop(Reason::PodEgressRate);
                 self.recycle(buf);
                 continue;
@@ -429,26 +484,41 @@ impl Worker {
         n
     }
 
-    /// Whether port `i`'s limit for the direction (`to_port`: towards it)
-    /// lets `bytes` through now; counts the port's drop if not.
-    fn admit(&mut self, i: usize, now: Duration, bytes: usize, to_port: bool) -> bool {
+    /// Whether port `i`'s egress limit lets a frame of `bytes` it sent
+    /// through now (policing); counts the port's drop if not.
+    fn police(&mut self, i: usize, now: Duration, bytes: usize) -> bool {
         let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) else {
             return true;
         };
-        let bucket = if to_port {
-            &mut slot.ingress
-        } else {
-            &mut slot.egress
-        };
-        let ok = bucket.as_mut().is_none_or(|b| b.admit(now, bytes));
+        let ok = slot.egress.as_mut().is_none_or(|b| b.admit(now, bytes));
         if !ok {
             slot.counters.rate_limited += 1;
         }
         ok
     }
 
+    /// Whether port `to` has an ingress limit and its queue is full even
+    /// after sending what the bucket allows; counts the port's drop if so.
+    fn shaped_queue_full(&mut self, now: Duration, to: usize) -> bool {
+        let full = |w: &Worker| {
+            w.port(to)
+                .is_some_and(|s| s.ingress.is_some() && s.tx.len() >= SHAPED_QUEUE)
+        };
+        if !full(self) {
+            return false;
+        }
+        self.flush(now, to);
+        if !full(self) {
+            return false;
+        }
+        if let Some(s) = self.ports.get_mut(to).and_then(Option::as_mut) {
+            s.counters.rate_limited += 1;
+        }
+        true
+    }
+
     fn enqueue(&mut self, now: Duration, to: usize, buf: Buf) {
-        if !self.admit(to, now, buf.len(), true) {
+        if self.shaped_queue_full(now, to) {
             self.counters.drop(Reason::PodIngressRate);
             self.recycle(buf);
             return;
@@ -465,31 +535,48 @@ impl Worker {
             }
         };
         if full {
-            self.flush(to);
+            self.flush(now, to);
         }
     }
 
-    fn flush_all(&mut self) {
+    fn flush_all(&mut self, now: Duration) {
         for i in 0..self.ports.len() {
-            self.flush(i);
+            self.flush(now, i);
         }
     }
 
-    fn flush(&mut self, i: usize) {
+    /// Sends port `i`'s queue; a rate-limited one only the frames its
+    /// bucket allows now (the rest wait).
+    fn flush(&mut self, now: Duration, i: usize) {
         let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        if slot.tx.is_empty() {
+        let k = match slot.ingress.as_mut() {
+            None => slot.tx.len(),
+            Some(b) => {
+                let mut k = 0;
+                for f in &slot.tx {
+                    if !b.conforms(now) {
+                        break;
+                    }
+                    b.charge(f.len());
+                    k += 1;
+                }
+                k
+            }
+        };
+        if k == 0 {
             return;
         }
-        let (sent, reason) = match slot.port.send(&slot.tx) {
-            Ok(n) => (n.min(slot.tx.len()), Reason::TxFull),
+        let batch = slot.tx.get(..k).unwrap_or_default();
+        let (sent, reason) = match slot.port.send(batch) {
+            Ok(n) => (n.min(k), Reason::TxFull),
             Err(_) => (0, Reason::TxError),
         };
         slot.counters.tx += sent as u64;
-        let unsent = slot.tx.len() - sent;
+        let unsent = k - sent;
         let mut sent_bufs = std::mem::take(&mut slot.tx);
-        for b in sent_bufs.drain(..) {
+        for b in sent_bufs.drain(..k) {
             self.recycle(b);
         }
         if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) {
@@ -596,7 +683,11 @@ impl Worker {
                     continue;
                 }
             }
-            let slept = poll.poll(&mut events, Some(idle.max_sleep));
+            // Not past the moment a rate-limited pod may move again.
+            let sleep = self
+                .shaping_wait(clock())
+                .map_or(idle.max_sleep, |w| w.min(idle.max_sleep));
+            let slept = poll.poll(&mut events, Some(sleep));
             if let Some(f) = &flag {
                 f.store(false, Ordering::SeqCst);
             }

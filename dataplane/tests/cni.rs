@@ -862,3 +862,273 @@ fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
     assert!(!rules().contains("sluice: outside sources"), "{}", rules());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The conflist the DaemonSet installs (deploy/kubernetes/sluice.yaml's
+/// ConfigMap), pointed at `socket` and an IPAM range under `data_dir`.
+fn deployed_conflist(socket: &Path, data_dir: &Path, start: &str, end: &str) -> Value {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/sluice.yaml"),
+    )
+    .unwrap();
+    let conflist = serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).ok()?;
+            v.get("data")?
+                .get("10-sluice.conflist")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .next()
+        .expect("the ConfigMap's conflist");
+    let mut list: Value = serde_json::from_str(&conflist).unwrap();
+    let p = &mut list["plugins"][0];
+    assert_eq!(p["type"], "sluice-cni");
+    p["socket"] = json!(socket);
+    p["ipam"]["dataDir"] = json!(data_dir);
+    p["ipam"]["rangeStart"] = json!(start);
+    p["ipam"]["rangeEnd"] = json!(end);
+    list
+}
+
+/// A child process killed and reaped when dropped (a failed assertion
+/// leaves no server behind).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP stream for `secs` between the pod at namespace `pod` and an
+/// iperf3 server on the external host (`reverse`: the server sends).
+/// Returns (payload bytes the receiver got, wall-clock seconds the client
+/// ran: a window that contains the whole transfer).
+fn iperf_to_ext(t: &Topology, pod: &str, port: u16, reverse: bool, secs: u32) -> (u64, f64) {
+    let port_s = port.to_string();
+    let mut server = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &t.ns("ext"), "iperf3", "-s", "-1"])
+            .args(["-B", "192.168.77.100", "-p", &port_s])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server"),
+    );
+    let secs_s = secs.to_string();
+    // Bounded: the server may need a moment to listen.
+    for _ in 0..20 {
+        let start = std::time::Instant::now();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &t.ns(pod), "iperf3", "-J"])
+            .args(["-c", "192.168.77.100", "-p", &port_s, "-t", &secs_s])
+            .args(["--connect-timeout", "2000"]);
+        if reverse {
+            c.arg("-R");
+        }
+        let o = c.output().expect("iperf3 client");
+        let elapsed = start.elapsed().as_secs_f64();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        // iperf3 -J may exit 0 with an "error" (a server not listening yet).
+        if o.status.success() && v.get("error").is_none() {
+            let bytes = v["end"]["sum_received"]["bytes"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no bytes received: {v}"));
+            let _ = server.0.wait();
+            return (bytes, elapsed);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("iperf3 from {pod} never connected");
+}
+
+/// The daemon's `stats`: drop counts by reason and each port's
+/// `rate_limited`.
+fn stat(socket: &Path, key: &str) -> u64 {
+    let s = dataplane::daemon::request(socket, "stats").unwrap();
+    s.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["drop", name, n] if *name == key => n.parse().ok(),
+                ["port", name, .., "rate_limited", n] if *name == key => n.parse().ok(),
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("no {key} in stats:\n{s}"))
+}
+
+/// Checks that a stream moved at most what a token bucket of
+/// (`rate` bit/s, `burst` bits) lets through in `secs`, plus the one
+/// frame a conforming bucket lets into debt (TCP payload is less than the
+/// packets the bucket counts, so the bound is loose, never tight), and
+/// that it moved something.
+fn assert_limited(what: &str, (bytes, secs): (u64, f64), rate: u64, burst: u64) {
+    let bound = burst as f64 + rate as f64 * secs + 1514.0 * 8.0;
+    let bits = bytes as f64 * 8.0;
+    eprintln!(
+        "{what}: {bits} bits in {secs:.2} s ({:.1} Mbit/s; limit {} Mbit/s, bound {bound})",
+        bits / secs / 1e6,
+        rate / 1_000_000
+    );
+    assert!(bytes > 0, "{what}: nothing moved");
+    assert!(bits <= bound, "{what}: {bits} bits > {bound}");
+}
+
+#[test]
+fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
+    if !require_root("bandwidth_annotations_are_enforced_for_tun_and_veth_pods") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let dir = tempdir("cni-bw");
+    let sock = t.sockets[0].clone();
+    // What containerd sends for kubernetes.io/ingress-bandwidth: 12M and
+    // egress-bandwidth: 8M (here with a 1 Mbit burst; containerd's is
+    // 2^32-1 bits, which lets the first 512 MB through unpoliced).
+    let (in_rate, out_rate, burst) = (12_000_000u64, 8_000_000u64, 1_000_000u64);
+    let runtime = json!({
+        "portMappings": [],
+        "bandwidth": {"ingressRate": in_rate, "ingressBurst": burst,
+                      "egressRate": out_rate, "egressBurst": burst}
+    });
+
+    // 1. A TUN pod through the conflist the DaemonSet installs.
+    let list = deployed_conflist(&sock, &dir, "10.244.1.230", "10.244.1.239");
+    t.add_ns("bw").unwrap();
+    let ns = format!("/var/run/netns/{}", t.ns("bw"));
+    let e = env("bw0", &ns, "eth0");
+    let result = add_chain(&t.ns("a"), &list, &runtime, &e);
+    let routes = dataplane::daemon::request(&sock, "routes").unwrap();
+    let rec = format!(
+        "ingress_rate={in_rate} ingress_burst={burst} egress_rate={out_rate} egress_burst={burst}"
+    );
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.contains("pod bw0/eth0") && l.ends_with(&rec)),
+        "{routes}"
+    );
+    // CHECK compares the daemon's limits with the runtime's.
+    for p in list["plugins"].as_array().unwrap() {
+        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
+        let r = in_node(&t.ns("a"), &exe, "CHECK", &e, &c);
+        assert_eq!(r.code, 0, "{ty} CHECK: {}", r.out);
+    }
+    let mut other = runtime.clone();
+    other["bandwidth"]["egressRate"] = json!(out_rate * 2);
+    let (c, _, _) = chained(&list, &list["plugins"][0], &other, Some(&result));
+    let r = plugin(CNI, "CHECK", &e, &c);
+    assert_eq!(r.code, 110, "CHECK with other limits: {}", r.out);
+    assert!(r.out.contains("limits pod"), "{}", r.out);
+    let port = "pod/bw0/eth0";
+    let (drop_out, drop_in) = ("pod_egress_rate_limited", "pod_ingress_rate_limited");
+    let (out0, in0) = (stat(&sock, drop_out), stat(&sock, drop_in));
+    assert_limited(
+        "TUN pod egress",
+        iperf_to_ext(&t, "bw", 15201, false, 3),
+        out_rate,
+        burst,
+    );
+    // A TUN pod is shaped by not reading it: its own qdisc holds the
+    // rest and pushes back on its TCP; Sluice drops nothing.
+    assert_eq!(
+        stat(&sock, drop_out),
+        out0,
+        "TUN egress is shaped, not policed"
+    );
+    // Towards the pod, frames wait for tokens in a short queue; what
+    // overflows it is dropped and counted.
+    assert_limited(
+        "TUN pod ingress",
+        iperf_to_ext(&t, "bw", 15202, true, 3),
+        in_rate,
+        burst,
+    );
+    assert_eq!(
+        stat(&sock, port),
+        stat(&sock, drop_out) - out0 + stat(&sock, drop_in) - in0,
+        "the port's count is its drops in both directions"
+    );
+    // The reference bandwidth plugin cannot shape a TUN pod (no host-side
+    // veth): why the DaemonSet's conflist gives the bandwidth capability to
+    // sluice-cni alone.
+    let bw = json!({"type": "bandwidth", "capabilities": {"bandwidth": true}});
+    let (c, _, exe) = chained(&list, &bw, &runtime, Some(&result));
+    let r = in_node(&t.ns("a"), &exe, "ADD", &e, &c);
+    assert_ne!(r.code, 0, "bandwidth on a TUN pod: {}", r.out);
+    assert!(r.out.contains("veth"), "{}", r.out);
+    for p in list["plugins"].as_array().unwrap().iter().rev() {
+        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
+        let r = in_node(&t.ns("a"), &exe, "DEL", &e, &c);
+        assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
+    }
+
+    // 2. A veth pod with the reference plugin chained as the Calico docs
+    // show: sluice-cni lists the host end, so `bandwidth` finds it and
+    // installs its qdiscs (which AF_XDP bypasses); Sluice polices.
+    let mut list = list;
+    list["plugins"][0]["mode"] = json!("veth");
+    list["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}));
+    t.add_ns("bwv").unwrap();
+    let ns = format!("/var/run/netns/{}", t.ns("bwv"));
+    let e = env("bwv0", &ns, "eth0");
+    let result = add_chain(&t.ns("a"), &list, &runtime, &e);
+    let host = result["interfaces"][0].clone();
+    assert!(host.get("sandbox").is_none(), "{result}");
+    let host = host["name"].as_str().unwrap().to_string();
+    assert!(host.starts_with("slp-"), "{result}");
+    assert_eq!(result["ips"][0]["interface"], 1, "{result}");
+    assert!(!result["interfaces"][1]["mac"].as_str().unwrap().is_empty());
+    let qdisc = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.ns("a"),
+            "tc",
+            "qdisc",
+            "show",
+            "dev",
+            &host,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
+        "the bandwidth plugin's qdisc"
+    );
+    for p in list["plugins"].as_array().unwrap() {
+        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
+        let r = in_node(&t.ns("a"), &exe, "CHECK", &e, &c);
+        assert_eq!(r.code, 0, "{ty} CHECK: {}", r.out);
+    }
+    let out0 = stat(&sock, drop_out);
+    assert_limited(
+        "veth pod egress",
+        iperf_to_ext(&t, "bwv", 15203, false, 3),
+        out_rate,
+        burst,
+    );
+    // AF_XDP would lose unread frames: a veth pod's egress is policed.
+    assert!(stat(&sock, drop_out) > out0, "the egress policer dropped");
+    for p in list["plugins"].as_array().unwrap().iter().rev() {
+        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
+        let r = in_node(&t.ns("a"), &exe, "DEL", &e, &c);
+        assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
+    }
+    let links = Command::new("ip")
+        .args(["netns", "exec", &t.ns("a"), "ip", "-br", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains(&host) && !links.contains("bwp"),
+        "the veth pair and bandwidth's ifb are gone: {links}"
+    );
+    assert!(reservations(&dir, "sluice").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -142,6 +142,95 @@ impl Mode {
     }
 }
 
+/// The pod's rate limits from `runtimeConfig.bandwidth` (the
+/// `kubernetes.io/ingress-bandwidth` and `egress-bandwidth` annotations;
+/// rates in bits per second, bursts in bits), which Sluice's workers
+/// enforce: the reference `bandwidth` plugin shapes a host-side veth with
+/// tc, and Sluice's traffic never passes a qdisc.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Bandwidth {
+    /// (rate, burst) towards the pod.
+    ingress: Option<(u64, u64)>,
+    /// (rate, burst) from the pod.
+    egress: Option<(u64, u64)>,
+}
+
+impl Bandwidth {
+    /// Reads and checks `runtimeConfig.bandwidth` as the `bandwidth`
+    /// plugin does: a rate needs its burst and the reverse, and a burst
+    /// is under 4 GiB.
+    fn from_runtime(rc: Option<&Value>) -> Result<Bandwidth, Error> {
+        let Some(bw) = rc.filter(|v| !v.is_null()) else {
+            return Ok(Bandwidth::default());
+        };
+        if !bw.is_object() {
+            return Err(invalid(
+                "runtimeConfig.bandwidth",
+                format!("{bw} is not an object"),
+            ));
+        }
+        let num = |k: &str| -> Result<u64, Error> {
+            match bw.get(k) {
+                None | Some(Value::Null) => Ok(0),
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    invalid(
+                        &format!("runtimeConfig.bandwidth.{k}"),
+                        format!("{v} is not a whole number of bits"),
+                    )
+                }),
+            }
+        };
+        let dir = |d: &str| -> Result<Option<(u64, u64)>, Error> {
+            let (rk, bk) = (format!("{d}Rate"), format!("{d}Burst"));
+            let (rate, burst) = (num(&rk)?, num(&bk)?);
+            let field = |k: &str| format!("runtimeConfig.bandwidth.{k}");
+            match (rate, burst) {
+                (0, 0) => Ok(None),
+                (_, 0) => Err(invalid(&field(&bk), format!("must be set when {rk} is"))),
+                (0, _) => Err(invalid(&field(&rk), format!("must be set when {bk} is"))),
+                (_, b) if b / 8 >= u64::from(u32::MAX) => {
+                    Err(invalid(&field(&bk), "cannot be 4 GiB or more"))
+                }
+                (r, b) => Ok(Some((r, b))),
+            }
+        };
+        Ok(Bandwidth {
+            ingress: dir("ingress")?,
+            egress: dir("egress")?,
+        })
+    }
+
+    /// A burst smaller than one full-size packet would drop every such
+    /// packet forever.
+    fn check_mtu(&self, mtu: u32) -> Result<(), Error> {
+        let packet_bits = u64::from(mtu + 14) * 8;
+        for (k, d) in [("ingressBurst", self.ingress), ("egressBurst", self.egress)] {
+            if let Some((_, b)) = d
+                && b < packet_bits
+            {
+                return Err(invalid(
+                    &format!("runtimeConfig.bandwidth.{k}"),
+                    format!(
+                        "{b} bits is less than one packet at the pod MTU {mtu} ({packet_bits} bits)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The daemon's `pods add` words (as its `routes` shows them).
+    fn words(&self) -> String {
+        let mut w = Vec::new();
+        for (d, v) in [("ingress", self.ingress), ("egress", self.egress)] {
+            if let Some((r, b)) = v {
+                w.push(format!("{d}_rate={r} {d}_burst={b}"));
+            }
+        }
+        w.join(" ")
+    }
+}
+
 /// The IPAM side.
 #[derive(Debug)]
 enum Ipam {
@@ -172,6 +261,7 @@ struct Plugin<'a> {
     socket: PathBuf,
     mode: Mode,
     ipam: Ipam,
+    bandwidth: Bandwidth,
 }
 
 fn invalid(field: &str, msg: impl std::fmt::Display) -> Error {
@@ -264,6 +354,11 @@ impl<'a> Plugin<'a> {
                 }
             }
         };
+        let bandwidth = Bandwidth::from_runtime(
+            conf.runtime_config
+                .as_ref()
+                .and_then(|rc| rc.custom.get("bandwidth")),
+        )?;
         Ok(Plugin {
             env,
             conf,
@@ -271,6 +366,7 @@ impl<'a> Plugin<'a> {
             socket,
             mode,
             ipam,
+            bandwidth,
         })
     }
 
@@ -579,30 +675,56 @@ impl<'a> Plugin<'a> {
                 netns.display()
             )));
         }
+        self.bandwidth.check_mtu(node.mtu)?;
         let ip = self.reserve(&node, &id, &ifname)?;
         let attach = format!(
-            "pods add {} {ip} {} {} {ifname}",
+            "pods add {} {ip} {} {} {ifname} {}",
             Self::pod_name(&id, &ifname),
             netns.display(),
-            self.mode.as_str()
+            self.mode.as_str(),
+            self.bandwidth.words()
         );
-        if let Err(e) = self.daemon(&attach) {
-            // Nothing half-created: the address goes back.
-            let _ = self.unreserve(&id, &ifname);
-            return Err(e);
-        }
+        let links = match self.daemon(attach.trim_end()) {
+            Ok(l) => l,
+            Err(e) => {
+                // Nothing half-created: the address goes back.
+                let _ = self.unreserve(&id, &ifname);
+                return Err(e);
+            }
+        };
         let gateway = (self.mode == Mode::Veth).then_some(IpAddr::V4(node.gateway));
+        // A veth pod's host end is listed first, without a sandbox, as the
+        // ptp and bridge plugins do: chained plugins such as `bandwidth`
+        // look for it there.
+        let mut interfaces = Vec::new();
+        let mut pod_mac = String::new();
+        for l in links.lines() {
+            match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["mac", m] => pod_mac = (*m).to_string(),
+                ["host_interface", name, m] => interfaces.push(Interface {
+                    name: (*name).to_string(),
+                    mac: (*m).to_string(),
+                    mtu: Some(node.mtu),
+                    sandbox: None,
+                    socket_path: None,
+                    pci_id: None,
+                }),
+                _ => {}
+            }
+        }
+        interfaces.push(Interface {
+            name: ifname,
+            mac: pod_mac,
+            mtu: Some(node.mtu),
+            sandbox: Some(netns.display().to_string()),
+            socket_path: None,
+            pci_id: None,
+        });
+        let pod_if = u32::try_from(interfaces.len() - 1).unwrap_or(0);
         let result = CNIResult {
-            interfaces: vec![Interface {
-                name: ifname,
-                mac: String::new(),
-                mtu: Some(node.mtu),
-                sandbox: Some(netns.display().to_string()),
-                socket_path: None,
-                pci_id: None,
-            }],
+            interfaces,
             ips: vec![IpConfig {
-                interface: Some(0),
+                interface: Some(pod_if),
                 address: IpNet::V4(
                     Ipv4Net::new(ip, 32).map_err(|e| Error::IOFailure(e.to_string()))?,
                 ),
@@ -694,8 +816,15 @@ impl<'a> Plugin<'a> {
         }
         let name = Self::pod_name(&id, &ifname);
         let pods = self.daemon_pods()?;
-        if !pods.iter().any(|p| p.name == name && p.ip == want) {
+        let Some(pod) = pods.iter().find(|p| p.name == name && p.ip == want) else {
             return Err(mismatch(format!("the daemon has no pod {name} at {want}")));
+        };
+        if pod.limits != self.bandwidth.words() {
+            return Err(mismatch(format!(
+                "the daemon limits pod {name} to {:?}, runtimeConfig.bandwidth asks for {:?}",
+                pod.limits,
+                self.bandwidth.words()
+            )));
         }
         // Inside the pod: the interface with the address, the MTU, the
         // default route through it.
@@ -790,15 +919,23 @@ impl<'a> Plugin<'a> {
 struct DaemonPod {
     name: String,
     ip: Ipv4Addr,
+    /// Its rate limits, as `pods add` words (empty: none).
+    limits: String,
 }
 
 impl DaemonPod {
     fn parse(line: &str) -> Option<DaemonPod> {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
-            ["pod", name, "ip", ip, ..] => Some(DaemonPod {
+            ["pod", name, "ip", ip, rest @ ..] => Some(DaemonPod {
                 name: (*name).to_string(),
                 ip: ip.parse().ok()?,
+                limits: rest
+                    .iter()
+                    .filter(|w| w.contains('='))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" "),
             }),
             _ => None,
         }
@@ -952,6 +1089,48 @@ mod tests {
             r#"{"cniVersion":"1.1.0","name":"n","type":"sluice-cni","socket":"/nonexistent.sock"}"#,
         );
         assert_eq!((o.code, error_of(&o)), (50, 50), "{}", o.stdout);
+    }
+
+    #[test]
+    fn bandwidth_from_the_runtime_is_checked_as_the_bandwidth_plugin_does() {
+        let parse = |v: Value| Bandwidth::from_runtime(Some(&v));
+        // What containerd sends for the two annotations (burst u32::MAX).
+        let b = parse(serde_json::json!({
+            "ingressRate": 10_000_000u64, "ingressBurst": 4_294_967_295u64,
+            "egressRate": 1_000_000u64, "egressBurst": 800_000u64,
+        }))
+        .unwrap();
+        assert_eq!(
+            b.words(),
+            "ingress_rate=10000000 ingress_burst=4294967295 egress_rate=1000000 egress_burst=800000"
+        );
+        assert!(b.check_mtu(1450).is_ok());
+        assert_eq!(Bandwidth::from_runtime(None).unwrap().words(), "");
+        assert_eq!(parse(serde_json::json!({})).unwrap(), Bandwidth::default());
+        let e = parse(serde_json::json!({"egressRate": 5u64, "egressBurst": 100u64}))
+            .unwrap()
+            .check_mtu(1450)
+            .unwrap_err();
+        assert_eq!(u32::from(&e), 7);
+        assert!(
+            e.details().contains("runtimeConfig.bandwidth.egressBurst"),
+            "{e:?}"
+        );
+        for (v, field) in [
+            (serde_json::json!({"ingressRate": 5}), "ingressBurst"),
+            (serde_json::json!({"egressBurst": 50000}), "egressRate"),
+            (serde_json::json!({"ingressRate": -1}), "ingressRate"),
+            (serde_json::json!({"ingressRate": "10M"}), "ingressRate"),
+            (
+                serde_json::json!({"ingressRate": 1, "ingressBurst": 40_000_000_000u64}),
+                "ingressBurst",
+            ),
+            (serde_json::json!([1]), "runtimeConfig.bandwidth"),
+        ] {
+            let e = parse(v.clone()).unwrap_err();
+            assert_eq!(u32::from(&e), 7, "{v}");
+            assert!(e.details().contains(field), "{v}: {e:?}");
+        }
     }
 
     #[test]

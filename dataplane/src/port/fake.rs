@@ -96,4 +96,9 @@ impl Port for FakePort {
     fn poll_fd(&self) -> Option<RawFd> {
         None
     }
+
+    /// Injected frames wait until read, as a TUN device's do.
+    fn holds_unread(&self) -> bool {
+        true
+    }
 }

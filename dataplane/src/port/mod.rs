@@ -55,6 +55,14 @@ pub trait Port: Send {
         None
     }
 
+    /// Whether frames left unread wait in a queue that pushes back on
+    /// their sender (TUN: the pod's qdisc and its TCP), rather than being
+    /// lost (AF_XDP's RX ring). A pod's egress limit then shapes by not
+    /// reading, instead of dropping. Default: false.
+    fn holds_unread(&self) -> bool {
+        false
+    }
+
     /// Frames the kernel dropped before this port read them (AF_XDP: RX
     /// ring full or no fill-ring frame), so a loss under overload shows up
     /// in a counter. Read when counters are published, not per packet

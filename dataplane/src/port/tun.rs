@@ -202,6 +202,12 @@ impl Port for TunPort {
         &self.name
     }
 
+    /// Unread, the pod's packets wait in its qdisc, which pushes back on
+    /// its sockets.
+    fn holds_unread(&self) -> bool {
+        true
+    }
+
     fn framing(&self) -> Framing {
         Framing::Ip
     }
