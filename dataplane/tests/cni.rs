@@ -1051,6 +1051,21 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
         stat(&sock, drop_out) - out0 + stat(&sock, drop_in) - in0,
         "the port's count is its drops in both directions"
     );
+    // A daemon killed and restarted re-attaches the pod with its limits
+    // (the kubelet does not repeat ADD).
+    t.kill_daemon(0).unwrap();
+    t.restart_daemon(0, Path::new(SLUICE)).unwrap();
+    let routes = dataplane::daemon::request(&sock, "routes").unwrap();
+    assert!(
+        routes.lines().any(|l| l.contains("pod bw0/eth0") && l.ends_with(&rec)),
+        "{routes}"
+    );
+    assert_limited(
+        "TUN pod egress after a restart",
+        iperf_to_ext(&t, "bw", 15204, false, 2),
+        out_rate,
+        burst,
+    );
     // The reference bandwidth plugin cannot shape a TUN pod (no host-side
     // veth): why the DaemonSet's conflist gives the bandwidth capability to
     // sluice-cni alone.

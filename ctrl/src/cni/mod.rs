@@ -11,6 +11,12 @@
 //! records the pod on disk, so a restarted daemon re-attaches it without
 //! the kubelet repeating ADD.
 //!
+//! With the `bandwidth` capability, `runtimeConfig.bandwidth` (the pod's
+//! bandwidth annotations) goes to the daemon with the pod, and its workers
+//! enforce it (dataplane::shaper); CHECK compares the daemon's limits. A
+//! veth pod's result lists the host end first, without a sandbox, as the
+//! ptp plugin does.
+//!
 //! DEL is idempotent: a second DEL, a missing netns or a daemon that is
 //! down all succeed once the address is released. CHECK compares the pod's
 //! interface, address, MTU and route, the reservation and the daemon's
@@ -23,6 +29,7 @@
 //! ```json
 //! { "cniVersion": "1.1.0", "name": "sluice", "type": "sluice-cni",
 //!   "socket": "/run/sluice/admin.sock", "mode": "tun",
+//!   "capabilities": { "bandwidth": true },
 //!   "ipam": { "type": "sluice-cni", "subnet": "usePodCidr",
 //!             "dataDir": "/var/lib/sluice/ipam" } }
 //! ```
