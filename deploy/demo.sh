@@ -9,8 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "error: run as root: sudo bash deploy/demo.sh" >&2
     exit 1
 fi
-# iptables: the daemon's one rule for hostPort traffic from outside.
-packages=(iproute2 ethtool iptables iputils-ping build-essential clang m4 libelf-dev zlib1g-dev
+packages=(iproute2 ethtool iputils-ping build-essential clang m4 libelf-dev zlib1g-dev
     pkg-config libpcap-dev linux-libc-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -371,68 +371,12 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
     for n in nets {
         netns::cmd(&["ip", "route", "replace", &n, "dev", name])?;
     }
-    masquerade_outsiders(cfg, name, true)?;
     // The node forwards between its uplink and the host device (hostPort,
     // NodePort); Kubernetes nodes run with this on, Calico's Felix turns
     // it on too.
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| std::io::Error::new(e.kind(), format!("net.ipv4.ip_forward: {e}")))?;
     Ok(port)
-}
-
-/// Traffic the node sends to pods from an address outside the cluster
-/// (a hostPort or NodePort DNATed by the node for an outside client) is
-/// masqueraded to the host device's address, so the pod's reply comes
-/// back through the device and the node can undo its DNAT; otherwise
-/// Sluice would masquerade the reply out of the uplink. Like portmap's
-/// `masqAll`, the pod then sees the node, not the client. One rule, added
-/// once (`iptables -C` first).
-fn masquerade_outsiders(cfg: &Config, dev: &str, add: bool) -> std::io::Result<()> {
-    // iptables takes one negated -s: the cluster CIDR holding the pod CIDR
-    // (the pod network), else the pod CIDR itself.
-    let inside = cfg
-        .cluster_cidrs
-        .iter()
-        .find(|c| c.contains(&cfg.pod_cidr))
-        .unwrap_or(&cfg.pod_cidr)
-        .to_string();
-    let rule = |op: &'static str| -> Vec<String> {
-        [
-            "iptables",
-            "-t",
-            "nat",
-            op,
-            "POSTROUTING",
-            "-o",
-            dev,
-            "!",
-            "-s",
-            &inside,
-            "-m",
-            "comment",
-            "--comment",
-            "sluice: outside sources to pods",
-            "-j",
-            "MASQUERADE",
-        ]
-        .iter()
-        .map(|a| (*a).to_string())
-        .collect()
-    };
-    let run = |op: &'static str| {
-        let v = rule(op);
-        let args: Vec<&str> = v.iter().map(String::as_str).collect();
-        netns::cmd(&args)
-    };
-    if !add {
-        // A clean stop takes the rule away (a crash leaves it for the
-        // restart, which finds it in place).
-        return run("-D");
-    }
-    if run("-C").is_err() {
-        run("-A")?;
-    }
-    Ok(())
 }
 
 /// `uplink: auto`: the interface that holds the node's address (as
@@ -786,12 +730,6 @@ impl Daemon {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.socket);
-        if let Ok(ctl) = self.ctx.control.lock()
-            && ctl.host.is_some()
-            && let Some(dev) = &ctl.cfg.host_interface
-        {
-            let _ = masquerade_outsiders(&ctl.cfg, dev, false);
-        }
     }
 }
 

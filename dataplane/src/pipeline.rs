@@ -13,7 +13,7 @@ use encap::ethernet::{self, EthernetFrame, ethertype};
 use encap::ipv4::Ipv4Packet;
 use encap::vxlan::{self, OVERHEAD};
 use encap::{MacAddr, ip_proto};
-use nat::{Origin, Verdict};
+use nat::{Direction, Origin, Verdict};
 
 use crate::buf::Buf;
 use crate::counters::Reason;
@@ -131,6 +131,11 @@ impl Worker {
             // Never handed on again: a pod that moved is a counted drop.
             Handoff::Deliver(ip) => {
                 let to = self.pod_port(ip).ok_or(Reason::NoSuchPod)?;
+                self.deliver(snap, to, buf).map(Out::Port)
+            }
+            Handoff::FromHost(ip) => {
+                let to = self.pod_port(ip).ok_or(Reason::NoSuchPod)?;
+                self.track_from_host(now, buf)?;
                 self.deliver(snap, to, buf).map(Out::Port)
             }
             Handoff::Uplink => self.uplink_rx(snap, now, buf, true),
@@ -272,6 +277,18 @@ impl Worker {
         }
     }
 
+    /// Tracks a packet the node's stack sends to a local pod from outside
+    /// the cluster (a hostPort or NodePort client the node DNATed), so the
+    /// pod's replies return through the host device, where the node undoes
+    /// its DNAT, instead of leaving masqueraded: the pod sees the client's
+    /// address.
+    fn track_from_host(&mut self, now: Duration, buf: &mut Buf) -> Result<(), Reason> {
+        match self.ct.process(now, buf.data_mut(), Origin::Host) {
+            Verdict::Accept(_) => Ok(()),
+            Verdict::Drop(r) => Err(Reason::Conntrack(r)),
+        }
+    }
+
     /// A packet from pod `pod_ip`, or from the node's own stack (`None`:
     /// any source, and never masqueraded).
     fn pod_rx(
@@ -303,6 +320,19 @@ impl Worker {
                 }
                 if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
                     return r.map(Out::Port);
+                }
+                // From the node on behalf of a client outside the cluster.
+                if pod_ip.is_none()
+                    && src != snap.node.ip
+                    && matches!(snap.route(src), Route::External)
+                {
+                    if self.pod_port(dst).is_none() {
+                        return match snap.pod_worker(dst) {
+                            Some(w) if w != self.id() => Ok(Out::Worker(w, Handoff::FromHost(dst))),
+                            _ => Err(Reason::NoSuchPod),
+                        };
+                    }
+                    self.track_from_host(now, buf)?;
                 }
                 self.to_pod(snap, dst, buf)
             }
@@ -348,12 +378,16 @@ impl Worker {
             // The node routes only cluster addresses to its host device.
             Route::External if pod_ip.is_none() => Err(Reason::NoRoute),
             Route::External => {
-                let gw = snap.node.gateway_mac.ok_or(Reason::NoNeighbour)?;
-                let up = self.uplink().ok_or(Reason::NoNeighbour)?;
                 if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
                     return r.map(Out::Port);
                 }
                 match self.ct.process(now, buf.data_mut(), Origin::Pod) {
+                    // A reply to a client the node connected to this pod
+                    // (only those flows start on the far side): back
+                    // through the host device.
+                    Verdict::Accept(a) if a.dir == Direction::Reply && !a.translated => {
+                        return self.to_pod(snap, snap.node.gateway_ip, buf);
+                    }
                     Verdict::Accept(a) => {
                         if a.translated {
                             self.counters.nat += 1;
@@ -361,6 +395,8 @@ impl Worker {
                     }
                     Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
                 }
+                let gw = snap.node.gateway_mac.ok_or(Reason::NoNeighbour)?;
+                let up = self.uplink().ok_or(Reason::NoNeighbour)?;
                 push_ethernet(buf, gw, snap.node.uplink_mac)?;
                 Ok(Out::Port(up))
             }

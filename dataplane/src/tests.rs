@@ -581,3 +581,122 @@ fn a_pods_rate_limits_shape_each_direction_and_count_what_they_drop() {
     }
     assert_eq!(r.w.free_buffers(), BUFFERS);
 }
+
+/// A client outside the cluster reaches a pod through the node (hostPort
+/// or NodePort: the node DNATs and sends through its host device): the
+/// pod sees the client's address and its replies go back through the host
+/// device (where the node undoes its DNAT), on whichever worker the pod
+/// lives; a flow the pod starts itself still leaves masqueraded.
+#[test]
+fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
+    use crate::worker::Mesh;
+    let n = node();
+    let routes = Routes::new(snapshot(&[2, 3]).with_pod_workers([
+        (POD, 0),
+        (POD2, 1),
+        (n.gateway_ip, 0),
+        (n.ip, 0),
+    ]));
+    let mut meshes = Mesh::new(2, BUFFERS).into_iter();
+    let (mut workers, mut ups, mut pods) = (Vec::new(), Vec::new(), Vec::new());
+    let (host_port, host) = FakePort::new("sluice0", Framing::Ip);
+    let mut host_port = Some(host_port);
+    for (id, pod_ip) in [(0u8, POD), (1u8, POD2)] {
+        let mut snat = SnatConfig::new(
+            vec![n.pod_cidr],
+            vec!["10.244.0.0/16".parse().unwrap()],
+            n.ip,
+        );
+        snat.worker = (u16::from(id), 2);
+        let mut w = Worker::with_mesh(
+            id,
+            meshes.next().unwrap(),
+            routes.clone(),
+            ConntrackConfig::default(),
+            Some(snat),
+            BUFFERS,
+        );
+        let (p, up) = FakePort::new("eth0", Framing::Ethernet);
+        w.add_port(Box::new(p), Role::Uplink);
+        let (p, pod) = FakePort::new("pod", Framing::Ip);
+        w.add_port(
+            Box::new(p),
+            Role::Pod {
+                ip: pod_ip,
+                mac: None,
+            },
+        );
+        if let Some(h) = host_port.take() {
+            w.add_port(
+                Box::new(h),
+                Role::Host {
+                    gateway: n.gateway_ip,
+                    node: n.ip,
+                },
+            );
+        }
+        workers.push(w);
+        ups.push(up);
+        pods.push(pod);
+    }
+    let run = |ws: &mut Vec<Worker>| {
+        for _ in 0..4 {
+            for w in ws.iter_mut() {
+                w.poll(Duration::from_secs(10));
+            }
+        }
+    };
+    let tcp = |src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, syn: bool, ack: bool| {
+        let mut b =
+            PacketBuilder::ipv4(src.octets(), dst.octets(), 64).tcp(sport, dport, 1000, 65535);
+        if syn {
+            b = b.syn();
+        }
+        if ack {
+            b = b.ack(1);
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        v
+    };
+    for (i, pod) in [POD, POD2].into_iter().enumerate() {
+        // The client's SYN, DNATed by the node, arrives from the host
+        // device with the client's address.
+        host.inject(tcp(OUTSIDE, pod, 40000, 8080, true, false));
+        run(&mut workers);
+        let got = pods[i].take_sent();
+        assert_eq!(got.len(), 1, "pod {pod}");
+        assert_eq!(ip_of(&got[0]).source_addr(), OUTSIDE, "client address kept");
+        // The pod's SYN-ACK goes back to the node untranslated, not out of
+        // the uplink.
+        pods[i].inject(tcp(pod, OUTSIDE, 8080, 40000, true, true));
+        run(&mut workers);
+        let back = host.take_sent();
+        assert_eq!(back.len(), 1, "pod {pod}'s reply through the host device");
+        assert_eq!(ip_of(&back[0]).source_addr(), pod);
+        assert_eq!(ip_of(&back[0]).destination_addr(), OUTSIDE);
+        assert!(ups.iter().all(|u| u.take_sent().is_empty()));
+        // A flow the pod starts to the same address leaves masqueraded.
+        pods[i].inject(tcp(pod, OUTSIDE, 50000, 443, true, false));
+        run(&mut workers);
+        let out = ups[i].take_sent();
+        assert_eq!(out.len(), 1);
+        assert_eq!(ip_of(&out[0][14..]).source_addr(), n.ip, "SNAT to the node");
+        assert!(host.take_sent().is_empty());
+    }
+    // The node's own address is not tracked: replies to it are routed to
+    // the host device by address.
+    host.inject(tcp(n.ip, POD, 40001, 8080, true, false));
+    run(&mut workers);
+    assert_eq!(pods[0].take_sent().len(), 1);
+    for w in &workers {
+        assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);
+        assert_eq!(w.free_buffers(), BUFFERS, "worker {}", w.id());
+    }
+    assert_eq!(workers[0].conntrack().len(), 2, "host flow + SNAT flow");
+    assert_eq!(
+        workers[1].conntrack().len(),
+        2,
+        "tracked on the pod's worker"
+    );
+}

@@ -46,6 +46,10 @@ pub(crate) enum Out {
 pub enum Handoff {
     /// Deliver to the local pod at this address (its port is ours).
     Deliver(Ipv4Addr),
+    /// The node's stack sent this to the local pod at this address from
+    /// outside the cluster: track it (the pod's replies go back to the
+    /// node), then deliver.
+    FromHost(Ipv4Addr),
     /// A frame from the uplink answering one of our masqueraded flows:
     /// process it as if our uplink queue had received it.
     Uplink,

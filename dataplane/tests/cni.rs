@@ -469,8 +469,9 @@ fn host_local_as_delegated_ipam_with_use_pod_cidr() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Serves HTTP (any request -> `name`) and UDP (any datagram -> `name
-/// <bytes received>`) on `ip` in the namespace at `ns` until `stop`.
+/// Serves HTTP (`/peer` -> the client's address as the pod sees it, any
+/// other request -> `name`) and UDP (any datagram -> `name <bytes
+/// received>`) on `ip` in the namespace at `ns` until `stop`.
 fn serve(
     ns: &Path,
     ip: Ipv4Addr,
@@ -501,7 +502,7 @@ fn serve(
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match tcp.accept() {
-                Ok((mut s, _)) => {
+                Ok((mut s, peer)) => {
                     let _ = s.set_nonblocking(false);
                     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
                     let mut req = Vec::new();
@@ -512,7 +513,11 @@ fn serve(
                             Ok(n) => req.extend_from_slice(&b[..n]),
                         }
                     }
-                    let body = format!("{name}\n");
+                    let body = if req.starts_with(b"GET /peer ") {
+                        format!("{}\n", peer.ip())
+                    } else {
+                        format!("{name}\n")
+                    };
                     let _ = s.write_all(
                         format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -765,8 +770,8 @@ fn in_node(node_ns: &str, exe: &str, cmd: &str, e: &[(&str, &str)], conf: &Value
 }
 
 #[test]
-fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
-    if !require_root("the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni") {
+fn the_node_reaches_pods_and_portmap_chains_after_sluice_cni() {
+    if !require_root("the_node_reaches_pods_and_portmap_chains_after_sluice_cni") {
         return;
     }
     let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
@@ -780,17 +785,7 @@ fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
     );
     assert!(common::pings(&t, "a1", "192.168.77.1"), "pod -> its node");
     // The conflist the DaemonSet installs, with this test's socket.
-    let list = json!({
-        "name": "chain",
-        "cniVersion": "1.0.0",
-        "plugins": [
-            {"type": "sluice-cni", "socket": t.sockets[0],
-             "ipam": {"type": "sluice-cni", "subnet": "usePodCidr",
-                      "rangeStart": "10.244.1.210", "rangeEnd": "10.244.1.220", "dataDir": dir}},
-            {"type": "portmap", "snat": true, "capabilities": {"portMappings": true}},
-            {"type": "bandwidth", "capabilities": {"bandwidth": true}}
-        ]
-    });
+    let list = deployed_conflist(&t.sockets[0], &dir, "10.244.1.210", "10.244.1.220");
     t.add_ns("pm").unwrap();
     let ns = format!("/var/run/netns/{}", t.ns("pm"));
     let e = env("pm0", &ns, "eth0");
@@ -819,6 +814,12 @@ fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
         Some("pm0"),
         "hostPort from the external host"
     );
+    // The pod sees the client's own address, not the node's.
+    assert_eq!(
+        curl(&t, "ext", "http://192.168.77.1:18080/peer").as_deref(),
+        Some("192.168.77.100"),
+        "the client address behind hostPort"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // DEL in reverse order; portmap removes its rules.
     for p in list["plugins"].as_array().unwrap().iter().rev() {
@@ -827,39 +828,14 @@ fn the_node_reaches_pods_and_portmap_and_bandwidth_chain_after_sluice_cni() {
         assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
     }
     assert!(curl(&t, "a", "http://192.168.77.1:18080/").is_none());
-    assert!(reservations(&dir, "chain").is_empty());
-    // The daemon's one iptables rule is there while it runs and gone after
-    // a clean stop.
-    let node_ns = t.ns("a");
-    let rules = || {
-        let o = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &node_ns,
-                "iptables",
-                "-t",
-                "nat",
-                "-S",
-                "POSTROUTING",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    assert_eq!(
-        rules().matches("sluice: outside sources").count(),
-        1,
-        "{}",
-        rules()
-    );
-    let _ = dataplane::daemon::request(&t.sockets[0], "shutdown");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while t.daemon_alive(0) {
-        assert!(std::time::Instant::now() < deadline, "daemon did not stop");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(!rules().contains("sluice: outside sources"), "{}", rules());
+    assert!(reservations(&dir, "sluice").is_empty());
+    // Sluice itself adds no NAT rule on the node.
+    let o = Command::new("ip")
+        .args(["netns", "exec", &t.ns("a"), "iptables-save", "-t", "nat"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&o.stdout);
+    assert!(!rules.contains("sluice"), "{rules}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1057,7 +1033,9 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
     t.restart_daemon(0, Path::new(SLUICE)).unwrap();
     let routes = dataplane::daemon::request(&sock, "routes").unwrap();
     assert!(
-        routes.lines().any(|l| l.contains("pod bw0/eth0") && l.ends_with(&rec)),
+        routes
+            .lines()
+            .any(|l| l.contains("pod bw0/eth0") && l.ends_with(&rec)),
         "{routes}"
     );
     assert_limited(

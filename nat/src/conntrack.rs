@@ -86,6 +86,11 @@ pub enum Origin {
     Pod,
     /// From the uplink: only matches existing entries (replies, ICMP errors).
     Uplink,
+    /// From the node's own stack towards a pod (a hostPort or NodePort
+    /// connection the node DNATed, from an address outside the cluster):
+    /// may create entries, which are never translated (the source is not
+    /// a pod's). The pod's replies then match them in the reply direction.
+    Host,
 }
 
 /// Counters.

@@ -54,10 +54,10 @@ pub fn conntrack_ops(data: &[u8]) {
                 let (raw, tail) = tail.split_at(n);
                 rest = tail;
                 let mut p = raw.to_vec();
-                let origin = if op % 4 == 0 {
-                    Origin::Pod
-                } else {
-                    Origin::Uplink
+                let origin = match op % 4 {
+                    0 => Origin::Pod,
+                    1 => Origin::Host,
+                    _ => Origin::Uplink,
                 };
                 let _ = ct.process(now, &mut p, origin);
             }

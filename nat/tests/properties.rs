@@ -256,7 +256,7 @@ fn process_burst_equals_process_in_order() {
                 Origin::Pod if i > 0 && rng.random_bool(0.1) => {
                     random_packet(&mut StdRng::seed_from_u64(i as u64))
                 }
-                Origin::Pod => random_packet(&mut rng),
+                Origin::Pod | Origin::Host => random_packet(&mut rng),
                 Origin::Uplink if !sent.is_empty() && rng.random_bool(0.8) => {
                     mirror(&sent[rng.random_range(0..sent.len())])
                 }
