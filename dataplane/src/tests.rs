@@ -377,19 +377,18 @@ fn a_full_tx_ring_drops_and_counts_the_rest() {
     let _ = (Buf::new(), HEADROOM);
 }
 
-/// Two workers: pods on different workers reach each other through the
-/// hand-off queue, a reply that arrives on the wrong worker's uplink queue
-/// is handed to the worker owning its flow (by SNAT port slice), and every
-/// borrowed buffer goes back to its owner.
-#[test]
-fn two_workers_hand_frames_to_each_other() {
+/// Two workers over one mesh, worker `i` with an uplink and pod POD
+/// (worker 0) or POD2 (worker 1), SNAT slices of their own, and `host` as
+/// worker 0's host device: (workers, uplinks, pods).
+fn two_workers(
+    routes: &Routes,
+    host: Option<FakePort>,
+) -> (Vec<Worker>, Vec<FakeHandle>, Vec<FakeHandle>) {
     use crate::worker::Mesh;
     let n = node();
-    let routes = Routes::new(snapshot(&[2, 3]).with_pod_workers([(POD, 0), (POD2, 1)]));
     let mut meshes = Mesh::new(2, BUFFERS).into_iter();
-    let mut workers: Vec<Worker> = Vec::new();
-    let mut ups = Vec::new();
-    let mut pods = Vec::new();
+    let mut host = host;
+    let (mut workers, mut ups, mut pods) = (Vec::new(), Vec::new(), Vec::new());
     for (id, pod_ip) in [(0u8, POD), (1u8, POD2)] {
         let mut snat = SnatConfig::new(
             vec![n.pod_cidr],
@@ -415,20 +414,43 @@ fn two_workers_hand_frames_to_each_other() {
                 mac: None,
             },
         );
+        if let Some(h) = host.take() {
+            w.add_port(
+                Box::new(h),
+                Role::Host {
+                    gateway: n.gateway_ip,
+                    node: n.ip,
+                },
+            );
+        }
         workers.push(w);
         ups.push(up);
         pods.push(pod);
     }
-    let run = |ws: &mut Vec<Worker>| {
-        for _ in 0..4 {
-            for w in ws.iter_mut() {
-                w.poll(Duration::from_secs(10));
-            }
+    (workers, ups, pods)
+}
+
+/// Four rounds of every worker's poll.
+fn run_all(ws: &mut [Worker]) {
+    for _ in 0..4 {
+        for w in ws.iter_mut() {
+            w.poll(Duration::from_secs(10));
         }
-    };
+    }
+}
+
+/// Two workers: pods on different workers reach each other through the
+/// hand-off queue, a reply that arrives on the wrong worker's uplink queue
+/// is handed to the worker owning its flow (by SNAT port slice), and every
+/// borrowed buffer goes back to its owner.
+#[test]
+fn two_workers_hand_frames_to_each_other() {
+    let n = node();
+    let routes = Routes::new(snapshot(&[2, 3]).with_pod_workers([(POD, 0), (POD2, 1)]));
+    let (mut workers, ups, pods) = two_workers(&routes, None);
     // Pod on worker 0 -> pod on worker 1.
     pods[0].inject(udp(POD, POD2, 64, 10));
-    run(&mut workers);
+    run_all(&mut workers);
     let got = pods[1].take_sent();
     assert_eq!(got.len(), 1);
     assert_eq!(ip_of(&got[0]).destination_addr(), POD2);
@@ -436,7 +458,7 @@ fn two_workers_hand_frames_to_each_other() {
     assert_eq!(workers[1].counters.handed_in, 1);
     // Pod on worker 0 -> outside: its port comes from worker 0's slice.
     pods[0].inject(udp(POD, OUTSIDE, 64, 10));
-    run(&mut workers);
+    run_all(&mut workers);
     let out = ups[0].take_sent();
     assert_eq!(out.len(), 1);
     let sport = u16::from_be_bytes([out[0][14 + 20], out[0][14 + 21]]);
@@ -451,7 +473,7 @@ fn two_workers_hand_frames_to_each_other() {
         .write(&mut reply, b"answer")
         .unwrap();
     ups[1].inject(eth(n.uplink_mac, MacAddr([2, 0, 0, 0, 0, 0xfe]), &reply));
-    run(&mut workers);
+    run_all(&mut workers);
     let back = pods[0].take_sent();
     assert_eq!(back.len(), 1, "reply reached the pod through worker 0");
     assert_eq!(ip_of(&back[0]).destination_addr(), POD);
@@ -589,7 +611,6 @@ fn a_pods_rate_limits_shape_each_direction_and_count_what_they_drop() {
 /// lives; a flow the pod starts itself still leaves masqueraded.
 #[test]
 fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
-    use crate::worker::Mesh;
     let n = node();
     let routes = Routes::new(snapshot(&[2, 3]).with_pod_workers([
         (POD, 0),
@@ -597,55 +618,8 @@ fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
         (n.gateway_ip, 0),
         (n.ip, 0),
     ]));
-    let mut meshes = Mesh::new(2, BUFFERS).into_iter();
-    let (mut workers, mut ups, mut pods) = (Vec::new(), Vec::new(), Vec::new());
     let (host_port, host) = FakePort::new("sluice0", Framing::Ip);
-    let mut host_port = Some(host_port);
-    for (id, pod_ip) in [(0u8, POD), (1u8, POD2)] {
-        let mut snat = SnatConfig::new(
-            vec![n.pod_cidr],
-            vec!["10.244.0.0/16".parse().unwrap()],
-            n.ip,
-        );
-        snat.worker = (u16::from(id), 2);
-        let mut w = Worker::with_mesh(
-            id,
-            meshes.next().unwrap(),
-            routes.clone(),
-            ConntrackConfig::default(),
-            Some(snat),
-            BUFFERS,
-        );
-        let (p, up) = FakePort::new("eth0", Framing::Ethernet);
-        w.add_port(Box::new(p), Role::Uplink);
-        let (p, pod) = FakePort::new("pod", Framing::Ip);
-        w.add_port(
-            Box::new(p),
-            Role::Pod {
-                ip: pod_ip,
-                mac: None,
-            },
-        );
-        if let Some(h) = host_port.take() {
-            w.add_port(
-                Box::new(h),
-                Role::Host {
-                    gateway: n.gateway_ip,
-                    node: n.ip,
-                },
-            );
-        }
-        workers.push(w);
-        ups.push(up);
-        pods.push(pod);
-    }
-    let run = |ws: &mut Vec<Worker>| {
-        for _ in 0..4 {
-            for w in ws.iter_mut() {
-                w.poll(Duration::from_secs(10));
-            }
-        }
-    };
+    let (mut workers, ups, pods) = two_workers(&routes, Some(host_port));
     let tcp = |src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, syn: bool, ack: bool| {
         let mut b =
             PacketBuilder::ipv4(src.octets(), dst.octets(), 64).tcp(sport, dport, 1000, 65535);
@@ -663,14 +637,14 @@ fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
         // The client's SYN, DNATed by the node, arrives from the host
         // device with the client's address.
         host.inject(tcp(OUTSIDE, pod, 40000, 8080, true, false));
-        run(&mut workers);
+        run_all(&mut workers);
         let got = pods[i].take_sent();
         assert_eq!(got.len(), 1, "pod {pod}");
         assert_eq!(ip_of(&got[0]).source_addr(), OUTSIDE, "client address kept");
         // The pod's SYN-ACK goes back to the node untranslated, not out of
         // the uplink.
         pods[i].inject(tcp(pod, OUTSIDE, 8080, 40000, true, true));
-        run(&mut workers);
+        run_all(&mut workers);
         let back = host.take_sent();
         assert_eq!(back.len(), 1, "pod {pod}'s reply through the host device");
         assert_eq!(ip_of(&back[0]).source_addr(), pod);
@@ -678,7 +652,7 @@ fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
         assert!(ups.iter().all(|u| u.take_sent().is_empty()));
         // A flow the pod starts to the same address leaves masqueraded.
         pods[i].inject(tcp(pod, OUTSIDE, 50000, 443, true, false));
-        run(&mut workers);
+        run_all(&mut workers);
         let out = ups[i].take_sent();
         assert_eq!(out.len(), 1);
         assert_eq!(ip_of(&out[0][14..]).source_addr(), n.ip, "SNAT to the node");
@@ -687,7 +661,7 @@ fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
     // The node's own address is not tracked: replies to it are routed to
     // the host device by address.
     host.inject(tcp(n.ip, POD, 40001, 8080, true, false));
-    run(&mut workers);
+    run_all(&mut workers);
     assert_eq!(pods[0].take_sent().len(), 1);
     for w in &workers {
         assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);

@@ -765,6 +765,27 @@ fn chained(
     (c, ty, exe)
 }
 
+/// The runtime's CHECK (in order) or DEL (in reverse) of every plugin of
+/// `list` with ADD's `result`; each must succeed.
+fn each_in_chain(
+    node_ns: &str,
+    list: &Value,
+    runtime: &Value,
+    e: &[(&str, &str)],
+    result: &Value,
+    cmd: &str,
+) {
+    let mut plugins: Vec<&Value> = list["plugins"].as_array().unwrap().iter().collect();
+    if cmd == "DEL" {
+        plugins.reverse();
+    }
+    for p in plugins {
+        let (c, ty, exe) = chained(list, p, runtime, Some(result));
+        let r = in_node(node_ns, &exe, cmd, e, &c);
+        assert_eq!(r.code, 0, "{ty} {cmd}: {}", r.out);
+    }
+}
+
 fn in_node(node_ns: &str, exe: &str, cmd: &str, e: &[(&str, &str)], conf: &Value) -> Run {
     run_plugin(Some(node_ns), exe, cmd, e, conf)
 }
@@ -822,11 +843,7 @@ fn the_node_reaches_pods_and_portmap_chains_after_sluice_cni() {
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // DEL in reverse order; portmap removes its rules.
-    for p in list["plugins"].as_array().unwrap().iter().rev() {
-        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
-        let r = in_node(&t.ns("a"), &exe, "DEL", &e, &c);
-        assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
-    }
+    each_in_chain(&t.ns("a"), &list, &runtime, &e, &result, "DEL");
     assert!(curl(&t, "a", "http://192.168.77.1:18080/").is_none());
     assert!(reservations(&dir, "sluice").is_empty());
     // Sluice itself adds no NAT rule on the node.
@@ -987,11 +1004,7 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
         "{routes}"
     );
     // CHECK compares the daemon's limits with the runtime's.
-    for p in list["plugins"].as_array().unwrap() {
-        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
-        let r = in_node(&t.ns("a"), &exe, "CHECK", &e, &c);
-        assert_eq!(r.code, 0, "{ty} CHECK: {}", r.out);
-    }
+    each_in_chain(&t.ns("a"), &list, &runtime, &e, &result, "CHECK");
     let mut other = runtime.clone();
     other["bandwidth"]["egressRate"] = json!(out_rate * 2);
     let (c, _, _) = chained(&list, &list["plugins"][0], &other, Some(&result));
@@ -1052,11 +1065,7 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
     let r = in_node(&t.ns("a"), &exe, "ADD", &e, &c);
     assert_ne!(r.code, 0, "bandwidth on a TUN pod: {}", r.out);
     assert!(r.out.contains("veth"), "{}", r.out);
-    for p in list["plugins"].as_array().unwrap().iter().rev() {
-        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
-        let r = in_node(&t.ns("a"), &exe, "DEL", &e, &c);
-        assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
-    }
+    each_in_chain(&t.ns("a"), &list, &runtime, &e, &result, "DEL");
 
     // 2. A veth pod with the reference plugin chained as the Calico docs
     // show: sluice-cni lists the host end, so `bandwidth` finds it and
@@ -1094,11 +1103,7 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
         String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
         "the bandwidth plugin's qdisc"
     );
-    for p in list["plugins"].as_array().unwrap() {
-        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
-        let r = in_node(&t.ns("a"), &exe, "CHECK", &e, &c);
-        assert_eq!(r.code, 0, "{ty} CHECK: {}", r.out);
-    }
+    each_in_chain(&t.ns("a"), &list, &runtime, &e, &result, "CHECK");
     let out0 = stat(&sock, drop_out);
     assert_limited(
         "veth pod egress",
@@ -1108,11 +1113,7 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
     );
     // AF_XDP would lose unread frames: a veth pod's egress is policed.
     assert!(stat(&sock, drop_out) > out0, "the egress policer dropped");
-    for p in list["plugins"].as_array().unwrap().iter().rev() {
-        let (c, ty, exe) = chained(&list, p, &runtime, Some(&result));
-        let r = in_node(&t.ns("a"), &exe, "DEL", &e, &c);
-        assert_eq!(r.code, 0, "{ty} DEL: {}", r.out);
-    }
+    each_in_chain(&t.ns("a"), &list, &runtime, &e, &result, "DEL");
     let links = Command::new("ip")
         .args(["netns", "exec", &t.ns("a"), "ip", "-br", "link"])
         .output()
