@@ -674,3 +674,60 @@ fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
         "tracked on the pod's worker"
     );
 }
+
+/// Frames waiting for a pod's tokens never take the buffers the worker
+/// needs to receive: below a reserve of free buffers they are dropped.
+#[test]
+fn frames_waiting_for_tokens_leave_the_worker_buffers_to_receive() {
+    use crate::shaper::{PodLimits, Rate};
+    const POOL: usize = 100;
+    let mut w = Worker::new(
+        Routes::new(snapshot(&[2])),
+        ConntrackConfig::default(),
+        None,
+        POOL,
+    );
+    let (p, pod) = FakePort::new("pod-a", Framing::Ip);
+    w.add_port(Box::new(p), Role::Pod { ip: POD, mac: None });
+    let (p, pod2) = FakePort::new("pod-b", Framing::Ip);
+    w.add_port(
+        Box::new(p),
+        Role::Pod {
+            ip: POD2,
+            mac: None,
+        },
+    );
+    // One frame's worth of burst, then 1 bit per second: nothing more
+    // leaves during the flood.
+    assert!(w.limit_pod(
+        POD,
+        PodLimits {
+            ingress: Some(Rate {
+                bits_per_sec: 1,
+                burst_bits: 1024,
+            }),
+            egress: None,
+        }
+    ));
+    for _ in 0..200 {
+        pod2.inject(udp(POD2, POD, 64, 100));
+    }
+    let t = Duration::from_secs(1);
+    for _ in 0..10 {
+        w.poll(t);
+    }
+    assert_eq!(pod.take_sent().len(), 1);
+    let dropped = w.counters.dropped(Reason::PodIngressRate);
+    let queued = 200 - 1 - dropped as usize;
+    assert!(queued > 0 && queued < 64, "{queued} queued");
+    assert!(w.free_buffers() >= 64, "{} free", w.free_buffers());
+    // The worker still receives and forwards for other pods.
+    pod.inject(udp(POD, POD2, 64, 100));
+    w.poll(t);
+    assert_eq!(pod2.take_sent().len(), 1);
+    // Once the tokens come, the queue drains and every buffer is back.
+    w.limit_pod(POD, PodLimits::default());
+    w.poll(t);
+    assert_eq!(pod.take_sent().len(), queued);
+    assert_eq!(w.free_buffers(), POOL);
+}

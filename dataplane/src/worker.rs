@@ -28,6 +28,11 @@ const TX_QUEUE: usize = 4 * BURST;
 /// is dropped.
 const SHAPED_QUEUE: usize = 2 * BURST;
 
+/// Free buffers below which frames waiting for a pod's tokens are dropped
+/// rather than queued: many flooded, limited pods must not take the
+/// buffers the worker needs to receive anything.
+const SHAPED_RESERVE: usize = 2 * BURST;
+
 /// The largest frame a pod port hands over at once (a pod's MTU is at
 /// most the uplink's, 1500, plus an Ethernet header).
 const MAX_FRAME: usize = 1514;
@@ -505,8 +510,9 @@ impl Worker {
     /// after sending what the bucket allows; counts the port's drop if so.
     fn shaped_queue_full(&mut self, now: Duration, to: usize) -> bool {
         let full = |w: &Worker| {
-            w.port(to)
-                .is_some_and(|s| s.ingress.is_some() && s.tx.len() >= SHAPED_QUEUE)
+            w.port(to).is_some_and(|s| {
+                s.ingress.is_some() && (s.tx.len() >= SHAPED_QUEUE || w.pool.len() < SHAPED_RESERVE)
+            })
         };
         if !full(self) {
             return false;
