@@ -1040,6 +1040,19 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
         stat(&sock, drop_out) - out0 + stat(&sock, drop_in) - in0,
         "the port's count is its drops in both directions"
     );
+    // The admin command line takes the same limits, and the daemon names
+    // what is wrong with them.
+    let o = Command::new(SLUICE)
+        .args(["--socket", &sock.to_string_lossy(), "pods", "add", "cli0"])
+        .args(["10.244.1.240", &ns, "--ingress-rate", "5000000"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        text.contains("ingress_rate is set without ingress_burst"),
+        "{text}"
+    );
     // A daemon killed and restarted re-attaches the pod with its limits
     // (the kubelet does not repeat ADD).
     t.kill_daemon(0).unwrap();

@@ -2,7 +2,9 @@
 //!
 //!     sluice run --config /etc/sluice/config.yaml
 //!     sluice stats | status | routes | conntrack
-//!     sluice pods add NAME IP NETNS | pods del IP
+//!     sluice pods add NAME IP NETNS [--kind veth] [--ifname IF]
+//!         [--ingress-rate BITS/S --ingress-burst BITS]
+//!         [--egress-rate BITS/S --egress-burst BITS] | pods del IP
 //!     sluice peers add NAME IP VTEP_MAC CIDR[,CIDR] | peers del NAME
 //!     sluice demo
 //!
@@ -74,11 +76,29 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum PodOp {
-    /// Create the pod's TUN interface in NETNS and attach it.
+    /// Create the pod's interface in NETNS and attach it.
     Add {
         name: String,
         ip: String,
         netns: String,
+        /// tun, or veth (AF_XDP on the host end).
+        #[arg(long, default_value = "tun")]
+        kind: String,
+        /// The interface's name in the pod.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Rate limit towards the pod, bits per second (with a burst).
+        #[arg(long)]
+        ingress_rate: Option<u64>,
+        /// Bucket size of the ingress limit, bits.
+        #[arg(long)]
+        ingress_burst: Option<u64>,
+        /// Rate limit from the pod, bits per second (with a burst).
+        #[arg(long)]
+        egress_rate: Option<u64>,
+        /// Bucket size of the egress limit, bits.
+        #[arg(long)]
+        egress_burst: Option<u64>,
     },
     /// Detach the pod (idempotent).
     Del { ip: String },
@@ -181,8 +201,33 @@ fn main() -> ExitCode {
         Cmd::Conntrack => admin(&cli.socket, "conntrack"),
         Cmd::Shutdown => admin(&cli.socket, "shutdown"),
         Cmd::Pods {
-            op: PodOp::Add { name, ip, netns },
-        } => admin(&cli.socket, &format!("pods add {name} {ip} {netns}")),
+            op:
+                PodOp::Add {
+                    name,
+                    ip,
+                    netns,
+                    kind,
+                    ifname,
+                    ingress_rate,
+                    ingress_burst,
+                    egress_rate,
+                    egress_burst,
+                },
+        } => {
+            // The daemon checks the limits (a rate needs its burst).
+            let mut line = format!("pods add {name} {ip} {netns} {kind} {ifname}");
+            for (k, v) in [
+                ("ingress_rate", ingress_rate),
+                ("ingress_burst", ingress_burst),
+                ("egress_rate", egress_rate),
+                ("egress_burst", egress_burst),
+            ] {
+                if let Some(v) = v {
+                    line += &format!(" {k}={v}");
+                }
+            }
+            admin(&cli.socket, &line)
+        }
         Cmd::Pods {
             op: PodOp::Del { ip },
         } => admin(&cli.socket, &format!("pods del {ip}")),
