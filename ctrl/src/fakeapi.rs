@@ -410,7 +410,7 @@ fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
         }
         let started = tokio::time::Instant::now();
         loop {
-            let (stall, cut, pending, rv) = s.with(|st| {
+            let (stall, cut, behind, pending, rv) = s.with(|st| {
                 let pending: Vec<(u64, &'static str, Node)> = st
                     .events
                     .iter()
@@ -420,11 +420,24 @@ fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
                 (
                     id <= st.stalled_upto,
                     st.cut != cut_at_start,
+                    sent_rv < st.compacted,
                     pending,
                     st.rv,
                 )
             });
             if cut {
+                return;
+            }
+            // History this stream had not sent yet was compacted away: as
+            // the API server does with a watcher that fell behind, end it
+            // with 410 Gone (the client must relist), never skip silently.
+            if behind && !stall {
+                let gone = status_body(
+                    410,
+                    "Expired",
+                    &format!("too old resource version: {sent_rv} "),
+                );
+                let _ = tx.send(line("ERROR", &gone)).await;
                 return;
             }
             if !stall {
