@@ -731,3 +731,50 @@ fn frames_waiting_for_tokens_leave_the_worker_buffers_to_receive() {
     assert_eq!(pod.take_sent().len(), queued);
     assert_eq!(w.free_buffers(), POOL);
 }
+
+/// A pod whose port would lose unread frames (AF_XDP) is read as usual;
+/// frames over its egress limit wait in a short queue and leave as tokens
+/// come, and only what overflows the queue is dropped.
+#[test]
+fn an_af_xdp_pods_egress_waits_in_a_short_queue() {
+    use crate::shaper::{PodLimits, Rate};
+    let mut r = rig();
+    r.pod.set_loses_unread();
+    let limit = Rate {
+        bits_per_sec: 1_000_000,
+        burst_bits: 3 * 1024,
+    };
+    assert!(r.w.limit_pod(
+        POD,
+        PodLimits {
+            ingress: None,
+            egress: Some(limit),
+        }
+    ));
+    for _ in 0..100 {
+        r.pod.inject(udp(POD, POD2, 64, 100));
+    }
+    let t = Duration::from_secs(10);
+    for _ in 0..4 {
+        r.w.poll(t); // 32 frames read per poll
+    }
+    assert_eq!(r.pod2.take_sent().len(), 3, "the burst");
+    let dropped = r.w.counters.dropped(Reason::PodEgressRate);
+    assert_eq!(dropped, 100 - 3 - 64, "a queue of 64 frames");
+    // One frame per 1024 us (the first as soon as a token exists).
+    let mut now = t;
+    let mut sent = 0;
+    while sent < 64 {
+        now += r.w.shaping_wait(now).expect("frames wait");
+        r.w.poll(now);
+        sent += r.pod2.take_sent().len();
+    }
+    let took = now - t;
+    assert!(
+        (Duration::from_micros(63 * 1024)..Duration::from_micros(63 * 1024 + 10)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(r.w.shaping_wait(now), None);
+    assert_eq!(r.w.counters.dropped(Reason::PodEgressRate), dropped);
+    assert_eq!(r.w.free_buffers(), BUFFERS);
+}

@@ -144,8 +144,11 @@ pub struct PortSlot {
     tx: Vec<Buf>,
     /// Shapes frames to the port (a pod's ingress limit).
     ingress: Option<TokenBucket>,
-    /// Shapes or polices frames from the port (a pod's egress limit).
+    /// Shapes frames from the port (a pod's egress limit).
     egress: Option<TokenBucket>,
+    /// Frames read from a port that would lose unread ones (AF_XDP),
+    /// waiting for egress tokens.
+    held: Vec<Buf>,
     /// Its counters.
     pub counters: PortCounters,
 }
@@ -259,6 +262,7 @@ impl Worker {
             tx: Vec::with_capacity(TX_QUEUE),
             ingress: None,
             egress: None,
+            held: Vec::new(),
         };
         let i = match self.ports.iter().position(Option::is_none) {
             Some(i) => i,
@@ -295,6 +299,11 @@ impl Worker {
         };
         slot.ingress = limits.ingress.map(TokenBucket::new);
         slot.egress = limits.egress.map(TokenBucket::new);
+        // Room for frames waiting for egress tokens, allocated now rather
+        // than on a packet.
+        if slot.egress.is_some() && !slot.port.holds_unread() {
+            slot.held.reserve(SHAPED_QUEUE);
+        }
         true
     }
 
@@ -303,7 +312,7 @@ impl Worker {
     pub fn remove_pod(&mut self, ip: Ipv4Addr) -> Option<Box<dyn Port>> {
         let i = self.pods.remove(&ip.to_bits())?;
         let slot = self.ports.get_mut(i)?.take()?;
-        for b in slot.tx {
+        for b in slot.tx.into_iter().chain(slot.held) {
             self.counters.drop(Reason::NoSuchPod);
             self.recycle(b);
         }
@@ -363,7 +372,7 @@ impl Worker {
             if let Some(b) = s.ingress.as_mut().filter(|_| !s.tx.is_empty()) {
                 w(b);
             }
-            if let Some(b) = s.egress.as_mut().filter(|_| held) {
+            if let Some(b) = s.egress.as_mut().filter(|_| held || !s.held.is_empty()) {
                 w(b);
             }
         }
@@ -437,9 +446,9 @@ impl Worker {
 
     fn poll_port(&mut self, snap: &Snapshot, now: Duration, i: usize) -> usize {
         // A pod over its egress limit whose unread frames wait (and push
-        // back) is not read; one whose frames would be lost is read and
-        // policed.
-        let (mut shaped, mut policed, mut room) = (false, false, BURST);
+        // back) is not read; one whose unread frames would be lost is read,
+        // and its frames wait in a short queue of ours.
+        let (mut shaped, mut queued, mut room) = (false, false, BURST);
         if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut)
             && let Some(b) = slot.egress.as_mut()
         {
@@ -451,9 +460,10 @@ impl Worker {
                 room = b.affordable(MAX_FRAME).min(BURST);
                 shaped = true;
             } else {
-                policed = true;
+                queued = true;
             }
         }
+        self.release_held(snap, now, i);
         while self.rx.len() < BURST {
             match self.pool.pop() {
                 Some(b) => self.rx.push(b),
@@ -481,10 +491,11 @@ impl Worker {
             }
         }
         for mut buf in rx.drain(..n) {
-            if policed && !self.police(i, now, buf.len()) {
-                self.counters.drop(Reason::PodEgressRate);
-                self.recycle(buf);
-                continue;
+            if queued {
+                match self.hold(now, i, buf) {
+                    Some(b) => buf = b,
+                    None => continue,
+                }
             }
             let r = self.handle(snap, now, i, &mut buf);
             self.dispatch(now, r, buf);
@@ -493,17 +504,57 @@ impl Worker {
         n
     }
 
-    /// Whether port `i`'s egress limit lets a frame of `bytes` it sent
-    /// through now (policing); counts the port's drop if not.
-    fn police(&mut self, i: usize, now: Duration, bytes: usize) -> bool {
-        let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) else {
-            return true;
+    /// A frame read from port `i`, which has an egress limit and loses
+    /// unread frames: returned if it may go now (nothing waits before it
+    /// and the bucket conforms), else queued behind the others, or dropped
+    /// and counted when the queue is full or buffers run short.
+    fn hold(&mut self, now: Duration, i: usize, buf: Buf) -> Option<Buf> {
+        let reserve = self.pool.len() < SHAPED_RESERVE;
+        let slot = self.ports.get_mut(i).and_then(Option::as_mut)?;
+        let Some(b) = slot.egress.as_mut() else {
+            return Some(buf);
         };
-        let ok = slot.egress.as_mut().is_none_or(|b| b.admit(now, bytes));
-        if !ok {
-            slot.counters.rate_limited += 1;
+        if slot.held.is_empty() && b.conforms(now) {
+            b.charge(buf.len());
+            return Some(buf);
         }
-        ok
+        if slot.held.len() < SHAPED_QUEUE && !reserve {
+            slot.held.push(buf);
+            return None;
+        }
+        slot.counters.rate_limited += 1;
+        self.counters.drop(Reason::PodEgressRate);
+        self.recycle(buf);
+        None
+    }
+
+    /// Processes the frames port `i` holds for egress tokens, as far as
+    /// the bucket allows now (all of them if the limit was lifted).
+    fn release_held(&mut self, snap: &Snapshot, now: Duration, i: usize) {
+        let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if slot.held.is_empty() {
+            return;
+        }
+        let mut k = 0;
+        for f in &slot.held {
+            if let Some(b) = slot.egress.as_mut() {
+                if !b.conforms(now) {
+                    break;
+                }
+                b.charge(f.len());
+            }
+            k += 1;
+        }
+        let mut held = std::mem::take(&mut slot.held);
+        for mut buf in held.drain(..k) {
+            let r = self.handle(snap, now, i, &mut buf);
+            self.dispatch(now, r, buf);
+        }
+        if let Some(slot) = self.ports.get_mut(i).and_then(Option::as_mut) {
+            slot.held = held;
+        }
     }
 
     /// Whether port `to` has an ingress limit and its queue is full even

@@ -14,6 +14,7 @@ struct Queues {
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
     tx_room: Option<usize>,
+    loses_unread: bool,
 }
 
 /// The fake port (owned by a worker).
@@ -64,6 +65,12 @@ impl FakeHandle {
     pub fn set_tx_room(&self, n: Option<usize>) {
         self.with(|q| q.tx_room = n);
     }
+
+    /// Makes the port say that frames it is not asked for are lost (as
+    /// AF_XDP's RX ring does) rather than kept.
+    pub fn set_loses_unread(&self) {
+        self.with(|q| q.loses_unread = true);
+    }
 }
 
 impl Port for FakePort {
@@ -97,8 +104,9 @@ impl Port for FakePort {
         None
     }
 
-    /// Injected frames wait until read, as a TUN device's do.
+    /// Injected frames wait until read, as a TUN device's do (unless
+    /// [`FakeHandle::set_loses_unread`]).
     fn holds_unread(&self) -> bool {
-        true
+        !self.q.lock().is_ok_and(|q| q.loses_unread)
     }
 }
