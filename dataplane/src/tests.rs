@@ -33,6 +33,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(BUFFERS)
+}
+
+/// [`rig`] with a pool of `buffers`.
+fn rig_with(buffers: usize) -> Rig {
     let routes = Routes::new(snapshot(&[2, 3]));
     let n = node();
     let snat = SnatConfig::new(
@@ -47,7 +52,7 @@ fn rig() -> Rig {
         routes.clone(),
         ConntrackConfig::default(),
         Some(snat),
-        BUFFERS,
+        buffers,
     );
     let (p, up) = FakePort::new("eth0", Framing::Ethernet);
     w.add_port(Box::new(p), Role::Uplink);
@@ -486,18 +491,22 @@ fn two_workers_hand_frames_to_each_other() {
     }
 }
 
-#[test]
-fn a_pods_rate_limits_shape_each_direction_and_count_what_they_drop() {
-    use crate::shaper::{PodLimits, Rate};
-    let mut r = rig();
-    // 1,000,000 bit/s (1 bit per us) with a burst of 3 packets of 128
-    // bytes (1024 bits each).
-    let pkt = udp(POD, POD2, 64, 100);
-    assert_eq!(pkt.len(), 128);
-    let limit = Rate {
+/// 1,000,000 bit/s (1 bit per us) with a burst of 3 frames of 128 bytes
+/// (1024 bits each).
+fn small_limit() -> crate::shaper::Rate {
+    crate::shaper::Rate {
         bits_per_sec: 1_000_000,
         burst_bits: 3 * 1024,
-    };
+    }
+}
+
+#[test]
+fn a_pods_rate_limits_shape_each_direction_and_count_what_they_drop() {
+    use crate::shaper::PodLimits;
+    let mut r = rig();
+    let pkt = udp(POD, POD2, 64, 100);
+    assert_eq!(pkt.len(), 128);
+    let limit = small_limit();
     assert!(r.w.limit_pod(
         POD,
         PodLimits {
@@ -681,22 +690,9 @@ fn replies_to_clients_the_node_forwarded_go_back_through_the_host_device() {
 fn frames_waiting_for_tokens_leave_the_worker_buffers_to_receive() {
     use crate::shaper::{PodLimits, Rate};
     const POOL: usize = 100;
-    let mut w = Worker::new(
-        Routes::new(snapshot(&[2])),
-        ConntrackConfig::default(),
-        None,
-        POOL,
-    );
-    let (p, pod) = FakePort::new("pod-a", Framing::Ip);
-    w.add_port(Box::new(p), Role::Pod { ip: POD, mac: None });
-    let (p, pod2) = FakePort::new("pod-b", Framing::Ip);
-    w.add_port(
-        Box::new(p),
-        Role::Pod {
-            ip: POD2,
-            mac: None,
-        },
-    );
+    let Rig {
+        mut w, pod, pod2, ..
+    } = rig_with(POOL);
     // One frame's worth of burst, then 1 bit per second: nothing more
     // leaves during the flood.
     assert!(w.limit_pod(
@@ -737,18 +733,14 @@ fn frames_waiting_for_tokens_leave_the_worker_buffers_to_receive() {
 /// come, and only what overflows the queue is dropped.
 #[test]
 fn an_af_xdp_pods_egress_waits_in_a_short_queue() {
-    use crate::shaper::{PodLimits, Rate};
+    use crate::shaper::PodLimits;
     let mut r = rig();
     r.pod.set_loses_unread();
-    let limit = Rate {
-        bits_per_sec: 1_000_000,
-        burst_bits: 3 * 1024,
-    };
     assert!(r.w.limit_pod(
         POD,
         PodLimits {
             ingress: None,
-            egress: Some(limit),
+            egress: Some(small_limit()),
         }
     ));
     for _ in 0..100 {
