@@ -28,8 +28,9 @@ use crate::view::{Change, ClusterView};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    #[serde(default)]
-    peers: Vec<RawPeer>,
+    /// Required (`peers: []` for none): an empty file is more likely one
+    /// caught half-written than a cluster of one node.
+    peers: Option<Vec<RawPeer>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,12 +68,19 @@ fn bad<T>(field: String, message: impl Into<String>) -> Result<T, FileError> {
 
 /// Parses a peers file.
 pub fn parse(text: &str) -> Result<ClusterView, FileError> {
+    let missing = || FileError {
+        field: "peers".into(),
+        message: "missing (a file caught half-written?); write `peers: []` for none".into(),
+    };
+    if text.trim().is_empty() {
+        return Err(missing());
+    }
     let raw: RawFile = serde_yaml::from_str(text).map_err(|e| FileError {
         field: "document".into(),
         message: e.to_string(),
     })?;
     let mut view = ClusterView::default();
-    for (i, p) in raw.peers.iter().enumerate() {
+    for (i, p) in raw.peers.ok_or_else(missing)?.iter().enumerate() {
         let f = |x: &str| format!("peers[{i}].{x}");
         if p.name.is_empty() {
             return bad(f("name"), "empty");
@@ -268,6 +276,12 @@ mod tests {
             assert_eq!(e.field, field, "{e}");
         }
         assert_eq!(parse("peers: [").unwrap_err().field, "document");
+        // A file caught between truncation and write is not "no peers".
+        for text in ["", "\n", "peers:", "peers: ~"] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.field, "peers", "{text:?}: {e}");
+        }
+        assert!(parse("peers: []").unwrap().peers.is_empty());
     }
 
     #[test]
