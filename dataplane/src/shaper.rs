@@ -142,11 +142,6 @@ impl TokenBucket {
         }
     }
 
-    /// Its limit.
-    pub fn rate(&self) -> Rate {
-        self.rate
-    }
-
     /// Adds the tokens earned since the last look, up to the burst. A
     /// clock that goes backwards adds nothing.
     fn refill(&mut self, now: Duration) {

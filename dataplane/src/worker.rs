@@ -362,7 +362,7 @@ impl Worker {
     pub fn shaping_wait(&mut self, now: Duration) -> Option<Duration> {
         let mut wait: Option<Duration> = None;
         for s in self.ports.iter_mut().flatten() {
-            let held = s.port.holds_unread();
+            let holds_unread = s.port.holds_unread();
             let mut w = |b: &mut TokenBucket| {
                 let d = b.wait(now);
                 if d > Duration::ZERO {
@@ -372,7 +372,11 @@ impl Worker {
             if let Some(b) = s.ingress.as_mut().filter(|_| !s.tx.is_empty()) {
                 w(b);
             }
-            if let Some(b) = s.egress.as_mut().filter(|_| held || !s.held.is_empty()) {
+            if let Some(b) = s
+                .egress
+                .as_mut()
+                .filter(|_| holds_unread || !s.held.is_empty())
+            {
                 w(b);
             }
         }
