@@ -7,4 +7,5 @@ pub mod frames;
 pub mod netbench;
 pub mod pktgen;
 pub mod replay;
+pub mod report;
 pub mod scaling;

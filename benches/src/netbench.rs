@@ -254,31 +254,50 @@ pub fn iperf(
     }
     let out = sh(&args);
     let _ = srv.wait();
-    let v: serde_json::Value = serde_json::from_str(&out?).map_err(|e| e.to_string())?;
+    parse_iperf(&out?, udp64)
+}
+
+/// iperf3's `-J` report as (Gbit/s, packets per second or retransmits).
+/// A report carrying an error, without the figure, or with nothing
+/// delivered is an error: it never becomes 0 Gbit/s in a median.
+pub fn parse_iperf(json: &str, udp64: bool) -> Result<(f64, f64), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("iperf3 output is not JSON: {e}"))?;
+    if let Some(e) = v.get("error") {
+        return Err(format!("iperf3: {e}"));
+    }
     let end = &v["end"];
-    if udp64 {
-        let s = &end["sum"];
-        let secs = s["seconds"].as_f64().unwrap_or(1.0);
-        let pkts = s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0);
-        Ok((
-            s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
-            pkts / secs,
-        ))
+    let sum = if udp64 {
+        &end["sum"]
     } else {
-        let s = &end["sum_received"];
+        &end["sum_received"]
+    };
+    let bps = sum["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| format!("iperf3 report without bits_per_second: {end}"))?;
+    if bps <= 0.0 || sum["bytes"].as_f64() == Some(0.0) {
+        return Err("iperf3: nothing was delivered".into());
+    }
+    if udp64 {
+        let secs = sum["seconds"].as_f64().unwrap_or(1.0);
+        let pkts =
+            sum["packets"].as_f64().unwrap_or(0.0) - sum["lost_packets"].as_f64().unwrap_or(0.0);
+        Ok((bps / 1e9, pkts / secs))
+    } else {
         let retrans = end["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0);
-        Ok((s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9, retrans))
+        Ok((bps / 1e9, retrans))
     }
 }
 
 /// A median with its minimum and maximum.
 pub type Spread = (f64, f64, f64);
 
-/// The median of `v` with its range (`v` not empty).
-pub fn median(mut v: Vec<f64>) -> Spread {
+/// The median of `v` with its range; `None` for no values (a side that did
+/// not run has no figure, not a figure of 0).
+pub fn median(mut v: Vec<f64>) -> Option<Spread> {
     v.sort_by(|a, b| a.total_cmp(b));
-    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
-    (at(v.len() / 2), at(0), at(v.len().saturating_sub(1)))
+    let (&lo, &hi) = (v.first()?, v.last()?);
+    Some((v.get(v.len() / 2).copied()?, lo, hi))
 }
 
 /// Busy time of CPU `cpu` since boot (user, nice, system, irq, softirq
@@ -320,9 +339,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_iperf_error_or_empty_report_is_not_a_figure() {
+        let ok = r#"{"end": {"sum_received": {"bits_per_second": 2e9, "bytes": 100},
+                     "sum_sent": {"retransmits": 3}}}"#;
+        assert_eq!(parse_iperf(ok, false), Ok((2.0, 3.0)));
+        let err = r#"{"start": {}, "intervals": [], "end": {},
+                      "error": "unable to connect to server: Connection refused"}"#;
+        assert!(
+            parse_iperf(err, false)
+                .unwrap_err()
+                .contains("Connection refused")
+        );
+        assert!(parse_iperf(r#"{"end": {}}"#, false).is_err());
+        let zero = r#"{"end": {"sum_received": {"bits_per_second": 0, "bytes": 0}}}"#;
+        assert!(parse_iperf(zero, false).unwrap_err().contains("nothing"));
+        assert!(parse_iperf("", false).is_err());
+        let udp = r#"{"end": {"sum": {"bits_per_second": 1e9, "seconds": 2,
+                      "packets": 100, "lost_packets": 20}}}"#;
+        assert_eq!(parse_iperf(udp, true), Ok((1.0, 40.0)));
+    }
+
+    #[test]
     fn median_and_range() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
-        assert_eq!(median(vec![]), (0.0, 0.0, 0.0));
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(median(vec![5.0]), Some((5.0, 5.0, 5.0)));
+        assert_eq!(median(vec![]), None);
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub fn report(smoke: bool) -> String {
             let v: Vec<f64> = (0..runs)
                 .map(|_| run_workers(workers, make, packets))
                 .collect();
-            cells.push(median(v));
+            cells.push(median(v).unwrap_or((f64::NAN, f64::NAN, f64::NAN)));
         }
         row(
             &mut out,
@@ -238,7 +238,7 @@ pub fn report(smoke: bool) -> String {
             let v: Vec<f64> = (0..runs)
                 .map(|_| run_workers(workers, make, packets))
                 .collect();
-            cells.push(median(v));
+            cells.push(median(v).unwrap_or((f64::NAN, f64::NAN, f64::NAN)));
         }
         row(&mut out, &format!("{peers} peer nodes"), &cells, &mut base);
     }

@@ -44,16 +44,24 @@ fn per_packet_paths_do_not_allocate() {
             0.0,
             "parse {size}"
         );
+        // The success paths are what is measured: each call must succeed
+        // (a refusal allocating nothing is tested below, apart).
+        let clean = buf.clone();
         assert_eq!(
             count(N, || {
-                let _ = black_box(vxlan::encapsulate(&mut buf, OVERHEAD..end, &tmpl));
+                buf.copy_from_slice(&clean);
+                let r = black_box(vxlan::encapsulate(&mut buf, OVERHEAD..end, &tmpl));
+                assert_eq!(r.map(|r| r.len()), Ok(end), "encap {size}");
             }),
             0.0,
             "encap {size}"
         );
+        let sealed = outer.clone();
         assert_eq!(
             count(N, || {
-                let _ = black_box(vxlan::decapsulate(&mut outer, &cfg));
+                outer.copy_from_slice(&sealed);
+                let d = black_box(vxlan::decapsulate(&mut outer, &cfg));
+                assert_eq!(d.map(|d| d.inner.len()), Ok(f.len()), "decap {size}");
             }),
             0.0,
             "decap {size}"
@@ -186,6 +194,68 @@ fn conntrack_hit_and_new_flow_do_not_allocate() {
         assert!(verdicts.iter().all(|v| matches!(v, Verdict::Accept(_))));
     });
     assert_eq!(per_burst, 0.0, "process_burst of 32 hits");
+}
+
+/// The hit path with the table at 1M live entries (the size
+/// benches/README.md reports): both directions, on flows spread over the
+/// table, allocate nothing. Filling it takes a few seconds in a debug
+/// build.
+#[test]
+fn conntrack_hit_at_one_million_entries_does_not_allocate() {
+    use nat::{Conntrack, ConntrackConfig, Origin, SnatConfig, Verdict};
+    use sluice_benches::frames::{pod_udp, reply_to};
+    use std::time::Duration;
+
+    const FLOWS: u32 = 1_000_000;
+    // The benchmark's settings (benches/nat.rs): the whole port range, so
+    // each destination's ~3,900 flows find ports.
+    let mut snat = SnatConfig::new(
+        vec!["10.244.0.0/16".parse().unwrap()],
+        vec![],
+        std::net::Ipv4Addr::new(192, 0, 2, 10),
+    );
+    snat.ports = nat::PortRange {
+        min: 1024,
+        max: 65535,
+    };
+    let cfg = ConntrackConfig {
+        max_entries: FLOWS as usize + 1024,
+        ..ConntrackConfig::default()
+    };
+    let mut ct = Conntrack::new(cfg, Some(snat));
+    let now = Duration::from_secs(1);
+    // Every 500th flow is kept, with its reply, for the measurement.
+    let mut sample: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for i in 0..FLOWS {
+        let original = pod_udp(i, 64);
+        let mut out = original.clone();
+        assert!(
+            matches!(ct.process(now, &mut out, Origin::Pod), Verdict::Accept(_)),
+            "flow {i} refused"
+        );
+        if i % 500 == 0 {
+            sample.push((original, reply_to(&out)));
+        }
+    }
+    assert_eq!(ct.len(), FLOWS as usize, "1M live entries");
+    let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = sample.clone();
+    let mut k = 0;
+    let per_hit = count(sample.len() as u64, || {
+        let ((p, r), (p0, r0)) = (&mut bufs[k], &sample[k]);
+        k += 1;
+        p.copy_from_slice(p0);
+        r.copy_from_slice(r0);
+        assert!(matches!(
+            ct.process(now, p, Origin::Pod),
+            Verdict::Accept(_)
+        ));
+        assert!(matches!(
+            ct.process(now, r, Origin::Uplink),
+            Verdict::Accept(_)
+        ));
+    });
+    assert_eq!(per_hit, 0.0, "hit in both directions at 1M entries");
+    assert_eq!(ct.len(), FLOWS as usize, "hits opened nothing new");
 }
 
 /// The worker's whole per-packet path (poll, parse, route, encap / decap /

@@ -193,9 +193,17 @@ fn api_server_down_keeps_the_last_view_and_resyncs() {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(names(&r.latest()), expect, "last view kept during {code}");
+        // Still retrying: the error count keeps moving (bounded wait).
         let errors = r.status().errors;
-        std::thread::sleep(Duration::from_millis(800));
-        assert!(r.status().errors >= errors, "still retrying");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while r.status().errors <= errors {
+            assert!(
+                Instant::now() < deadline,
+                "no retry after {errors} errors: {:?}",
+                r.status()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // Changes made while it was down arrive once it is back.
         r.api.set_fail(None);
         let n = 10 + round as u8;
@@ -299,7 +307,19 @@ fn flannel_nodes_and_flannel_compatible_own_annotations() {
             ],
         )
     };
-    let me = mk("node-1", "192.168.1.1", Some("10.244.1.0/24"), &[]);
+    // Our Node as the cluster made it, with an annotation of someone
+    // else's and a label: both must survive the patch untouched.
+    let mut me = mk(
+        "node-1",
+        "192.168.1.1",
+        Some("10.244.1.0/24"),
+        &[("example.com/owner", "ops")],
+    );
+    me.metadata.labels = Some(BTreeMap::from([(
+        "kubernetes.io/hostname".to_string(),
+        "node-1".to_string(),
+    )]));
+    let original = me.clone();
     let own = OwnNode {
         ip: "192.168.1.1".parse().unwrap(),
         vtep_mac: MacAddr([0x0a, 0x58, 0, 0, 0, 1]),
@@ -326,7 +346,25 @@ fn flannel_nodes_and_flannel_compatible_own_annotations() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let me = r.api.node("node-1").unwrap();
+    assert_eq!(me.spec, original.spec, "spec untouched");
+    assert_eq!(me.status, original.status, "status untouched");
+    assert_eq!(
+        me.metadata.labels, original.metadata.labels,
+        "labels untouched"
+    );
     let ann: BTreeMap<String, String> = me.metadata.annotations.unwrap();
+    let keys: Vec<&str> = ann.keys().map(String::as_str).collect();
+    let mut want = vec![
+        "example.com/owner",
+        node::FLANNEL_BACKEND_DATA,
+        node::FLANNEL_BACKEND_TYPE,
+        node::FLANNEL_KUBE_SUBNET_MANAGER,
+        node::FLANNEL_PUBLIC_IP,
+        node::SLUICE_VTEP_MAC,
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want, "only our annotations were added");
+    assert_eq!(ann["example.com/owner"], "ops", "another's annotation kept");
     assert_eq!(
         ann.get(node::FLANNEL_BACKEND_DATA).map(String::as_str),
         Some(r#"{"VNI":1,"VtepMAC":"0a:58:00:00:00:01"}"#)

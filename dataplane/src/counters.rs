@@ -168,6 +168,13 @@ pub struct PortCounters {
     /// Frames dropped by the port's rate limits, both directions
     /// ([`crate::shaper`]).
     pub rate_limited: u64,
+    /// Frames that waited for the port's tokens: towards the pod, queued
+    /// while its ingress bucket was in debt; from a veth (AF_XDP) pod,
+    /// held in the worker's queue.
+    pub shaped: u64,
+    /// Polls that left a TUN pod unread because its egress bucket was in
+    /// debt (its own qdisc holds the frames and pushes back).
+    pub paused: u64,
 }
 
 /// A worker's counters.

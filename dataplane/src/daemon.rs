@@ -335,6 +335,8 @@ pub struct Daemon {
     ctx: Arc<Ctx>,
     threads: Vec<JoinHandle<()>>,
     socket: PathBuf,
+    /// The SNAT ports reserved from the host, released on a clean stop.
+    reserved: Option<crate::reserved_ports::Reservation>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -415,25 +417,6 @@ fn uplink_mac(dev: &str) -> std::io::Result<MacAddr> {
         .map_err(|_| std::io::Error::other(format!("uplink {dev}: bad MAC {s:?}")))
 }
 
-/// Keeps the SNAT range out of the host's ephemeral ports, so a local
-/// socket never picks a port whose replies the XDP program would steer to
-/// Sluice (the kernel's `ip_local_reserved_ports`; ports stay usable by
-/// explicit bind).
-fn reserve_ports((a, b): (u16, u16)) -> std::io::Result<()> {
-    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-    let old = std::fs::read_to_string(path)?;
-    let range = format!("{a}-{b}");
-    if old.split(',').any(|r| r.trim() == range) {
-        return Ok(());
-    }
-    let new = if old.trim().is_empty() {
-        range
-    } else {
-        format!("{},{range}", old.trim())
-    };
-    std::fs::write(path, new)
-}
-
 fn pods_dir(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("pods")
 }
@@ -496,9 +479,13 @@ impl Daemon {
             }
         }
         resolve_uplink(&mut cfg)?;
-        if cfg.reserve_ports && cfg.snat {
-            reserve_ports(cfg.snat_ports)?;
-        }
+        // The SNAT range out of the host's ephemeral ports (given back on
+        // a clean stop).
+        let reserved = if cfg.reserve_ports && cfg.snat {
+            Some(crate::reserved_ports::Reservation::take(cfg.snat_ports)?)
+        } else {
+            None
+        };
         let mac = uplink_mac(&cfg.uplink)?;
         let mut control = Control {
             uplink_mac: mac,
@@ -703,6 +690,7 @@ impl Daemon {
             ctx,
             threads,
             socket: cfg.socket,
+            reserved,
         })
     }
 
@@ -718,7 +706,8 @@ impl Daemon {
     }
 
     /// Stops and waits for every thread; the XDP program is detached and
-    /// the pods' TUN devices removed as their ports drop.
+    /// the pods' TUN devices removed as their ports drop, and the reserved
+    /// SNAT ports are given back.
     pub fn join(mut self) {
         self.stop();
         let sync = self.ctx.sync.lock().ok().and_then(|mut s| s.take());
@@ -728,6 +717,11 @@ impl Daemon {
         drop(self.ctx.file.lock().ok().and_then(|mut f| f.take()));
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(r) = self.reserved.take()
+            && let Err(e) = r.release()
+        {
+            tracing::warn!("giving back the reserved SNAT ports: {e}");
         }
         let _ = std::fs::remove_file(&self.socket);
     }
@@ -1093,8 +1087,8 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let mut out = String::from("ok\n");
             for p in &s.ports {
                 out += &format!(
-                    "port {} rx {} tx {} kernel_dropped {} rate_limited {}\n",
-                    p.name, p.rx, p.tx, p.kernel_dropped, p.rate_limited
+                    "port {} rx {} tx {} kernel_dropped {} rate_limited {} shaped {} paused {}\n",
+                    p.name, p.rx, p.tx, p.kernel_dropped, p.rate_limited, p.shaped, p.paused
                 );
             }
             out += &format!(
@@ -1375,6 +1369,17 @@ fn metrics_text(ctx: &Ctx) -> String {
         out += &format!(
             "sluice_rate_limited_total{{port=\"{}\"}} {}\n",
             p.name, p.rate_limited
+        );
+    }
+    out += "# HELP sluice_shaped_total Frames that waited for a pod's bandwidth tokens, per port.\n# TYPE sluice_shaped_total counter\n";
+    for p in &s.ports {
+        out += &format!("sluice_shaped_total{{port=\"{}\"}} {}\n", p.name, p.shaped);
+    }
+    out += "# HELP sluice_shaping_paused_total Polls that left a TUN pod unread while its egress bucket was in debt, per port.\n# TYPE sluice_shaping_paused_total counter\n";
+    for p in &s.ports {
+        out += &format!(
+            "sluice_shaping_paused_total{{port=\"{}\"}} {}\n",
+            p.name, p.paused
         );
     }
     out += "# HELP sluice_drops_total Packets dropped, by reason.\n# TYPE sluice_drops_total counter\n";

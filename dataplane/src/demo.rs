@@ -545,26 +545,29 @@ pub fn checks(t: &Topology) -> Summary {
         }
     }
     // Every ordered pair of pods: 10 MB over TCP compared byte for byte,
-    // and a UDP echo.
-    for (client, _, _, _) in PODS {
+    // and a UDP echo; the server must see the client pod's own address
+    // (no masquerade inside the cluster, as Flannel's RETURN rule).
+    for (client, _, from, _) in PODS {
         for (server, _, addr, _) in PODS {
             if client == server {
                 continue;
             }
             match tcp(t, client, server, addr, 10 << 20) {
-                Ok((intact, _, mbps)) => s.check(
-                    intact,
-                    format!("tcp 10 MB {client} -> {server}: intact={intact}, {mbps:.0} MB/s"),
+                Ok((intact, peer, mbps)) => s.check(
+                    intact && peer == from,
+                    format!(
+                        "tcp 10 MB {client} -> {server}: intact={intact}, server saw {peer} ({client} is {from}), {mbps:.0} MB/s"
+                    ),
                 ),
                 Err(e) => s.check(false, format!("tcp {client} -> {server}: {e}")),
             }
             let r = udp(t, client, server, addr);
             s.check(
-                r.is_ok(),
+                r.as_ref().is_ok_and(|peer| *peer == from),
                 format!(
                     "udp echo {client} -> {server}: {}",
                     match &r {
-                        Ok(_) => "answered".to_string(),
+                        Ok(peer) => format!("answered, server saw {peer} ({client} is {from})"),
                         Err(e) => e.to_string(),
                     }
                 ),

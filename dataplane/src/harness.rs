@@ -6,8 +6,12 @@
 //! Ethernet) through fake ports. Frames can be arbitrary or built from a
 //! valid template and then mutated (VXLAN from a peer, pod traffic to a
 //! peer, to the outside, to a local pod), so the fuzzer reaches deep
-//! paths quickly. Invariants after every poll: no panic, no buffer leaked,
-//! and every frame received was either sent or counted as dropped.
+//! paths quickly. Invariants after every poll: no panic, no buffer leaked;
+//! every frame received is accounted for exactly once (forwarded, answered
+//! (ARP), or counted as dropped, an ICMP error sent for it being a frame of
+//! its own); every frame sent is sound: VXLAN on the uplink decapsulates
+//! (valid outer and inner IPv4 headers), a plain IPv4 frame on the uplink
+//! and every IPv4 frame to a pod has a valid header checksum.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -135,6 +139,7 @@ pub fn pipeline(data: &[u8]) -> crate::counters::Counters {
     let mut now = Duration::from_secs(1);
     let mut rest = data;
     let mut received = 0u64;
+    let mut sent = 0u64;
     while let Some((&op, tail)) = rest.split_first() {
         let Some((&len, tail)) = tail.split_first() else {
             break;
@@ -190,28 +195,107 @@ pub fn pipeline(data: &[u8]) -> crate::counters::Counters {
             now += Duration::from_secs(u64::from(len));
         }
         w.poll(now);
-        check(&w, received);
+        check(&w, received, &handles, &mut sent);
     }
     for _ in 0..4 {
         w.poll(now);
     }
-    check(&w, received);
-    for (h, _, _) in &handles {
-        drop(h.take_sent());
-    }
+    check(&w, received, &handles, &mut sent);
     w.counters.clone()
 }
 
-fn check(w: &Worker, injected: u64) {
+/// Checks the invariants after a poll; takes what the ports sent and
+/// checks each frame (`sent` counts them across calls).
+fn check(w: &Worker, injected: u64, handles: &[(FakeHandle, Framing, Ipv4Addr)], sent: &mut u64) {
     assert_eq!(w.free_buffers(), BUFFERS, "a buffer leaked");
+    for (i, (h, framing, _)) in handles.iter().enumerate() {
+        for f in h.take_sent() {
+            *sent += 1;
+            if i == 0 {
+                check_uplink_frame(&f);
+            } else {
+                check_pod_frame(&f, *framing);
+            }
+        }
+    }
     let rx: u64 = w.ports().map(|p| p.counters.rx).sum();
     let tx: u64 = w.ports().map(|p| p.counters.tx).sum();
-    let dropped = w.counters.total_dropped();
+    let c = &w.counters;
+    let dropped = c.total_dropped();
     assert!(rx <= injected);
-    // Every frame left or was counted; an ICMP error is a counted drop
-    // that also leaves, hence >=.
-    assert!(tx + dropped >= rx, "rx {rx} tx {tx} dropped {dropped}");
-    assert!(tx <= rx, "more sent than received");
+    assert_eq!(tx, *sent, "the ports' tx counters are what they sent");
+    // Exactly once: a frame is forwarded (or answered, for ARP), or counted
+    // as dropped. An ICMP error is a new frame sent for a dropped one.
+    assert!(tx >= c.icmp_sent, "tx {tx} icmp_sent {}", c.icmp_sent);
+    assert_eq!(
+        rx,
+        tx - c.icmp_sent + dropped,
+        "rx {rx} = tx {tx} - icmp {} + dropped {dropped}: {c:?}",
+        c.icmp_sent
+    );
+}
+
+/// A frame the uplink sent: VXLAN to a peer decapsulates with a valid
+/// inner IPv4 header; anything else IPv4 (SNAT to the outside) has a valid
+/// header checksum.
+fn check_uplink_frame(f: &[u8]) {
+    assert_eq!(
+        f.get(12..14),
+        Some(&[0x08, 0x00][..]),
+        "uplink: not IPv4: {f:02x?}"
+    );
+    let ip = f.get(14..).unwrap_or_default();
+    assert_ipv4_sound("uplink", ip);
+    let is_vxlan = ip.get(9) == Some(&17)
+        && ip.get(22..24) == Some(&VxlanConfig::default().dst_port.to_be_bytes()[..]);
+    if is_vxlan {
+        let mut b = f.to_vec();
+        let d = vxlan::decapsulate(&mut b, &VxlanConfig::default())
+            .unwrap_or_else(|e| panic!("sent VXLAN does not decapsulate: {e:?}: {f:02x?}"));
+        assert_eq!((d.outer_src, d.outer_dst), (NODE, PEER));
+        let inner = d.inner_frame(&b);
+        assert_eq!(inner.get(12..14), Some(&[0x08, 0x00][..]), "inner not IPv4");
+        assert_ipv4_sound("inner", inner.get(14..).unwrap_or_default());
+    }
+}
+
+/// A frame sent to a pod: IPv4 with a valid header (TUN pods get bare
+/// packets), or an ARP reply to an Ethernet pod.
+fn check_pod_frame(f: &[u8], framing: Framing) {
+    let ip = match framing {
+        Framing::Ip => f,
+        Framing::Ethernet => {
+            if f.get(12..14) == Some(&[0x08, 0x06][..]) {
+                assert_eq!(f.len(), 14 + 28, "ARP reply length");
+                return;
+            }
+            assert_eq!(f.get(12..14), Some(&[0x08, 0x00][..]), "pod: not IPv4");
+            f.get(14..).unwrap_or_default()
+        }
+    };
+    assert_ipv4_sound("pod", ip);
+}
+
+fn assert_ipv4_sound(what: &str, ip: &[u8]) {
+    let hl = usize::from(ip.first().map_or(0, |b| b & 0xf) * 4);
+    assert!(
+        ip.first().is_some_and(|b| b >> 4 == 4) && hl >= 20 && ip.len() >= hl,
+        "{what}: not an IPv4 packet: {ip:02x?}"
+    );
+    let total = ip
+        .get(2..4)
+        .and_then(|t| <[u8; 2]>::try_from(t).ok())
+        .map_or(0, |t| usize::from(u16::from_be_bytes(t)));
+    assert!(
+        total >= hl && total <= ip.len(),
+        "{what}: IPv4 length {total} of {}",
+        ip.len()
+    );
+    assert_eq!(
+        encap::checksum::internet_checksum(ip.get(..hl).unwrap_or_default()),
+        0,
+        "{what}: bad IPv4 header checksum: {ip:02x?}"
+    );
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub mod neigh;
 pub mod netns;
 pub mod pipeline;
 pub mod port;
+#[cfg(feature = "io")]
+pub mod reserved_ports;
 pub mod route;
 pub mod shaper;
 pub mod worker;

@@ -458,6 +458,7 @@ impl Worker {
         {
             if slot.port.holds_unread() {
                 if !b.conforms(now) {
+                    slot.counters.paused += 1;
                     return 0;
                 }
                 // Read no more than the tokens cover (plus one frame).
@@ -524,6 +525,7 @@ impl Worker {
         }
         if slot.held.len() < SHAPED_QUEUE && !reserve {
             slot.held.push(buf);
+            slot.counters.shaped += 1;
             return None;
         }
         slot.counters.rate_limited += 1;
@@ -590,6 +592,9 @@ impl Worker {
         }
         let full = match self.ports.get_mut(to).and_then(Option::as_mut) {
             Some(slot) => {
+                if slot.ingress.as_mut().is_some_and(|b| !b.conforms(now)) {
+                    slot.counters.shaped += 1;
+                }
                 slot.tx.push(buf);
                 slot.tx.len() >= TX_QUEUE
             }

@@ -896,9 +896,8 @@ impl Drop for Reaped {
 
 /// A TCP stream for `secs` between the pod at namespace `pod` and an
 /// iperf3 server on the external host (`reverse`: the server sends).
-/// Returns (payload bytes the receiver got, wall-clock seconds the client
-/// ran: a window that contains the whole transfer).
-fn iperf_to_ext(t: &Topology, pod: &str, port: u16, reverse: bool, secs: u32) -> (u64, f64) {
+/// Returns what the receiver got: [`Moved`].
+fn iperf_to_ext(t: &Topology, pod: &str, port: u16, reverse: bool, secs: u32) -> Moved {
     let port_s = port.to_string();
     let mut server = Reaped(
         Command::new("ip")
@@ -925,27 +924,58 @@ fn iperf_to_ext(t: &Topology, pod: &str, port: u16, reverse: bool, secs: u32) ->
         let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
         // iperf3 -J may exit 0 with an "error" (a server not listening yet).
         if o.status.success() && v.get("error").is_none() {
-            let bytes = v["end"]["sum_received"]["bytes"]
+            let r = &v["end"]["sum_received"];
+            let bytes = r["bytes"]
                 .as_u64()
                 .unwrap_or_else(|| panic!("no bytes received: {v}"));
+            let seconds = r["seconds"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no receive time: {v}"));
             let _ = server.0.wait();
-            return (bytes, elapsed);
+            return Moved {
+                bytes,
+                window: elapsed,
+                seconds,
+            };
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("iperf3 from {pod} never connected");
 }
 
-/// The daemon's `stats`: drop counts by reason and each port's
-/// `rate_limited`.
+/// What an iperf3 stream moved.
+#[derive(Clone, Copy, Debug)]
+struct Moved {
+    /// Payload bytes the receiver got.
+    bytes: u64,
+    /// Wall-clock seconds the client ran: a window that contains the
+    /// whole transfer.
+    window: f64,
+    /// Seconds the receiver measured over.
+    seconds: f64,
+}
+
+impl Moved {
+    /// The receiver's rate, bit/s.
+    fn rate(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.seconds.max(1e-9)
+    }
+}
+
+/// The daemon's `stats`: a drop count by reason (`key` a reason), or a
+/// port's counter (`key` "PORT COUNTER", e.g. "pod/bw0/eth0 shaped").
 fn stat(socket: &Path, key: &str) -> u64 {
     let s = dataplane::daemon::request(socket, "stats").unwrap();
+    let (port, counter) = key.split_once(' ').unwrap_or((key, "rate_limited"));
     s.lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
                 ["drop", name, n] if *name == key => n.parse().ok(),
-                ["port", name, .., "rate_limited", n] if *name == key => n.parse().ok(),
+                ["port", name, kv @ ..] if *name == port => kv
+                    .chunks(2)
+                    .find(|c| c.first() == Some(&counter))
+                    .and_then(|c| c.get(1)?.parse().ok()),
                 _ => None,
             }
         })
@@ -953,20 +983,27 @@ fn stat(socket: &Path, key: &str) -> u64 {
 }
 
 /// Checks that a stream moved at most what a token bucket of
-/// (`rate` bit/s, `burst` bits) lets through in `secs`, plus the one
+/// (`rate` bit/s, `burst` bits) lets through in its window, plus the one
 /// frame a conforming bucket lets into debt (TCP payload is less than the
-/// packets the bucket counts, so the bound is loose, never tight), and
-/// that it moved something.
-fn assert_limited(what: &str, (bytes, secs): (u64, f64), rate: u64, burst: u64) {
-    let bound = burst as f64 + rate as f64 * secs + 1514.0 * 8.0;
-    let bits = bytes as f64 * 8.0;
+/// packets the bucket counts, so the bound is loose, never tight), and at
+/// least 80% of the rate over the receiver's own measurement time (the
+/// limit must not throttle far below itself).
+fn assert_limited(what: &str, m: Moved, rate: u64, burst: u64) {
+    let bound = burst as f64 + rate as f64 * m.window + 1514.0 * 8.0;
+    let bits = m.bytes as f64 * 8.0;
     eprintln!(
-        "{what}: {bits} bits in {secs:.2} s ({:.1} Mbit/s; limit {} Mbit/s, bound {bound})",
-        bits / secs / 1e6,
+        "{what}: {bits} bits in {:.2} s ({:.2} Mbit/s; limit {} Mbit/s, bound {bound})",
+        m.seconds,
+        m.rate() / 1e6,
         rate / 1_000_000
     );
-    assert!(bytes > 0, "{what}: nothing moved");
     assert!(bits <= bound, "{what}: {bits} bits > {bound}");
+    assert!(
+        m.rate() >= 0.8 * rate as f64,
+        "{what}: {:.2} Mbit/s is under 80% of the {} Mbit/s limit",
+        m.rate() / 1e6,
+        rate / 1_000_000
+    );
 }
 
 #[test]
@@ -1014,6 +1051,7 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
     let port = "pod/bw0/eth0";
     let (drop_out, drop_in) = ("pod_egress_rate_limited", "pod_ingress_rate_limited");
     let (out0, in0) = (stat(&sock, drop_out), stat(&sock, drop_in));
+    let paused0 = stat(&sock, &format!("{port} paused"));
     assert_limited(
         "TUN pod egress",
         iperf_to_ext(&t, "bw", 15201, false, 3),
@@ -1027,19 +1065,46 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
         out0,
         "TUN egress is shaped, not policed"
     );
+    assert!(
+        stat(&sock, &format!("{port} paused")) > paused0,
+        "the TUN pod was never left unread: the limit did not act"
+    );
     // Towards the pod, frames wait for tokens in a short queue; what
     // overflows it is dropped and counted.
+    let shaped0 = stat(&sock, &format!("{port} shaped"));
     assert_limited(
         "TUN pod ingress",
         iperf_to_ext(&t, "bw", 15202, true, 3),
         in_rate,
         burst,
     );
+    assert!(
+        stat(&sock, &format!("{port} shaped")) > shaped0,
+        "no frame towards the pod waited for tokens: the limit did not act"
+    );
     assert_eq!(
         stat(&sock, port),
         stat(&sock, drop_out) - out0 + stat(&sock, drop_in) - in0,
         "the port's count is its drops in both directions"
     );
+    // The control: a pod of the same node without limits moves far more
+    // than either limit (about 600 Mbit/s here), so the limits above are
+    // the shaper's doing, not the path's.
+    t.add_ns("bwu").unwrap();
+    let ns_u = format!("/var/run/netns/{}", t.ns("bwu"));
+    let e_u = env("bwu0", &ns_u, "eth0");
+    let free = json!({"portMappings": []});
+    let result_u = add_chain(&t.ns("a"), &list, &free, &e_u);
+    let unlimited = iperf_to_ext(&t, "bwu", 15205, false, 2);
+    eprintln!("unlimited TUN pod: {:.1} Mbit/s", unlimited.rate() / 1e6);
+    assert!(
+        unlimited.rate() > 5.0 * in_rate as f64,
+        "the unlimited pod moved only {:.1} Mbit/s",
+        unlimited.rate() / 1e6
+    );
+    assert_eq!(stat(&sock, "pod/bwu0/eth0 shaped"), 0);
+    assert_eq!(stat(&sock, "pod/bwu0/eth0 paused"), 0);
+    each_in_chain(&t.ns("a"), &list, &free, &e_u, &result_u, "DEL");
     // The admin command line takes the same limits, and the daemon names
     // what is wrong with them.
     let o = Command::new(SLUICE)
@@ -1123,6 +1188,10 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
         iperf_to_ext(&t, "bwv", 15203, false, 3),
         out_rate,
         burst,
+    );
+    assert!(
+        stat(&sock, "pod/bwv0/eth0 shaped") > 0,
+        "no frame from the veth pod waited for tokens: the limit did not act"
     );
     // AF_XDP would lose unread frames: a veth pod is read as usual and its
     // frames wait in Sluice's short queue; what overflows it is counted.

@@ -72,11 +72,14 @@ fn stats(sock: &std::path::Path) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// One `stats` value; a key the daemon does not report is a failure (a
+/// renamed counter must not read as 0).
 fn stat(sock: &std::path::Path, key: &str) -> u64 {
-    stats(sock)
-        .into_iter()
+    let all = stats(sock);
+    all.iter()
         .find(|(k, _)| k == key)
-        .map_or(0, |(_, v)| v)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no {key} in stats: {all:?}"))
 }
 
 /// CPU ticks (user + system) of process `pid`.
@@ -153,6 +156,34 @@ fn daemon_end_to_end() {
     let s = demo::checks(&t);
     assert!(s.failed().is_empty(), "failed: {:?}", s.failed());
     assert_eq!(s.lines.len(), 12 * 3 + 6 + 1, "checks run");
+
+    // `sluice conntrack` lists the SNAT flows the checks opened: a1's UDP
+    // echo to the external host, translated to node-a's IP and a port of
+    // the SNAT range, replied.
+    let out = Command::new(SLUICE)
+        .args(["--socket", &a.to_string_lossy(), "conntrack"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    let echo = listing
+        .lines()
+        .find(|l| {
+            l.starts_with("udp src=10.244.1.2 dst=192.168.77.100 ")
+                && l.contains(" dport=5300 src=192.168.77.100 dst=192.168.77.1 sport=5300 ")
+        })
+        .unwrap_or_else(|| panic!("no SNAT entry for a1's UDP echo:\n{listing}"));
+    assert!(echo.ends_with(" [ASSURED]"), "{echo}");
+    let port: u16 = echo
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("dport="))
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{echo}"));
+    assert!(
+        (61000..=65535).contains(&port),
+        "translated port {port}: {echo}"
+    );
 
     // 4: the pod's MTU is the uplink's minus 50. A pod that still uses
     // a larger MTU (1600, set by hand here) sending a 1600-byte DF ping is told
@@ -281,7 +312,12 @@ fn daemon_end_to_end() {
         ),
     ];
     let before: Vec<(String, u64)> = stats(&a);
-    let get = |v: &[(String, u64)], k: &str| v.iter().find(|x| x.0 == k).map_or(0, |x| x.1);
+    let get = |v: &[(String, u64)], k: &str| {
+        v.iter()
+            .find(|x| x.0 == k)
+            .map(|x| x.1)
+            .unwrap_or_else(|| panic!("no {k} in stats"))
+    };
     {
         // The topology owns the namespace: this handle must not delete it.
         let w = support::Netns { name: wire.clone() };

@@ -2,11 +2,17 @@
 //! replayed by `cargo test` from the committed corpus.
 //!
 //! The input is a sequence of operations on one tracker with a small table:
-//! raw packets from a pod or the uplink, structured (valid) packets that
-//! reach deep TCP states quickly, and time steps. After each, the invariants
-//! hold: no panic, occupancy <= limit, one listed entry per live entry, and,
-//! for an accepted translated pod packet, the reply to it reverse-translates
-//! to exactly the reply the pod would have got without NAT.
+//! raw packets from every origin (a pod, the host device, the uplink),
+//! structured (valid) packets that reach deep TCP states quickly, corrupted
+//! replies to the last translated flow (uplink bytes that match an entry),
+//! and time steps. After each, the invariants hold: no panic, occupancy <=
+//! limit, one listed entry per live entry, and, for an accepted translated
+//! pod packet, the reply to it reverse-translates to exactly the reply the
+//! pod would have got without NAT.
+//!
+//! [`conntrack_ops`] returns what it exercised ([`Exercised`]), so a test
+//! can fail when an origin or an operation is never reached (the raw arm
+//! once never fed the uplink, although this comment said it did).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -17,13 +23,56 @@ use encap::ipv4::{Ipv4Packet, Ipv4Repr};
 use encap::tcp::TcpPacket;
 use encap::udp::UdpPacket;
 
-use crate::{Conntrack, ConntrackConfig, Origin, PortRange, SnatConfig, Verdict};
+use crate::{Conntrack, ConntrackConfig, DropReason, Origin, PortRange, SnatConfig, Verdict};
 
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const LIMIT: usize = 16;
+/// The origins a raw packet can come from, by `(op >> 2) % 3`.
+pub const ORIGINS: [Origin; 3] = [Origin::Pod, Origin::Host, Origin::Uplink];
 
-/// Runs one operation sequence.
-pub fn conntrack_ops(data: &[u8]) {
+/// What one operation sequence exercised, per operation kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exercised {
+    /// Raw packets processed, by index in [`ORIGINS`].
+    pub raw: [u32; 3],
+    /// Of those, the ones that parsed (any verdict but `Malformed`).
+    pub raw_parsed: [u32; 3],
+    /// Structured valid packets from a pod.
+    pub structured: u32,
+    /// Replies to a translated packet checked for reverse translation.
+    pub replies_checked: u32,
+    /// Corrupted replies fed from the uplink.
+    pub corrupted_replies: u32,
+    /// Time steps.
+    pub time_steps: u32,
+}
+
+impl Exercised {
+    /// Adds `o`'s counts to these.
+    pub fn add(&mut self, o: &Exercised) {
+        for i in 0..3 {
+            self.raw[i] += o.raw[i];
+            self.raw_parsed[i] += o.raw_parsed[i];
+        }
+        self.structured += o.structured;
+        self.replies_checked += o.replies_checked;
+        self.corrupted_replies += o.corrupted_replies;
+        self.time_steps += o.time_steps;
+    }
+}
+
+/// Runs one operation sequence; returns what it exercised.
+///
+/// Operations, by `op % 4`: 0, a raw packet (a length byte, then that many
+/// bytes) from `ORIGINS[(op >> 2) % 3]`, its IPv4 header checksum filled in
+/// unless bit 7 is set; 1, the last translated flow's
+/// reply with one byte changed (an offset byte and an XOR byte), from the
+/// uplink; 2, a time step; 3, a structured valid packet from a pod.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "indices into [_; 3] arrays are taken modulo 3"
+)]
+pub fn conntrack_ops(data: &[u8]) -> Exercised {
     let cfg = ConntrackConfig {
         max_entries: LIMIT,
         expiry_budget: 8,
@@ -41,45 +90,74 @@ pub fn conntrack_ops(data: &[u8]) {
     };
     let mut ct = Conntrack::new(cfg, Some(snat));
     let mut now = Duration::from_secs(1);
+    let mut seen = Exercised::default();
+    // The reply to the last translated pod packet, as the peer sends it.
+    let mut last_reply: Option<Vec<u8>> = None;
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
         match op % 4 {
-            0 | 1 => {
-                // A raw packet: a length byte, then that many bytes.
+            0 => {
                 let Some((&len, tail)) = rest.split_first() else {
-                    return;
+                    return seen;
                 };
                 let n = usize::from(len).min(tail.len());
                 let (raw, tail) = tail.split_at(n);
                 rest = tail;
                 let mut p = raw.to_vec();
-                let origin = match op % 4 {
-                    0 => Origin::Pod,
-                    1 => Origin::Host,
-                    _ => Origin::Uplink,
+                // Conntrack refuses a bad IPv4 header checksum first: fill
+                // it in, unless bit 7 keeps the bytes as they came, so the
+                // raw bytes reach the parsers and state machine behind it.
+                if op & 0x80 == 0 {
+                    fill_ip_checksum(&mut p);
+                }
+                let o = usize::from(op >> 2) % 3;
+                let v = ct.process(now, &mut p, ORIGINS[o]);
+                seen.raw[o] += 1;
+                if v != Verdict::Drop(DropReason::Malformed) {
+                    seen.raw_parsed[o] += 1;
+                }
+            }
+            1 => {
+                let Some((&[at, xor], tail)) = rest.split_first_chunk::<2>() else {
+                    return seen;
                 };
-                let _ = ct.process(now, &mut p, origin);
+                rest = tail;
+                let Some(mut p) = last_reply.clone() else {
+                    continue;
+                };
+                let i = usize::from(at) % p.len().max(1);
+                if let Some(b) = p.get_mut(i) {
+                    *b ^= xor;
+                }
+                let _ = ct.process(now, &mut p, Origin::Uplink);
+                seen.corrupted_replies += 1;
             }
             2 => {
                 let Some((&dt, tail)) = rest.split_first() else {
-                    return;
+                    return seen;
                 };
                 rest = tail;
                 now += Duration::from_secs(u64::from(dt));
                 ct.handle_timeout(now);
+                seen.time_steps += 1;
             }
             _ => {
                 // A structured valid packet from the pod side.
-                let Some(fields) = rest.get(..8) else { return };
+                let Some(fields) = rest.get(..8) else {
+                    return seen;
+                };
                 rest = rest.get(8..).unwrap_or(&[]);
                 let original = build(fields);
                 let mut out = original.clone();
+                seen.structured += 1;
                 if let Verdict::Accept(a) = ct.process(now, &mut out, Origin::Pod)
                     && a.translated
                     && starts_flow(&original)
                 {
                     let mut reply = mirror(&out);
+                    last_reply = Some(reply.clone());
+                    seen.replies_checked += 1;
                     let v = ct.process(now, &mut reply, Origin::Uplink);
                     assert!(
                         matches!(v, Verdict::Accept(_)),
@@ -96,6 +174,7 @@ pub fn conntrack_ops(data: &[u8]) {
         assert!(ct.len() <= LIMIT, "occupancy {} over the limit", ct.len());
         assert_eq!(ct.entries().count(), ct.len());
     }
+    seen
 }
 
 /// A valid IPv4 packet from 8 bytes: protocol, pod, destination, ports,
@@ -206,6 +285,22 @@ fn swap(m: &mut [u8], a: usize, b: usize, n: usize) {
                 *s = x;
             }
         }
+    }
+}
+
+/// Sets the IPv4 header checksum of `p` if it holds a whole header as its
+/// IHL gives it (whatever else the bytes say).
+fn fill_ip_checksum(p: &mut [u8]) {
+    let hl = usize::from(p.first().map_or(0, |b| b & 0x0f)) * 4;
+    if hl < 20 || p.len() < hl {
+        return;
+    }
+    if let Some(c) = p.get_mut(10..12) {
+        c.copy_from_slice(&[0, 0]);
+    }
+    let sum = encap::checksum::internet_checksum(p.get(..hl).unwrap_or_default());
+    if let Some(c) = p.get_mut(10..12) {
+        c.copy_from_slice(&sum.to_be_bytes());
     }
 }
 

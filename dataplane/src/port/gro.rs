@@ -399,7 +399,8 @@ pub mod fuzzing {
     /// checksum. Invariants: no panic; every packet is in exactly one write,
     /// in order; a lone packet is written unchanged behind an empty header; a
     /// coalesced write carries exactly the payloads of the segments it took,
-    /// with a correct IP header.
+    /// each of which had a valid TCP checksum (the first one too), with a
+    /// correct IP header.
     pub fn harness(data: &[u8]) {
         let mut pkts: Vec<Vec<u8>> = Vec::new();
         let mut seq = 1u32;
@@ -456,6 +457,9 @@ pub mod fuzzing {
             assert!(k >= 2);
             for q in &pkts[i..i + k] {
                 assert_eq!(q.get(..20).map(|x| &x[12..20]), Some(&p[12..20]));
+                // The pod's kernel recomputes a merged packet's checksum:
+                // a corrupt segment merged would arrive looking sound.
+                assert!(tcp_checksum_ok(q), "a segment with a bad checksum merged");
                 payload.extend_from_slice(&q[hlen..]);
             }
             assert_eq!(payload, p[hlen..]);
@@ -575,6 +579,34 @@ mod tests {
         assert_eq!(w.writes, 2);
         assert_eq!(out[1], [0; VNET_HDR_LEN]);
         assert_eq!(out[0][VNET_HDR_LEN..], [0x45, 0, 0]);
+    }
+
+    /// The first segment of a run is checked only when a second one joins
+    /// (a lone segment is written as it came): a corrupt head must not be
+    /// merged with the sound segments after it, which go on as a run.
+    #[test]
+    fn a_corrupt_first_segment_is_written_alone_and_the_rest_merge() {
+        let mut head = tcp_segment(1, &[1; 100], TCP_ACK, &[]);
+        head[70] ^= 0x10;
+        assert!(!tcp_checksum_ok(&head));
+        let rest: Vec<Vec<u8>> = (1..4u32)
+            .map(|i| tcp_segment(1 + i * 100, &[1; 100], TCP_ACK, &[]))
+            .collect();
+        let mut pkts = vec![head.clone()];
+        pkts.extend(rest.iter().cloned());
+        let (out, w) = run(&pkts);
+        assert_eq!(w.writes, 2, "the head alone, then one run of three");
+        assert_eq!(out[0][..VNET_HDR_LEN], [0; VNET_HDR_LEN]);
+        assert_eq!(out[0][VNET_HDR_LEN..], head[..]);
+        assert_eq!(out[1][1], GSO_TCPV4);
+        let strip = |v: &Vec<u8>| [&v[..4], &v[6..10], &v[12..]].concat();
+        assert_eq!(
+            resegment(&out[1]).iter().map(strip).collect::<Vec<_>>(),
+            rest.iter().map(strip).collect::<Vec<_>>()
+        );
+        // A corrupt head with nothing after it is written as it came.
+        let (out, w) = run(std::slice::from_ref(&head));
+        assert_eq!((w.writes, &out[0][VNET_HDR_LEN..]), (1, &head[..]));
     }
 
     #[test]

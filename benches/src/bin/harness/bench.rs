@@ -1,103 +1,17 @@
-//! The side-by-side harness (issue 6): Sluice against the Linux kernel
-//! path that Flannel and Calico configure, in the same run, on the same
-//! cores, with the same traffic. Prints one table and writes it, with the
-//! command and the machine, to `benches/RESULTS.md`.
-//!
-//! ```text
-//!   pod ns                 node ns (under test, core 1)            remote ns
-//!   eth0 10.244.1.2 ── slp-1-2 ─[ Sluice | kernel ]─ up0 192.168.80.1 ── r0 192.168.80.2
-//!   pktgen (AF_XDP)                                                     pktgen (AF_XDP)
-//! ```
-//!
-//! The remote namespace plays the remote node (VTEP 192.168.80.2, pod CIDR
-//! 10.244.2.0/24) and the gateway to the outside (198.18.0.1). One thread
-//! of this process, pinned to core 0, generates on one end and counts on
-//! the other (`pktgen::run_loop`); the node under test has core 1 to
-//! itself: Sluice's worker is pinned there, and the kernel path's receive
-//! processing is steered there with RPS. "CPU" is core 1's busy time
-//! plus core 0's softirq time (/proc/stat) per million packets delivered:
-//! a veth receives on the core that transmitted into it, so the first
-//! step of the node's ingress (the pod's or uplink's veth receive, and for
-//! Sluice its XDP program and the copy into its AF_XDP ring) runs in
-//! softirq on the generator's core. In turn the sink's receive runs on
-//! core 1 for both dataplanes.
-//!
-//!     cargo build --release -p dataplane --bin sluice -p sluice-benches --bin harness
-//!     sudo target/release/harness                 # full run, writes benches/RESULTS.md
-//!     sudo target/release/harness --smoke         # seconds; what CI runs
-//!
-//! A benchmark, not a test: nothing here asserts a time.
+//! One node under test for the harness: the pod, node and remote
+//! namespaces with Sluice or the kernel path between them, the scenarios,
+//! and one measurement (full rate, then half rate for loss and latency).
 
-use std::fmt::Write as _;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use clap::Parser;
-use dataplane::daemon;
-use dataplane::demo::Topology;
-use dataplane::netns;
-use dataplane::port::xdp::{SteerConfig, SteerProgram, XdpPort};
-use sluice_benches::netbench::{self, KernelPath, Spread, median, sh};
-use sluice_benches::pktgen::{Generator, Profile, Sink, VxlanOuter, run_loop};
-use sluice_benches::scaling;
-
-const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 80, 1);
-const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 80, 2);
-const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
-const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
-const EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const NODE_VTEP: [u8; 6] = [0x0a, 0x58, 192, 168, 80, 1];
-const REMOTE_VTEP: [u8; 6] = [0x0a, 0x58, 192, 168, 80, 2];
-/// The node under test's core; the generator and sink use the other.
-const NODE_CORE: usize = 1;
-const GEN_CORE: usize = 0;
-/// RESULTS.md keeps what follows this line when the harness rewrites it.
-const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the harness rewrites this file -->";
-/// The pod's host-side interface (Sluice's name for 10.244.1.2's pair).
-const HOST_DEV: &str = "slp-1-2";
-
-#[derive(Parser, Debug)]
-#[command(name = "harness", about = "Sluice vs the Linux kernel path")]
-struct Cli {
-    /// Runs per figure (the median is reported with the range).
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Seconds of traffic per measurement.
-    #[arg(long, default_value_t = 2.0)]
-    secs: f64,
-    /// A few seconds in all, small flow counts, no file written: CI's
-    /// check that the harness still runs. Figures are meaningless.
-    #[arg(long)]
-    smoke: bool,
-    /// Where to write the results (default benches/RESULTS.md; not in
-    /// smoke mode unless given).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Skip the TCP (iperf3) scenario.
-    #[arg(long)]
-    no_tcp: bool,
-    /// Skip the in-memory scaling runs.
-    #[arg(long)]
-    no_scaling: bool,
-    /// Only scenarios whose name contains this.
-    #[arg(long)]
-    only: Option<String>,
-    /// Only this dataplane (sluice or kernel), e.g. to profile one.
-    #[arg(long)]
-    dataplane: Option<String>,
-}
+use super::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dataplane {
+pub(crate) enum Dataplane {
     Sluice,
     Kernel,
 }
 
 impl Dataplane {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Dataplane::Sluice => "Sluice",
             Dataplane::Kernel => "kernel",
@@ -106,7 +20,7 @@ impl Dataplane {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Direction {
+pub(crate) enum Direction {
     /// pod -> remote pod: VXLAN encap out of up0.
     Encap,
     /// remote node -> pod: VXLAN decap to the pod.
@@ -116,17 +30,17 @@ enum Direction {
 }
 
 #[derive(Clone, Debug)]
-struct Scenario {
-    name: String,
-    dir: Direction,
+pub(crate) struct Scenario {
+    pub(crate) name: String,
+    pub(crate) dir: Direction,
     /// Pod-side Ethernet frame without FCS (60 = "64 bytes").
-    frame: usize,
-    flows: u32,
+    pub(crate) frame: usize,
+    pub(crate) flows: u32,
     /// Every packet opens a new flow (SNAT port allocation each time).
-    new_flows: bool,
+    pub(crate) new_flows: bool,
 }
 
-fn scenarios(smoke: bool) -> Vec<Scenario> {
+pub(crate) fn scenarios(smoke: bool) -> Vec<Scenario> {
     let many = if smoke { 1_000 } else { 100_000 };
     let new = if smoke { 20_000 } else { 200_000 };
     let s = |name: &str, dir, frame, flows, new_flows| Scenario {
@@ -216,32 +130,32 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
 
 /// One run of one scenario on one dataplane.
 #[derive(Clone, Debug, Default)]
-struct Measure {
-    sent: u64,
-    received: u64,
-    pps: f64,
-    gbps: f64,
+pub(crate) struct Measure {
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) pps: f64,
+    pub(crate) gbps: f64,
     /// Core-seconds of the node's core per million packets delivered.
-    cpu_per_mpkt: f64,
+    pub(crate) cpu_per_mpkt: f64,
     /// At half the delivered rate: loss (packets) and p50/p99 latency.
-    half_loss: u64,
-    half_sent: u64,
-    p50_us: f64,
-    p99_us: f64,
+    pub(crate) half_loss: u64,
+    pub(crate) half_sent: u64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
     /// Sluice only, at full rate: frames the pod/uplink port received,
     /// dropped by the kernel before Sluice read them (AF_XDP ring full),
     /// dropped by Sluice with a reason, and transmitted.
-    accounting: Option<Accounting>,
+    pub(crate) accounting: Option<Accounting>,
     /// The same for the half-rate run.
-    half_accounting: Option<Accounting>,
+    pub(crate) half_accounting: Option<Accounting>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct Accounting {
-    rx: u64,
-    kernel_dropped: u64,
-    dropped: u64,
-    tx: u64,
+pub(crate) struct Accounting {
+    pub(crate) rx: u64,
+    pub(crate) kernel_dropped: u64,
+    pub(crate) dropped: u64,
+    pub(crate) tx: u64,
 }
 
 impl Accounting {
@@ -258,7 +172,7 @@ impl Accounting {
 
 /// One dataplane's node between the pod and remote namespaces; everything
 /// removed on drop.
-struct Bench {
+pub(crate) struct Bench {
     prefix: String,
     dir: PathBuf,
     namespaces: Vec<String>,
@@ -322,7 +236,7 @@ impl Bench {
         sh(&v)
     }
 
-    fn build(dp: Dataplane, sluice: &Path) -> Result<Bench, String> {
+    pub(crate) fn build(dp: Dataplane, sluice: &Path) -> Result<Bench, String> {
         let prefix = format!(
             "slh{}-{}",
             std::process::id(),
@@ -732,7 +646,7 @@ admin:
         Ok((r, sink))
     }
 
-    fn measure(&mut self, sc: &Scenario, secs: f64) -> Result<Measure, String> {
+    pub(crate) fn measure(&mut self, sc: &Scenario, secs: f64) -> Result<Measure, String> {
         let limit = Duration::from_secs_f64(secs);
         if !sc.new_flows {
             // Every flow once, slowly: ARP, conntrack and NAT entries exist
@@ -797,299 +711,4 @@ admin:
         }
         Ok(m)
     }
-}
-
-#[derive(Debug, Default)]
-struct Row {
-    runs: Vec<Measure>,
-}
-
-impl Row {
-    fn spread(&self, f: impl Fn(&Measure) -> f64) -> Spread {
-        median(self.runs.iter().map(f).collect())
-    }
-}
-
-fn fmt_spread(s: Spread, scale: f64, digits: usize) -> String {
-    format!(
-        "{:.d$} ({:.d$}-{:.d$})",
-        s.0 * scale,
-        s.1 * scale,
-        s.2 * scale,
-        d = digits
-    )
-}
-
-fn tcp_runs(sluice: &Path, runs: usize, secs: u32) -> Result<(Spread, Spread), String> {
-    let b1 = Ipv4Addr::new(10, 244, 2, 2);
-    let (mut s, mut k) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        {
-            let t = Topology::build_tun(sluice).map_err(|e| e.to_string())?;
-            s.push(netbench::iperf(&t.ns("a1"), &t.ns("b1"), b1, false, secs)?.0);
-        }
-        {
-            let kp = KernelPath::build()?;
-            k.push(netbench::iperf(&kp.name("a1"), &kp.name("b1"), b1, false, secs)?.0);
-        }
-    }
-    Ok((median(s), median(k)))
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemTotal"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let kernel = sh(&["uname", "-r"]).unwrap_or_default();
-    format!(
-        "{cores} vCPUs ({cpu}), {:.0} GiB, Linux {}",
-        mem_kb as f64 / 1048576.0,
-        kernel.trim()
-    )
-}
-
-fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harness: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// On SIGINT, SIGTERM or SIGHUP, removes what the harness built (children,
-/// namespaces, temp dirs) and exits: an interrupted run leaves nothing
-/// behind. (Errors clean up through Drop; signals do not unwind.)
-fn clean_up_on_signal() -> Result<(), String> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| e.to_string())?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            let gone = netbench::cleanup_own();
-            eprintln!(
-                "harness: signal {sig}: stopped, removed {} namespaces",
-                gone.len()
-            );
-            std::process::exit(128 + sig);
-        }
-    });
-    Ok(())
-}
-
-fn run(cli: Cli) -> Result<(), String> {
-    clean_up_on_signal()?;
-    let sluice = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("sluice");
-    if !sluice.exists() {
-        return Err(format!(
-            "{} not found: cargo build [--release] -p dataplane --bin sluice",
-            sluice.display()
-        ));
-    }
-    let (runs, secs) = if cli.smoke {
-        (1, 0.3)
-    } else {
-        (cli.runs.max(1), cli.secs)
-    };
-    let mut list = scenarios(cli.smoke);
-    if let Some(o) = &cli.only {
-        list.retain(|s| s.name.contains(o.as_str()));
-    }
-    let mut rows: Vec<[Row; 2]> = list.iter().map(|_| Default::default()).collect();
-    // Runs outermost, the two dataplanes alternating: slow drift in the
-    // machine hits both alike.
-    for run in 0..runs {
-        for (i, sc) in list.iter().enumerate() {
-            for (j, dp) in [Dataplane::Kernel, Dataplane::Sluice]
-                .into_iter()
-                .enumerate()
-            {
-                if cli
-                    .dataplane
-                    .as_deref()
-                    .is_some_and(|d| !dp.label().eq_ignore_ascii_case(d))
-                {
-                    continue;
-                }
-                let mut b = Bench::build(dp, &sluice)?;
-                let m = b.measure(sc, secs)?;
-                eprintln!(
-                    "run {} {:<55} {:<6} {:.3} Mpps sent {} got {} cpu {:.3} s/Mpkt half-load loss {} p50 {:.0} us{}",
-                    run + 1,
-                    sc.name,
-                    dp.label(),
-                    m.pps / 1e6,
-                    m.sent,
-                    m.received,
-                    m.cpu_per_mpkt,
-                    m.half_loss,
-                    m.p50_us,
-                    [m.accounting, m.half_accounting]
-                        .iter()
-                        .flatten()
-                        .map(|a| format!(
-                            " [sluice rx {} kernel_dropped {} dropped {} tx {}]",
-                            a.rx, a.kernel_dropped, a.dropped, a.tx
-                        ))
-                        .collect::<String>()
-                );
-                if let Some(r) = rows.get_mut(i).and_then(|r| r.get_mut(j)) {
-                    r.runs.push(m);
-                }
-            }
-        }
-    }
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| scenario | dataplane | Mpps delivered | Gbit/s (pod frames) | loss at max | loss at half rate | p50 / p99 latency at half rate, us | node CPU, core-s per Mpkt | Sluice/kernel pps | Sluice/kernel CPU per packet |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
-    for (sc, pair) in list.iter().zip(&rows) {
-        let [k, s] = pair;
-        for (dp, r) in [(Dataplane::Kernel, k), (Dataplane::Sluice, s)] {
-            let pps = r.spread(|m| m.pps);
-            let loss =
-                r.spread(|m| m.sent.saturating_sub(m.received) as f64 / m.sent.max(1) as f64);
-            let hl: u64 = r.runs.iter().map(|m| m.half_loss).sum();
-            let hs: u64 = r.runs.iter().map(|m| m.half_sent).sum();
-            let (ratio, cpu_ratio) = if dp == Dataplane::Sluice {
-                let kp = k.spread(|m| m.pps).0;
-                let kc = k.spread(|m| m.cpu_per_mpkt).0;
-                (
-                    format!("**{:.2}**", pps.0 / kp.max(1e-9)),
-                    format!("{:.2}", r.spread(|m| m.cpu_per_mpkt).0 / kc.max(1e-9)),
-                )
-            } else {
-                (String::new(), String::new())
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {:.1}% | {hl} of {hs} | {:.0} / {:.0} | {} | {ratio} | {cpu_ratio} |",
-                sc.name,
-                dp.label(),
-                fmt_spread(pps, 1e-6, 3),
-                fmt_spread(r.spread(|m| m.gbps), 1.0, 2),
-                loss.0 * 100.0,
-                r.spread(|m| m.p50_us).0,
-                r.spread(|m| m.p99_us).0,
-                fmt_spread(r.spread(|m| m.cpu_per_mpkt), 1.0, 2),
-            );
-        }
-    }
-    // Where Sluice's losses went, at full rate (sums over runs).
-    let mut acct = String::new();
-    let _ = writeln!(
-        acct,
-        "| scenario | generator sent | Sluice received | dropped by the kernel before Sluice read them (AF_XDP RX ring) | dropped by Sluice (typed reasons) | sent by Sluice | sink received |"
-    );
-    let _ = writeln!(acct, "|---|---|---|---|---|---|---|");
-    for (sc, [_, s]) in list.iter().zip(&rows) {
-        let sum = |f: &dyn Fn(&Measure) -> u64| s.runs.iter().map(f).sum::<u64>();
-        let a = |f: fn(&Accounting) -> u64| sum(&|m| m.accounting.as_ref().map_or(0, f));
-        let _ = writeln!(
-            acct,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            sc.name,
-            sum(&|m| m.sent),
-            a(|a| a.rx),
-            a(|a| a.kernel_dropped),
-            a(|a| a.dropped),
-            a(|a| a.tx),
-            sum(&|m| m.received)
-        );
-    }
-    if !list.is_empty() {
-        println!("{out}\n{acct}");
-    }
-    let tcp = if cli.no_tcp || (cli.smoke && which("iperf3").is_none()) {
-        None
-    } else {
-        let t = if cli.smoke { 1 } else { 5 };
-        let (s, k) = tcp_runs(&sluice, runs, t)?;
-        let line = format!(
-            "| TCP bulk (iperf3, 1 stream), TUN pod -> TUN pod on another node | Sluice {} Gbit/s | kernel vxlan {} Gbit/s | ratio **{:.2}** |",
-            fmt_spread(s, 1.0, 2),
-            fmt_spread(k, 1.0, 2),
-            s.0 / k.0.max(1e-9)
-        );
-        println!("{line}");
-        Some(line)
-    };
-    let scale = if cli.no_scaling {
-        None
-    } else {
-        let t = scaling::report(cli.smoke);
-        println!("{t}");
-        Some(t)
-    };
-    let path = match (&cli.out, cli.smoke) {
-        (Some(p), _) => Some(p.clone()),
-        (None, false) => Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md")),
-        (None, true) => None,
-    };
-    if let Some(p) = path {
-        let cmd: Vec<String> = std::env::args().collect();
-        let mut doc = String::new();
-        let _ = writeln!(doc, "# Sluice vs the Linux kernel path: results\n");
-        let _ = writeln!(
-            doc,
-            "Written by `benches/src/bin/harness.rs`; see benches/README.md for the topology and what each column means.\n"
-        );
-        let _ = writeln!(doc, "- Command: `{}`", cmd.join(" "));
-        let _ = writeln!(doc, "- Machine: {}", machine());
-        let _ = writeln!(
-            doc,
-            "- Each figure: median of {runs} runs of {secs} s (range in brackets); Sluice and the kernel path alternate within each run.\n"
-        );
-        let _ = writeln!(
-            doc,
-            "## Packets: generator -> node under test -> sink\n\n{out}"
-        );
-        let _ = writeln!(
-            doc,
-            "### Where Sluice's packets went (full rate, all runs)\n\n{acct}"
-        );
-        if let Some(l) = tcp {
-            let _ = writeln!(
-                doc,
-                "## TCP through TUN pods\n\n| scenario | Sluice | kernel | ratio |\n|---|---|---|---|\n{l}\n"
-            );
-        }
-        if let Some(t) = scale {
-            let _ = writeln!(doc, "## Scaling (worker alone, in memory)\n\n{t}");
-        }
-        // The written analysis below the marker survives a rerun.
-        if let Ok(old) = std::fs::read_to_string(&p)
-            && let Some(at) = old.find(ANALYSIS_MARKER)
-        {
-            doc.push_str(old.get(at..).unwrap_or_default());
-        }
-        std::fs::write(&p, doc).map_err(|e| format!("{}: {e}", p.display()))?;
-        eprintln!("wrote {}", p.display());
-    }
-    Ok(())
-}
-
-fn which(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(prog))
-            .find(|f| f.exists())
-    })
 }

@@ -1,0 +1,432 @@
+//! The side-by-side harness (issue 6): Sluice against the Linux kernel
+//! path that Flannel and Calico configure, in the same run, on the same
+//! cores, with the same traffic. Prints one table and writes it, with the
+//! command and the machine, to `benches/RESULTS.md`.
+//!
+//! ```text
+//!   pod ns                 node ns (under test, core 1)            remote ns
+//!   eth0 10.244.1.2 ── slp-1-2 ─[ Sluice | kernel ]─ up0 192.168.80.1 ── r0 192.168.80.2
+//!   pktgen (AF_XDP)                                                     pktgen (AF_XDP)
+//! ```
+//!
+//! The remote namespace plays the remote node (VTEP 192.168.80.2, pod CIDR
+//! 10.244.2.0/24) and the gateway to the outside (198.18.0.1). One thread
+//! of this process, pinned to core 0, generates on one end and counts on
+//! the other (`pktgen::run_loop`); the node under test has core 1 to
+//! itself: Sluice's worker is pinned there, and the kernel path's receive
+//! processing is steered there with RPS. "CPU" is core 1's busy time
+//! plus core 0's softirq time (/proc/stat) per million packets delivered:
+//! a veth receives on the core that transmitted into it, so the first
+//! step of the node's ingress (the pod's or uplink's veth receive, and for
+//! Sluice its XDP program and the copy into its AF_XDP ring) runs in
+//! softirq on the generator's core. In turn the sink's receive runs on
+//! core 1 for both dataplanes.
+//!
+//!     cargo build --release -p dataplane --bin sluice -p sluice-benches --bin harness
+//!     sudo target/release/harness                 # full run, writes benches/RESULTS.md
+//!     sudo target/release/harness --smoke         # seconds; what CI runs
+//!
+//! A benchmark, not a test: nothing here asserts a time.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dataplane::daemon;
+use dataplane::demo::Topology;
+use dataplane::netns;
+use dataplane::port::xdp::{SteerConfig, SteerProgram, XdpPort};
+use sluice_benches::netbench::{self, KernelPath, Spread, median, sh};
+use sluice_benches::pktgen::{Generator, Profile, Sink, VxlanOuter, run_loop};
+use sluice_benches::report;
+use sluice_benches::scaling;
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 80, 1);
+const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 80, 2);
+const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
+const EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const NODE_VTEP: [u8; 6] = [0x0a, 0x58, 192, 168, 80, 1];
+const REMOTE_VTEP: [u8; 6] = [0x0a, 0x58, 192, 168, 80, 2];
+/// The node under test's core; the generator and sink use the other.
+const NODE_CORE: usize = 1;
+const GEN_CORE: usize = 0;
+/// RESULTS.md keeps what follows this line when the harness rewrites it.
+const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the harness rewrites this file -->";
+/// The pod's host-side interface (Sluice's name for 10.244.1.2's pair).
+const HOST_DEV: &str = "slp-1-2";
+
+#[derive(Parser, Debug)]
+#[command(name = "harness", about = "Sluice vs the Linux kernel path")]
+struct Cli {
+    /// Runs per figure (the median is reported with the range).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of traffic per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    secs: f64,
+    /// A few seconds in all, small flow counts, no file written: CI's
+    /// check that the harness still runs. Figures are meaningless.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the results (default benches/RESULTS.md; not in
+    /// smoke mode unless given).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the TCP (iperf3) scenario.
+    #[arg(long)]
+    no_tcp: bool,
+    /// Skip the in-memory scaling runs.
+    #[arg(long)]
+    no_scaling: bool,
+    /// Only scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Only this dataplane (sluice or kernel), e.g. to profile one.
+    #[arg(long)]
+    dataplane: Option<String>,
+}
+
+mod bench;
+
+use bench::{Accounting, Bench, Dataplane, Measure, scenarios};
+
+#[derive(Debug, Default)]
+struct Row {
+    /// One measure per run, in run order (empty: the side was not run).
+    runs: Vec<Measure>,
+}
+
+impl Row {
+    fn values(&self, f: impl Fn(&Measure) -> f64) -> Vec<f64> {
+        self.runs.iter().map(f).collect()
+    }
+
+    fn spread(&self, f: impl Fn(&Measure) -> f64) -> Option<Spread> {
+        median(self.values(f))
+    }
+}
+
+/// The TCP scenario's row name (`--only` matches it like the others).
+const TCP_NAME: &str = "TCP bulk (iperf3, 1 stream), TUN pod -> TUN pod on another node";
+
+/// iperf3 Gbit/s per run for (kernel, Sluice); a side not selected has no
+/// runs. An iperf3 error fails the whole run.
+fn tcp_runs(
+    sluice: &Path,
+    runs: usize,
+    secs: u32,
+    sides: [bool; 2],
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let b1 = Ipv4Addr::new(10, 244, 2, 2);
+    let (mut k, mut s) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        if sides[1] {
+            let t = Topology::build_tun(sluice).map_err(|e| e.to_string())?;
+            let g = netbench::iperf(&t.ns("a1"), &t.ns("b1"), b1, false, secs)
+                .map_err(|e| format!("TCP run {} Sluice: {e}", run + 1))?;
+            s.push(g.0);
+        }
+        if sides[0] {
+            let kp = KernelPath::build()?;
+            let g = netbench::iperf(&kp.name("a1"), &kp.name("b1"), b1, false, secs)
+                .map_err(|e| format!("TCP run {} kernel: {e}", run + 1))?;
+            k.push(g.0);
+        }
+    }
+    Ok((k, s))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let kernel = sh(&["uname", "-r"]).unwrap_or_default();
+    format!(
+        "{cores} vCPUs ({cpu}), {:.0} GiB, Linux {}",
+        mem_kb as f64 / 1048576.0,
+        kernel.trim()
+    )
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, removes what the harness built (children,
+/// namespaces, temp dirs) and exits: an interrupted run leaves nothing
+/// behind. (Errors clean up through Drop; signals do not unwind.)
+fn clean_up_on_signal() -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let gone = netbench::cleanup_own();
+            eprintln!(
+                "harness: signal {sig}: stopped, removed {} namespaces",
+                gone.len()
+            );
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    clean_up_on_signal()?;
+    let sluice = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("sluice");
+    if !sluice.exists() {
+        return Err(format!(
+            "{} not found: cargo build [--release] -p dataplane --bin sluice",
+            sluice.display()
+        ));
+    }
+    let (runs, secs) = if cli.smoke {
+        (1, 0.3)
+    } else {
+        (cli.runs.max(1), cli.secs)
+    };
+    let mut list = scenarios(cli.smoke);
+    if let Some(o) = &cli.only {
+        list.retain(|s| s.name.contains(o.as_str()));
+    }
+    let sides = [Dataplane::Kernel, Dataplane::Sluice].map(|dp| {
+        cli.dataplane
+            .as_deref()
+            .is_none_or(|d| dp.label().eq_ignore_ascii_case(d))
+    });
+    let run_tcp = !cli.no_tcp
+        && cli.only.as_deref().is_none_or(|o| TCP_NAME.contains(o))
+        && sides.iter().any(|s| *s);
+    if run_tcp && which("iperf3").is_none() {
+        return Err("iperf3 not found (the TCP scenario; --no-tcp skips it)".into());
+    }
+    let sel = report::Selection {
+        smoke: cli.smoke,
+        partial: cli.only.is_some() || cli.dataplane.is_some() || cli.no_tcp || cli.no_scaling,
+    };
+    let default_out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");
+    // Decided before any traffic: a refused target fails at once.
+    let target = report::results_target(cli.out.as_deref(), &default_out, &sel)?;
+    let mut rows: Vec<[Row; 2]> = list.iter().map(|_| Default::default()).collect();
+    // Runs outermost, the two dataplanes alternating: slow drift in the
+    // machine hits both alike, and each run's pair gives one ratio.
+    for run in 0..runs {
+        for (i, sc) in list.iter().enumerate() {
+            for (j, dp) in [Dataplane::Kernel, Dataplane::Sluice]
+                .into_iter()
+                .enumerate()
+            {
+                if !sides[j] {
+                    continue;
+                }
+                let mut b = Bench::build(dp, &sluice)?;
+                let m = b.measure(sc, secs)?;
+                eprintln!(
+                    "run {} {:<55} {:<6} {:.3} Mpps sent {} got {} cpu {:.3} s/Mpkt half-load loss {} p50 {:.0} us{}",
+                    run + 1,
+                    sc.name,
+                    dp.label(),
+                    m.pps / 1e6,
+                    m.sent,
+                    m.received,
+                    m.cpu_per_mpkt,
+                    m.half_loss,
+                    m.p50_us,
+                    [m.accounting, m.half_accounting]
+                        .iter()
+                        .flatten()
+                        .map(|a| format!(
+                            " [sluice rx {} kernel_dropped {} dropped {} tx {}]",
+                            a.rx, a.kernel_dropped, a.dropped, a.tx
+                        ))
+                        .collect::<String>()
+                );
+                let what = format!("run {} {} {}", run + 1, sc.name, dp.label());
+                report::require_delivery(&what, m.received)?;
+                report::require_delivery(
+                    &format!("{what} at half rate"),
+                    m.half_sent.saturating_sub(m.half_loss),
+                )?;
+                if let Some(r) = rows.get_mut(i).and_then(|r| r.get_mut(j)) {
+                    r.runs.push(m);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | dataplane | Mpps delivered | Gbit/s (pod frames) | loss at max | loss at half rate | p50 / p99 latency at half rate, us | node CPU, core-s per Mpkt | Sluice/kernel pps (per-run ratios) | Sluice/kernel CPU per packet (per-run ratios) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (sc, pair) in list.iter().zip(&rows) {
+        let [k, s] = pair;
+        for (dp, r) in [(Dataplane::Kernel, k), (Dataplane::Sluice, s)] {
+            let pps = r.spread(|m| m.pps);
+            let loss =
+                r.spread(|m| m.sent.saturating_sub(m.received) as f64 / m.sent.max(1) as f64);
+            let hl: u64 = r.runs.iter().map(|m| m.half_loss).sum();
+            let hs: u64 = r.runs.iter().map(|m| m.half_sent).sum();
+            let (ratio, cpu_ratio) = if dp == Dataplane::Sluice {
+                let pr = report::paired_ratio(&s.values(|m| m.pps), &k.values(|m| m.pps));
+                let cr = report::paired_ratio(
+                    &s.values(|m| m.cpu_per_mpkt),
+                    &k.values(|m| m.cpu_per_mpkt),
+                );
+                (
+                    format!("**{}**", report::fmt_spread(pr, 1.0, 2)),
+                    report::fmt_spread(cr, 1.0, 2),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            let half_loss = if r.runs.is_empty() {
+                "n/a".to_string()
+            } else {
+                format!("{hl} of {hs}")
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {half_loss} | {} / {} | {} | {ratio} | {cpu_ratio} |",
+                sc.name,
+                dp.label(),
+                report::fmt_spread(pps, 1e-6, 3),
+                report::fmt_spread(r.spread(|m| m.gbps), 1.0, 2),
+                loss.map_or("n/a".into(), |l| format!("{:.1}%", l.0 * 100.0)),
+                report::fmt_median(r.spread(|m| m.p50_us), 0),
+                report::fmt_median(r.spread(|m| m.p99_us), 0),
+                report::fmt_spread(r.spread(|m| m.cpu_per_mpkt), 1.0, 2),
+            );
+        }
+    }
+    // Where Sluice's losses went, at full rate (sums over runs).
+    let mut acct = String::new();
+    let _ = writeln!(
+        acct,
+        "| scenario | generator sent | Sluice received | dropped by the kernel before Sluice read them (AF_XDP RX ring) | dropped by Sluice (typed reasons) | sent by Sluice | sink received |"
+    );
+    let _ = writeln!(acct, "|---|---|---|---|---|---|---|");
+    for (sc, [_, s]) in list.iter().zip(&rows) {
+        if s.runs.is_empty() {
+            continue;
+        }
+        let sum = |f: &dyn Fn(&Measure) -> u64| s.runs.iter().map(f).sum::<u64>();
+        let a = |f: fn(&Accounting) -> u64| sum(&|m| m.accounting.as_ref().map_or(0, f));
+        let _ = writeln!(
+            acct,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            sc.name,
+            sum(&|m| m.sent),
+            a(|a| a.rx),
+            a(|a| a.kernel_dropped),
+            a(|a| a.dropped),
+            a(|a| a.tx),
+            sum(&|m| m.received)
+        );
+    }
+    if !list.is_empty() {
+        println!("{out}\n{acct}");
+    }
+    let tcp = if run_tcp {
+        let t = if cli.smoke { 1 } else { 5 };
+        let (k, s) = tcp_runs(&sluice, runs, t, sides)?;
+        let line = format!(
+            "| {TCP_NAME} | Sluice {} Gbit/s | kernel vxlan {} Gbit/s | ratio **{}** |",
+            report::fmt_spread(median(s.clone()), 1.0, 2),
+            report::fmt_spread(median(k.clone()), 1.0, 2),
+            report::fmt_spread(report::paired_ratio(&s, &k), 1.0, 2),
+        );
+        println!("{line}");
+        Some(line)
+    } else {
+        None
+    };
+    let scale = if cli.no_scaling {
+        None
+    } else {
+        let t = scaling::report(cli.smoke);
+        println!("{t}");
+        Some(t)
+    };
+    match &target {
+        None => eprintln!(
+            "{} not written: only a full run (no --smoke, --only, --dataplane, --no-tcp, --no-scaling) writes it; --out FILE writes elsewhere",
+            default_out.display()
+        ),
+        Some(p) => {
+            let cmd: Vec<String> = std::env::args().collect();
+            let mut doc = String::new();
+            let _ = writeln!(doc, "# Sluice vs the Linux kernel path: results\n");
+            let _ = writeln!(
+                doc,
+                "Written by `benches/src/bin/harness.rs`; see benches/README.md for the topology and what each column means.\n"
+            );
+            let _ = writeln!(doc, "- Command: `{}`", cmd.join(" "));
+            let _ = writeln!(doc, "- Machine: {}", machine());
+            let _ = writeln!(
+                doc,
+                "- Each figure: median of {runs} runs of {secs} s (range in brackets); Sluice and the kernel path alternate within each run. Ratios are taken per run (Sluice's run k against the kernel's run k), then the median of those ratios is given with their range.\n"
+            );
+            let _ = writeln!(
+                doc,
+                "## Packets: generator -> node under test -> sink\n\n{out}"
+            );
+            let _ = writeln!(
+                doc,
+                "### Where Sluice's packets went (full rate, all runs)\n\n{acct}"
+            );
+            if let Some(l) = tcp {
+                let _ = writeln!(
+                    doc,
+                    "## TCP through TUN pods\n\n| scenario | Sluice | kernel | ratio (per-run) |\n|---|---|---|---|\n{l}\n"
+                );
+            }
+            if let Some(t) = scale {
+                let _ = writeln!(doc, "## Scaling (worker alone, in memory)\n\n{t}");
+            }
+            // The written analysis below the marker survives a full rerun.
+            if let Ok(old) = std::fs::read_to_string(p)
+                && let Some(at) = old.find(ANALYSIS_MARKER)
+            {
+                doc.push_str(old.get(at..).unwrap_or_default());
+            }
+            std::fs::write(p, doc).map_err(|e| format!("{}: {e}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(prog))
+            .find(|f| f.exists())
+    })
+}
