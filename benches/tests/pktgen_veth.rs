@@ -47,6 +47,7 @@ fn every_frame_arrives_in_order_with_a_latency() {
         dst_ports: 1,
         vxlan: None,
     };
+    let held_profile = profile.clone();
     let epoch = Instant::now();
     const N: u64 = 20_000;
     let sink = std::thread::spawn(move || {
@@ -82,6 +83,7 @@ fn every_frame_arrives_in_order_with_a_latency() {
         s.stats()
     });
     std::thread::sleep(Duration::from_millis(100));
+    let mut g = Generator::new(held_profile, epoch);
     for _ in 0..BATCHES {
         for b in bufs.iter_mut() {
             g.fill(b);
@@ -94,7 +96,7 @@ fn every_frame_arrives_in_order_with_a_latency() {
     }
     let held = sink.join().unwrap();
     eprintln!("held {HOLD:?}: {held:?}");
-    assert_eq!(held.received, BATCHES * 32, "{held:?}");
+    assert_eq!((held.received, held.lost), (BATCHES * 32, 0), "{held:?}");
     let (h50, _, hmax) = held.latency.unwrap();
     assert!(h50 >= HOLD, "p50 {h50:?} below the {HOLD:?} hold");
     assert!(

@@ -360,11 +360,15 @@ fn flannel_nodes_and_flannel_compatible_own_annotations() {
         node::FLANNEL_BACKEND_TYPE,
         node::FLANNEL_KUBE_SUBNET_MANAGER,
         node::FLANNEL_PUBLIC_IP,
+        node::SLUICE_PUBLIC_IP,
+        node::SLUICE_VNI,
         node::SLUICE_VTEP_MAC,
     ];
     want.sort_unstable();
     assert_eq!(keys, want, "only our annotations were added");
     assert_eq!(ann["example.com/owner"], "ops", "another's annotation kept");
+    assert_eq!(ann[node::SLUICE_PUBLIC_IP], "192.168.1.1");
+    assert_eq!(ann[node::SLUICE_VNI], "1");
     assert_eq!(
         ann.get(node::FLANNEL_BACKEND_DATA).map(String::as_str),
         Some(r#"{"VNI":1,"VtepMAC":"0a:58:00:00:00:01"}"#)

@@ -258,7 +258,7 @@ impl Worker {
         if Ipv4Packet::new_unchecked(buf.data()).ttl() > 1 {
             return Ok(());
         }
-        self.counters.drop(Reason::TtlExceeded);
+        // Without an error to send, the caller counts the drop (once).
         let Some(back) = back else {
             return Err(Err(Reason::TtlExceeded));
         };
@@ -269,8 +269,10 @@ impl Worker {
             icmp::TTL_EXCEEDED,
             0,
         ) {
+            // The packet is dropped and counted here; the buffer now
+            // carries the error, a frame of its own.
+            self.counters.drop(Reason::TtlExceeded);
             self.counters.icmp_sent += 1;
-            // The drop is counted; the buffer now carries the error.
             Err(self.deliver(snap, back, buf))
         } else {
             Err(Err(Reason::TtlExceeded))
@@ -350,7 +352,6 @@ impl Worker {
                         return Err(Reason::TooBig);
                     }
                     // RFC 1191 / Linux vxlan: tell the sender the overlay MTU.
-                    self.counters.drop(Reason::FragNeeded);
                     let inner_mtu = mtu.saturating_sub(OVERHEAD) as u32;
                     if !icmp::make_error(
                         buf,
@@ -359,8 +360,12 @@ impl Worker {
                         icmp::FRAG_NEEDED,
                         inner_mtu,
                     ) {
+                        // Counted once, by the caller.
                         return Err(Reason::FragNeeded);
                     }
+                    // The packet's drop, counted here: the buffer now
+                    // carries the error.
+                    self.counters.drop(Reason::FragNeeded);
                     self.counters.icmp_sent += 1;
                     return self.deliver(snap, from, buf).map(Out::Port);
                 }

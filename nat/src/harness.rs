@@ -64,8 +64,8 @@ impl Exercised {
 /// Runs one operation sequence; returns what it exercised.
 ///
 /// Operations, by `op % 4`: 0, a raw packet (a length byte, then that many
-/// bytes) from `ORIGINS[(op >> 2) % 3]`, its IPv4 header checksum filled in
-/// unless bit 7 is set; 1, the last translated flow's
+/// bytes) from `ORIGINS[(op >> 2) % 3]`, its IPv4 version, length and
+/// header checksum mended unless bit 7 is set; 1, the last translated flow's
 /// reply with one byte changed (an offset byte and an XOR byte), from the
 /// uplink; 2, a time step; 3, a structured valid packet from a pod.
 #[allow(
@@ -105,11 +105,12 @@ pub fn conntrack_ops(data: &[u8]) -> Exercised {
                 let (raw, tail) = tail.split_at(n);
                 rest = tail;
                 let mut p = raw.to_vec();
-                // Conntrack refuses a bad IPv4 header checksum first: fill
-                // it in, unless bit 7 keeps the bytes as they came, so the
-                // raw bytes reach the parsers and state machine behind it.
+                // Conntrack refuses a bad IPv4 header (version, length,
+                // checksum) first: mend those fields, unless bit 7 keeps the
+                // bytes as they came, so raw bytes reach the parsers and the
+                // state machine behind the header check.
                 if op & 0x80 == 0 {
-                    fill_ip_checksum(&mut p);
+                    fix_ip_header(&mut p);
                 }
                 let o = usize::from(op >> 2) % 3;
                 let v = ct.process(now, &mut p, ORIGINS[o]);
@@ -288,12 +289,20 @@ fn swap(m: &mut [u8], a: usize, b: usize, n: usize) {
     }
 }
 
-/// Sets the IPv4 header checksum of `p` if it holds a whole header as its
-/// IHL gives it (whatever else the bytes say).
-fn fill_ip_checksum(p: &mut [u8]) {
-    let hl = usize::from(p.first().map_or(0, |b| b & 0x0f)) * 4;
-    if hl < 20 || p.len() < hl {
+/// Makes the IPv4 header of raw bytes `p` pass the checks conntrack makes
+/// before anything else (version 4, an IHL of at least 5, the total length
+/// of the buffer, a valid header checksum), leaving every other byte as it
+/// came, so random bytes reach the transport parsers and the state machine.
+fn fix_ip_header(p: &mut [u8]) {
+    let Some(b0) = p.first_mut() else { return };
+    *b0 = 0x40 | (*b0 & 0x0f).max(5);
+    let hl = usize::from(*b0 & 0x0f) * 4;
+    if p.len() < hl || p.len() > usize::from(u16::MAX) {
         return;
+    }
+    let total = (p.len() as u16).to_be_bytes();
+    if let Some(t) = p.get_mut(2..4) {
+        t.copy_from_slice(&total);
     }
     if let Some(c) = p.get_mut(10..12) {
         c.copy_from_slice(&[0, 0]);

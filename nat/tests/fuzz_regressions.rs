@@ -63,7 +63,7 @@ fn each_operation_is_reachable_from_a_known_input() {
     input.extend_from_slice(&[2, 30]);
     let s = conntrack_ops(&input);
     assert_eq!(s.raw, [1, 1, 1]);
-    assert_eq!(s.raw_parsed, [1, 1, 1], "the harness fills the IP checksum");
+    assert_eq!(s.raw_parsed, [1, 1, 1], "the harness mends the IPv4 header");
     assert_eq!((s.structured, s.replies_checked), (1, 1));
     assert_eq!((s.corrupted_replies, s.time_steps), (1, 1));
     // With bit 7 set the bytes go as they came: the zero checksum is
