@@ -207,3 +207,56 @@ fn an_error_from_the_pod_about_a_reply_leaves_as_the_node() {
         assert_rewritten(&mut ct, got, Origin::Pod, &want);
     }
 }
+
+/// A payload word for which `build(word)`'s checksum field (at `at`) is
+/// `want`, found by trying them all.
+fn word_for(want: u16, at: usize, build: impl Fn(u16) -> Vec<u8>) -> u16 {
+    (0..=u16::MAX)
+        .find(|&w| build(w)[at..at + 2] == want.to_be_bytes())
+        .unwrap_or_else(|| panic!("no payload gives checksum {want:#06x}"))
+}
+
+#[test]
+fn checksums_that_come_to_zero_keep_their_meaning() {
+    // UDP: a computed zero is sent as 0xffff (0 means "no checksum"). A
+    // pod datagram whose translated checksum computes to zero must leave
+    // with 0xffff: learn the translated port, then pick the payload.
+    let port = {
+        let left = out(&mut ct(), &udp(POD, 40000, OUTSIDE, 53, &[0, 0]));
+        u16::from_be_bytes([left[20], left[21]])
+    };
+    let translated = |w: u16| udp(NODE, port, OUTSIDE, 53, &w.to_be_bytes());
+    let w = word_for(0xffff, 26, translated);
+    let left = out(&mut ct(), &udp(POD, 40000, OUTSIDE, 53, &w.to_be_bytes()));
+    assert_eq!(left, translated(w), "sent as 0xffff, not as 'no checksum'");
+
+    // Quoted in an ICMP error: a TCP checksum that is 0x0000 in the pod's
+    // packet comes back as 0x0000 (not 0xffff, which only UDP uses), and a
+    // UDP one of 0xffff as 0xffff (not 0, which would say "none").
+    let tcp_with = |w: u16| tcp_syn(POD, 40000, OUTSIDE, 443, &w.to_be_bytes());
+    let sent = tcp_with(word_for(0x0000, 36, tcp_with));
+    let mut ct = ct();
+    let left = out(&mut ct, &sent);
+    let got = error(ROUTER, NODE, 3, 4, [0, 0, 0x05, 0x78], &left);
+    let want = error(ROUTER, POD, 3, 4, [0, 0, 0x05, 0x78], &sent);
+    assert_rewritten(&mut ct, got, Origin::Uplink, &want);
+    let udp_with = |w: u16| udp(POD, 40001, OUTSIDE, 53, &w.to_be_bytes());
+    let sent = udp_with(word_for(0xffff, 26, udp_with));
+    let left = out(&mut ct, &sent);
+    let got = error(ROUTER, NODE, 3, 3, [0; 4], &left);
+    let want = error(ROUTER, POD, 3, 3, [0; 4], &sent);
+    assert_rewritten(&mut ct, got, Origin::Uplink, &want);
+}
+
+#[test]
+fn icmp_that_is_neither_echo_nor_error_is_tracked_not_refused() {
+    // A timestamp request (type 13): no identifier to translate, not an
+    // error with a quote; it is tracked as "other", never malformed.
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(POD, OUTSIDE, 64)
+        .icmpv4_raw(13, 0, [0, 1, 0, 2])
+        .write(&mut v, &[0; 12])
+        .unwrap();
+    let a = accept(ct().process(now(), &mut v, Origin::Pod));
+    assert_eq!(a.state, CtState::New);
+}

@@ -191,6 +191,7 @@ fn the_window_scale_option_is_found_among_others() {
     assert_eq!(wscale(&[3, 3, 14]), Some(14));
     assert_eq!(wscale(&[3, 3, 15]), Some(14), "RFC 7323: at most 14");
     assert_eq!(wscale(&[0, 3, 3, 2]), None, "end of options");
+    assert_eq!(wscale(&[0, 2, 3, 3, 7]), None, "nothing after the end counts");
     assert_eq!(wscale(&[2, 1, 3, 3, 2]), None, "a length under 2 ends the walk");
     assert_eq!(wscale(&[2, 10, 3, 3, 2]), None, "a length past the end");
     assert_eq!(wscale(&[1, 1, 1]), None);
