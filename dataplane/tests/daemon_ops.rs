@@ -105,19 +105,19 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
         if types[name] == "counter" {
             assert!(name.ends_with("_total"), "counter {name} without _total");
         }
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                let inner = labels
-                    .strip_prefix('{')
-                    .and_then(|l| l.strip_suffix('}'))
-                    .unwrap_or_else(|| panic!("labels of {line}"));
-                for pair in inner.split(',') {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
-                    assert!(
-                        !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
-                        "{line}"
-                    );
-                }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("labels of {line}"));
+            for pair in inner.split(',') {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                assert!(
+                    !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                    "{line}"
+                );
             }
         }
         let v: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
@@ -295,10 +295,9 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
         Ok(())
     })
     .unwrap();
-    let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        last = get(&node, "/metrics").unwrap().1;
+        let last = get(&node, "/metrics").unwrap().1;
         let m = parse_prometheus(&last);
         if sample(&m, unknown) >= unk0 + STRAY as f64 && sample(&m, rx) >= rx0 + STRAY as f64 {
             break;

@@ -50,9 +50,11 @@ pub struct Exercised {
 impl Exercised {
     /// Adds `o`'s counts to these.
     pub fn add(&mut self, o: &Exercised) {
-        for i in 0..3 {
-            self.raw[i] += o.raw[i];
-            self.raw_parsed[i] += o.raw_parsed[i];
+        for (a, b) in self.raw.iter_mut().zip(o.raw) {
+            *a += b;
+        }
+        for (a, b) in self.raw_parsed.iter_mut().zip(o.raw_parsed) {
+            *a += b;
         }
         self.structured += o.structured;
         self.replies_checked += o.replies_checked;
