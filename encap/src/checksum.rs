@@ -275,6 +275,37 @@ mod tests {
         !(s as u16)
     }
 
+    /// The carries that random data almost never produces: a word sum
+    /// whose first 32-bit fold carries again, and 20-byte headers whose
+    /// sum needs the third 16-bit fold (4 in 65536 of these).
+    #[test]
+    fn folds_that_carry_twice_match_the_reference() {
+        // Native-order words 0xffffffff, 0xffffffff, 1: the sum is
+        // 0x1_ffff_ffff, its 32-bit fold 0x1_0000_0000, folded again to 1.
+        let mut data = Vec::new();
+        for w in [u32::MAX, u32::MAX, 1] {
+            data.extend_from_slice(&w.to_ne_bytes());
+        }
+        assert_eq!(internet_checksum(&data), reference(&data));
+        let mut third_fold = 0;
+        for v in 0..=u16::MAX {
+            let mut h = [0xffu8; 20];
+            h[..2].copy_from_slice(&v.to_be_bytes());
+            let s: u64 = h
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .map(|w| u64::from(u32::from_ne_bytes(*w)))
+                .sum();
+            let s1 = (s & 0xffff) + (s >> 16);
+            if (s1 & 0xffff) + (s1 >> 16) > 0xffff {
+                third_fold += 1;
+            }
+            assert_eq!(ipv4_header_checksum(&h), reference(&h), "{h:02x?}");
+        }
+        assert!(third_fold > 0, "no header needed the third fold");
+    }
+
     #[test]
     fn rfc1071_example() {
         // RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to 0xddf2.
