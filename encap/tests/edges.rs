@@ -14,13 +14,13 @@ use encap::flow::{FlowHasher, FlowKey, PortRange};
 
 #[test]
 fn a_frame_of_just_its_headers_parses_with_an_empty_payload() {
-    let mut plain = vec![0u8; 14];
+    let mut plain = [0u8; 14];
     plain[12..14].copy_from_slice(&[0x08, 0x00]);
     let f = EthernetFrame::new_checked(&plain[..]).unwrap();
     assert!(f.payload().is_empty());
     assert!(EthernetFrame::new_checked(&plain[..13]).is_err());
     // One VLAN tag, nothing after it: 18 bytes.
-    let mut tagged = vec![0u8; 18];
+    let mut tagged = [0u8; 18];
     tagged[12..14].copy_from_slice(&[0x81, 0x00]);
     tagged[16..18].copy_from_slice(&[0x08, 0x00]);
     let f = EthernetFrame::new_checked(&tagged[..]).unwrap();
@@ -30,7 +30,7 @@ fn a_frame_of_just_its_headers_parses_with_an_empty_payload() {
 
 #[test]
 fn the_payload_is_writable_in_place() {
-    let mut b = vec![0u8; 20];
+    let mut b = [0u8; 20];
     b[12..14].copy_from_slice(&[0x08, 0x00]);
     let mut f = EthernetFrame::new_checked(&mut b[..]).unwrap();
     assert_eq!(f.payload_mut().len(), 6);
