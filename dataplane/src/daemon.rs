@@ -1349,38 +1349,44 @@ fn metrics_text(ctx: &Ctx) -> String {
         .collect();
     let s = sum_stats(&views);
     let mut out = String::new();
-    out += "# HELP sluice_rx_packets_total Frames received per port.\n# TYPE sluice_rx_packets_total counter\n";
-    for p in &s.ports {
-        out += &format!("sluice_rx_packets_total{{port=\"{}\"}} {}\n", p.name, p.rx);
-    }
-    out += "# HELP sluice_tx_packets_total Frames transmitted per port.\n# TYPE sluice_tx_packets_total counter\n";
-    for p in &s.ports {
-        out += &format!("sluice_tx_packets_total{{port=\"{}\"}} {}\n", p.name, p.tx);
-    }
-    out += "# HELP sluice_kernel_dropped_total Frames the kernel dropped before Sluice read them (AF_XDP ring full or fill ring empty), per port.\n# TYPE sluice_kernel_dropped_total counter\n";
-    for p in &s.ports {
-        out += &format!(
-            "sluice_kernel_dropped_total{{port=\"{}\"}} {}\n",
-            p.name, p.kernel_dropped
-        );
-    }
-    out += "# HELP sluice_rate_limited_total Frames dropped by a pod's bandwidth limits (both directions), per port.\n# TYPE sluice_rate_limited_total counter\n";
-    for p in &s.ports {
-        out += &format!(
-            "sluice_rate_limited_total{{port=\"{}\"}} {}\n",
-            p.name, p.rate_limited
-        );
-    }
-    out += "# HELP sluice_shaped_total Frames that waited for a pod's bandwidth tokens, per port.\n# TYPE sluice_shaped_total counter\n";
-    for p in &s.ports {
-        out += &format!("sluice_shaped_total{{port=\"{}\"}} {}\n", p.name, p.shaped);
-    }
-    out += "# HELP sluice_shaping_paused_total Polls that left a TUN pod unread while its egress bucket was in debt, per port.\n# TYPE sluice_shaping_paused_total counter\n";
-    for p in &s.ports {
-        out += &format!(
-            "sluice_shaping_paused_total{{port=\"{}\"}} {}\n",
-            p.name, p.paused
-        );
+    type PortField = fn(&PortCounters) -> u64;
+    let per_port: [(&str, &str, PortField); 6] = [
+        (
+            "sluice_rx_packets_total",
+            "Frames received per port.",
+            |p| p.rx,
+        ),
+        (
+            "sluice_tx_packets_total",
+            "Frames transmitted per port.",
+            |p| p.tx,
+        ),
+        (
+            "sluice_kernel_dropped_total",
+            "Frames the kernel dropped before Sluice read them (AF_XDP ring full or fill ring empty), per port.",
+            |p| p.kernel_dropped,
+        ),
+        (
+            "sluice_rate_limited_total",
+            "Frames dropped by a pod's bandwidth limits (both directions), per port.",
+            |p| p.rate_limited,
+        ),
+        (
+            "sluice_shaped_total",
+            "Frames that waited for a pod's bandwidth tokens, per port.",
+            |p| p.shaped,
+        ),
+        (
+            "sluice_shaping_paused_total",
+            "Polls that left a TUN pod unread while its egress bucket was in debt, per port.",
+            |p| p.paused,
+        ),
+    ];
+    for (name, help, field) in per_port {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n");
+        for p in &s.ports {
+            out += &format!("{name}{{port=\"{}\"}} {}\n", p.name, field(p));
+        }
     }
     out += "# HELP sluice_drops_total Packets dropped, by reason.\n# TYPE sluice_drops_total counter\n";
     for r in Reason::all() {
