@@ -399,3 +399,101 @@ fn source_ports_spread_evenly_chi_square() {
         .collect();
     assert!(chi_square(&skewed, cfg.src_ports, 100) > 148.2);
 }
+
+/// The fast path takes the common frame, and whatever it accepts the
+/// general path accepts with the same result: every header byte flipped
+/// by each bit (IP checksum refixed or not), for both reserved-bit modes.
+#[test]
+fn the_fast_path_agrees_with_the_general_path_byte_by_byte() {
+    let good = sample_outer();
+    let strict = VxlanConfig::default();
+    assert!(
+        decapsulate_fast(&good, &strict).is_some(),
+        "the common frame takes the fast path"
+    );
+    let lax = VxlanConfig {
+        reserved_bits: ReservedBits::Ignore,
+        ..strict
+    };
+    let mut taken = 0;
+    for cfg in [strict, lax] {
+        for i in 0..OVERHEAD {
+            for x in [1u8, 2, 4, 8, 0x10, 0x20, 0x40, 0x80, 0xff] {
+                for fix in [false, true] {
+                    let mut f = good.clone();
+                    f[i] ^= x;
+                    if fix {
+                        refix_ip(&mut f);
+                    }
+                    let Some(fast) = decapsulate_fast(&f, &cfg) else {
+                        continue;
+                    };
+                    taken += 1;
+                    let general = decapsulate_general(&mut f.clone(), &cfg);
+                    assert_eq!(Ok(fast), general, "byte {i} ^ {x:#04x}, refixed {fix}");
+                }
+            }
+        }
+        // Cut short: never taken.
+        for n in 0..good.len() {
+            assert!(decapsulate_fast(&good[..n], &cfg).is_none(), "{n} bytes");
+        }
+    }
+    assert!(taken > 0, "some mutated frames still take the fast path");
+}
+
+/// Encapsulation's bounds, each at its edge, and the outer header checksum
+/// over every TOS and many lengths (the sum's second fold is reached).
+#[test]
+fn encapsulation_bounds_and_outer_checksum() {
+    use crate::vxlan::{EncapError, InnerMeta, encapsulate_with};
+    let tmpl = EncapTemplate::new(&VxlanConfig::default(), &endpoint());
+    let meta = InnerMeta { hash: 1, tos: 0 };
+    let mut buf = vec![0u8; OVERHEAD + 14];
+    let n = buf.len();
+    assert!(encapsulate_with(&mut buf, OVERHEAD..n, &tmpl, meta).is_ok());
+    assert!(matches!(
+        encapsulate_with(&mut buf, OVERHEAD..OVERHEAD, &tmpl, meta),
+        Err(EncapError::InnerTooShort { len: 0 })
+    ));
+    assert!(matches!(
+        encapsulate_with(&mut buf, OVERHEAD + 1..OVERHEAD, &tmpl, meta),
+        Err(EncapError::BadRange { .. })
+    ));
+    assert!(matches!(
+        encapsulate_with(&mut buf, OVERHEAD..n + 1, &tmpl, meta),
+        Err(EncapError::BadRange { .. })
+    ));
+    assert!(matches!(
+        encapsulate_with(&mut buf, OVERHEAD - 1..n, &tmpl, meta),
+        Err(EncapError::Headroom { .. })
+    ));
+    // The largest inner frame fits an IPv4 packet exactly; one more does not.
+    let max = usize::from(u16::MAX) - (OVERHEAD - 14);
+    let mut big = vec![0u8; OVERHEAD + max + 1];
+    let r = encapsulate_with(&mut big, OVERHEAD..OVERHEAD + max, &tmpl, meta).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([big[r.start + 16], big[r.start + 17]]),
+        u16::MAX
+    );
+    assert!(matches!(
+        encapsulate_with(&mut big, OVERHEAD..OVERHEAD + max + 1, &tmpl, meta),
+        Err(EncapError::TooLarge { .. })
+    ));
+    // The outer IPv4 checksum is right for every TOS and length tried.
+    let mut rng = StdRng::seed_from_u64(77);
+    for tos in 0..=255u8 {
+        for _ in 0..8 {
+            let len = rng.random_range(14..4000);
+            let mut b = vec![0u8; OVERHEAD + len];
+            let end = b.len();
+            let meta = InnerMeta {
+                hash: rng.random(),
+                tos,
+            };
+            let r = encapsulate_with(&mut b, OVERHEAD..end, &tmpl, meta).unwrap();
+            let ip = Ipv4Packet::new_checked(&b[r.start + 14..r.end]).unwrap();
+            assert!(ip.verify_checksum(), "tos {tos} len {len}");
+        }
+    }
+}
