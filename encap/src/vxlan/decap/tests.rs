@@ -457,7 +457,15 @@ fn encapsulation_bounds_and_outer_checksum() {
         Err(EncapError::InnerTooShort { len: 0 })
     ));
     assert!(matches!(
-        encapsulate_with(&mut buf, OVERHEAD + 1..OVERHEAD, &tmpl, meta),
+        encapsulate_with(
+            &mut buf,
+            std::ops::Range {
+                start: OVERHEAD + 1,
+                end: OVERHEAD,
+            },
+            &tmpl,
+            meta
+        ),
         Err(EncapError::BadRange { .. })
     ));
     assert!(matches!(
