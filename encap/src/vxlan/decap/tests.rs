@@ -459,7 +459,7 @@ fn encapsulation_bounds_and_outer_checksum() {
     assert!(matches!(
         encapsulate_with(
             &mut buf,
-            std::ops::Range {
+            Range {
                 start: OVERHEAD + 1,
                 end: OVERHEAD,
             },
