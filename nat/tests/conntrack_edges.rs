@@ -257,9 +257,17 @@ fn worker_slices_partition_the_range_and_name_their_owner() {
     let (_, s3) = slice((0, 3));
     assert_eq!(s3.owner_of(range, 62511), Some(0));
     assert_eq!(s3.owner_of(range, 62512), Some(1));
+    assert_eq!(s3.owner_of(range, 65535), Some(2));
+    // 4536 ports over 5 workers: 907 each, and the one left over is the
+    // last worker's, in its slice and as its owner.
+    let (e, s5) = slice((4, 5));
     assert_eq!(
-        s3.owner_of(range, 65535),
-        Some(2),
+        (e.min, e.max),
+        (64628, 65535),
         "the remainder is the last's"
     );
+    assert_eq!(slice((3, 5)).0.max, 64627);
+    assert_eq!(s5.owner_of(range, 65535), Some(4));
+    assert_eq!(s5.owner_of(range, 65534), Some(4));
+    assert_eq!(s5.owner_of(range, 64627), Some(3));
 }
