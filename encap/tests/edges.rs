@@ -159,3 +159,35 @@ fn the_ipv6_pseudo_header_sums_its_fields() {
     assert_eq!(pseudo_header_v6(s, d, 17, 100).sum(), want.sum());
     assert_ne!(pseudo_header_v6(s, d, 17, 100).sum(), 0);
 }
+
+#[test]
+fn each_decap_drop_has_its_own_counter_name() {
+    // The names are the Prometheus label values operators alert on.
+    use encap::vxlan::DecapDrop;
+    let names: Vec<&str> = DecapDrop::ALL.iter().map(|d| d.name()).collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("vxlan_") && n.len() > 6),
+        "{names:?}"
+    );
+    assert_eq!(names.iter().collect::<HashSet<_>>().len(), names.len());
+    assert_eq!(DecapDrop::Malformed.name(), "vxlan_malformed");
+    assert_eq!(DecapDrop::BadIpChecksum.name(), "vxlan_bad_ip_checksum");
+}
+
+#[test]
+fn wire_errors_say_what_is_wrong_and_with_which_value() {
+    use encap::vxlan::{DecapError, EncapError, Vni};
+    let e = DecapError::NotUdp { protocol: 6 };
+    assert_eq!(e.to_string(), "vxlan decap: outer protocol 6 is not UDP");
+    let e = DecapError::BadIpChecksum { found: 0x1234 };
+    assert!(e.to_string().contains("0x1234"), "{e}");
+    let e = EncapError::Headroom {
+        needed: 50,
+        available: 10,
+    };
+    assert_eq!(
+        e.to_string(),
+        "vxlan encap: needs 50 bytes of headroom, has 10"
+    );
+    assert_eq!(Vni::new(4096).unwrap().to_string(), "4096");
+}
