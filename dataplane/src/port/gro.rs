@@ -609,6 +609,102 @@ mod tests {
         assert_eq!((w.writes, &out[0][VNET_HDR_LEN..]), (1, &head[..]));
     }
 
+    /// Recomputes the IPv4 header and TCP checksums of `p` after an edit.
+    fn refix(p: &mut [u8]) {
+        p[10..12].copy_from_slice(&[0, 0]);
+        let ipc = encap::checksum::internet_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&ipc.to_be_bytes());
+        p[36..38].copy_from_slice(&[0, 0]);
+        let ip: &[u8; 20] = p[..20].try_into().unwrap();
+        let (src, dst) = addrs(ip);
+        let mut c = pseudo_header_v4(src, dst, 6, (p.len() - 20) as u16);
+        c.add_bytes(&p[20..]);
+        let tc = c.finish();
+        p[36..38].copy_from_slice(&tc.to_be_bytes());
+    }
+
+    /// A second segment that continues the first's sequence but differs in
+    /// one header byte the kernel requires equal (tcp_gro_receive's flush
+    /// conditions) is not merged; one that differs only where segments
+    /// may (IP id and checksum, TCP checksum) is.
+    #[test]
+    fn only_segments_of_one_flow_with_equal_headers_merge() {
+        let opts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+        let a = tcp_segment(1, &[7; 100], TCP_ACK, &opts);
+        let hlen = 52;
+        for at in (0..2)
+            .chain(6..10)
+            .chain(12..24)
+            .chain(28..36)
+            .chain(40..hlen)
+        {
+            if at == 9 || at == 32 || at == 33 {
+                continue; // protocol, data offset and flags: not candidates then
+            }
+            let mut b = tcp_segment(101, &[7; 100], TCP_ACK, &opts);
+            b[at] ^= 0x04;
+            refix(&mut b);
+            let (_, w) = run(&[a.clone(), b]);
+            assert_eq!(w.writes, 2, "merged although byte {at} differs");
+        }
+        // The IP id may differ, and so may the urgent pointer (URG is
+        // never set in a candidate; Linux compares neither).
+        for at in [4, 5, 38, 39] {
+            let mut b = tcp_segment(101, &[7; 100], TCP_ACK, &opts);
+            b[at] ^= 0x5a;
+            refix(&mut b);
+            let (_, w) = run(&[a.clone(), b]);
+            assert_eq!(w.writes, 1, "byte {at} may differ");
+        }
+        // Another flow whose sequence number happens to continue this one's.
+        let mut other = tcp_segment(101, &[7; 100], TCP_ACK, &opts);
+        other[22..24].copy_from_slice(&5202u16.to_be_bytes());
+        refix(&mut other);
+        assert_eq!(run(&[a.clone(), other]).1.writes, 2);
+    }
+
+    #[test]
+    fn what_is_not_a_whole_plain_tcp_segment_is_written_alone() {
+        let a = tcp_segment(1, &[1; 100], TCP_ACK, &[]);
+        let edits: [(&str, fn(&mut Vec<u8>)); 5] = [
+            ("more fragments", |p| p[6] |= 0x20),
+            ("fragment offset", |p| p[7] = 1),
+            ("URG", |p| p[33] |= 0x20),
+            ("IP options", |p| p[0] = 0x46),
+            ("length beyond the buffer", |p| p[3] = p[3].wrapping_add(4)),
+        ];
+        for (what, edit) in edits {
+            let mut b = tcp_segment(101, &[1; 100], TCP_ACK, &[]);
+            edit(&mut b);
+            if what != "IP options" {
+                refix(&mut b);
+            }
+            let (out, w) = run(&[a.clone(), b.clone()]);
+            assert_eq!(w.writes, 2, "{what}");
+            assert_eq!(out[1][VNET_HDR_LEN..], b[..], "{what}: written as it came");
+            assert!(candidate(&b).is_none(), "{what}");
+        }
+        assert!(candidate(&a).is_some());
+    }
+
+    /// A run may fill an IPv4 packet exactly (65535 bytes), and a segment
+    /// larger than the run's size may not join it.
+    #[test]
+    fn a_run_fills_an_ipv4_packet_exactly_and_no_larger_segment_joins() {
+        // 40 header bytes + 5 x 13099 = 65535.
+        let pkts: Vec<Vec<u8>> = (0..5u32)
+            .map(|i| tcp_segment(1 + i * 13099, &vec![3; 13099], TCP_ACK, &[]))
+            .collect();
+        let (out, w) = run(&pkts);
+        assert_eq!(w.writes, 1, "exactly the limit fits");
+        assert_eq!(out[0].len() - VNET_HDR_LEN, MAX_IP);
+        let (_, w) = run(&[
+            tcp_segment(1, &[1; 100], TCP_ACK, &[]),
+            tcp_segment(101, &[1; 101], TCP_ACK, &[]),
+        ]);
+        assert_eq!(w.writes, 2, "a larger segment starts a new run");
+    }
+
     #[test]
     fn a_failed_write_counts_every_segment_in_it() {
         let pkts: Vec<Vec<u8>> = (0..3u32)
