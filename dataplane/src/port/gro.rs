@@ -666,7 +666,8 @@ mod tests {
     #[test]
     fn what_is_not_a_whole_plain_tcp_segment_is_written_alone() {
         let a = tcp_segment(1, &[1; 100], TCP_ACK, &[]);
-        let edits: [(&str, fn(&mut Vec<u8>)); 5] = [
+        type Edit = fn(&mut Vec<u8>);
+        let edits: [(&str, Edit); 5] = [
             ("more fragments", |p| p[6] |= 0x20),
             ("fragment offset", |p| p[7] = 1),
             ("URG", |p| p[33] |= 0x20),
