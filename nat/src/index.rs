@@ -373,6 +373,12 @@ mod tests {
         }
         // Both directions of a flow hash apart (no symmetric cancellation).
         assert_ne!(ix.hash(&base), ix.hash(&base.reversed()));
+        // Each table draws its own key: flows crafted to collide in one
+        // worker's table (hash flooding) do not collide in another's.
+        let hashes: std::collections::HashSet<u64> = (0..8)
+            .map(|_| Index::with_capacity(64).hash(&base))
+            .collect();
+        assert_eq!(hashes.len(), 8, "tables share a hash key");
     }
 
     #[test]
