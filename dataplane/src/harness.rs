@@ -281,23 +281,11 @@ fn check_pod_frame(f: &[u8], framing: Framing) {
 }
 
 fn assert_ipv4_sound(what: &str, ip: &[u8]) {
-    let hl = usize::from(ip.first().map_or(0, |b| b & 0xf) * 4);
+    // new_checked: version, header and total lengths within the frame.
+    let p = encap::ipv4::Ipv4Packet::new_checked(ip);
+    assert!(p.is_ok(), "{what}: not an IPv4 packet ({p:?}): {ip:02x?}");
     assert!(
-        ip.first().is_some_and(|b| b >> 4 == 4) && hl >= 20 && ip.len() >= hl,
-        "{what}: not an IPv4 packet: {ip:02x?}"
-    );
-    let total = ip
-        .get(2..4)
-        .and_then(|t| <[u8; 2]>::try_from(t).ok())
-        .map_or(0, |t| usize::from(u16::from_be_bytes(t)));
-    assert!(
-        total >= hl && total <= ip.len(),
-        "{what}: IPv4 length {total} of {}",
-        ip.len()
-    );
-    assert_eq!(
-        encap::checksum::internet_checksum(ip.get(..hl).unwrap_or_default()),
-        0,
+        p.is_ok_and(|p| p.verify_checksum()),
         "{what}: bad IPv4 header checksum: {ip:02x?}"
     );
 }

@@ -306,13 +306,7 @@ fn fix_ip_header(p: &mut [u8]) {
     if let Some(t) = p.get_mut(2..4) {
         t.copy_from_slice(&total);
     }
-    if let Some(c) = p.get_mut(10..12) {
-        c.copy_from_slice(&[0, 0]);
-    }
-    let sum = encap::checksum::internet_checksum(p.get(..hl).unwrap_or_default());
-    if let Some(c) = p.get_mut(10..12) {
-        c.copy_from_slice(&sum.to_be_bytes());
-    }
+    Ipv4Packet::new_unchecked(p).fill_checksum();
 }
 
 /// Recomputes the IPv4 and transport checksums of `p` from scratch.
