@@ -320,6 +320,67 @@ mod tests {
         assert_eq!(small.wait(Duration::ZERO), Duration::from_nanos(u64::MAX));
     }
 
+    /// Zero means "no limit" as in the bandwidth plugin's annotations: a
+    /// rate and burst of zero leave the direction unlimited; a zero rate
+    /// beside a burst is a burst without a rate.
+    #[test]
+    fn zero_is_unlimited_and_either_direction_limits() {
+        assert!(PodLimits::default().is_unlimited());
+        let z = PodLimits::parse(["ingress_rate=0", "ingress_burst=0"]).unwrap();
+        assert!(z.is_unlimited(), "{z:?}");
+        let one = PodLimits::parse(["egress_rate=1", "egress_burst=1"]).unwrap();
+        assert_eq!(one.egress, Some(rate(1, 1)));
+        assert!(!one.is_unlimited());
+        let ing = PodLimits::parse(["ingress_rate=1", "ingress_burst=1"]).unwrap();
+        assert!(!ing.is_unlimited());
+        assert!(
+            PodLimits::parse(["ingress_rate=0", "ingress_burst=5"])
+                .unwrap_err()
+                .contains("ingress_burst is set without ingress_rate")
+        );
+    }
+
+    /// The refill: tokens earned are elapsed time x rate, capped at the
+    /// burst, counted from the latest time seen; the wait is the debt
+    /// divided by the rate, rounded up to the next nanosecond.
+    #[test]
+    fn refill_and_wait_are_exact() {
+        // 1 bit per ns (1 Gbit/s), burst 1000 bits.
+        let mut b = TokenBucket::new(rate(1_000_000_000, 1000));
+        let t = Duration::from_secs(5);
+        assert!(b.conforms(t));
+        // 1000 bits of debt after a 250-byte frame on 125 bytes of tokens.
+        b.charge(250);
+        assert_eq!(b.wait(t), Duration::from_nanos(1001));
+        // 400 ns later: 600 bits of debt left.
+        assert_eq!(
+            b.wait(t + Duration::from_nanos(400)),
+            Duration::from_nanos(601)
+        );
+        // Long after: capped at the burst, exactly 125 bytes pass.
+        assert!(b.conforms(t + Duration::from_secs(1)));
+        assert_eq!(
+            b.affordable(125),
+            2,
+            "125 bytes fit, the next goes into debt"
+        );
+        b.charge(125);
+        assert!(!b.conforms(t + Duration::from_secs(1)));
+        // A rate that does not divide the debt: 3 bits/s, 10 bits owed.
+        let mut slow = TokenBucket::new(rate(3, 8));
+        assert!(slow.conforms(Duration::ZERO));
+        slow.charge(2);
+        // 8 bits of tokens, 16 spent: 8 owed (x10^9) / 3 = 2666666666.67.
+        assert_eq!(
+            slow.wait(Duration::ZERO),
+            Duration::from_nanos(2_666_666_667)
+        );
+        assert_eq!(
+            slow.wait(Duration::from_secs(1)),
+            Duration::from_nanos(1_666_666_667)
+        );
+    }
+
     #[test]
     fn limits_round_trip_through_their_words_and_bad_words_are_named() {
         let l = PodLimits {

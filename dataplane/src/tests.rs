@@ -770,3 +770,5 @@ fn an_af_xdp_pods_egress_waits_in_a_short_queue() {
     assert_eq!(r.w.counters.dropped(Reason::PodEgressRate), dropped);
     assert_eq!(r.w.free_buffers(), BUFFERS);
 }
+
+mod edges;

@@ -476,6 +476,97 @@ mod tests {
         }
     }
 
+    /// The outer checksum's second fold: the pre-fold sum is exactly
+    /// 0x1ffff only when the template's fixed-field sum, the total length
+    /// and the TOS add up to it, which needs an endpoint whose address
+    /// words sum close to 0xffff. Found by search, then every TOS checked
+    /// at the length that lands there.
+    #[test]
+    fn outer_checksum_folds_twice_when_the_sum_carries_into_a_carry() {
+        let cfg = VxlanConfig::default();
+        let tmpl = (0..=255u8)
+            .flat_map(|a| (0..=255u8).map(move |b| (a, b)))
+            .map(|(a, b)| {
+                let ep = TunnelEndpoint {
+                    local_mac: crate::MacAddr([2, 0, 0, 0, 1, 1]),
+                    next_hop_mac: crate::MacAddr([2, 0, 0, 0, 2, 2]),
+                    local_ip: [192, 0, 2, 1].into(),
+                    remote_ip: [198, 51, a, b].into(),
+                };
+                EncapTemplate::new(&cfg, &ep)
+            })
+            .find(|t| t.ip_sum >= 0xff10)
+            .expect("some endpoint sums near 0xffff");
+        let mut hits = 0;
+        for tos in (0..=255u8).filter(|t| t & 0b11 != 0b11) {
+            let want = 0x1ffff - tmpl.ip_sum - u32::from(tos);
+            let Ok(total) = u16::try_from(want) else {
+                continue;
+            };
+            let inner_len = usize::from(total) - (OVERHEAD - ethernet::HEADER_LEN);
+            let mut b = vec![0u8; OVERHEAD + inner_len];
+            let end = b.len();
+            let meta = InnerMeta { hash: 7, tos };
+            let r = encapsulate_with(&mut b, OVERHEAD..end, &tmpl, meta).unwrap();
+            let ip = Ipv4Packet::new_checked(&b[r.start + 14..r.end]).unwrap();
+            assert_eq!(ip.total_len(), total);
+            assert!(ip.verify_checksum(), "tos {tos:#x} total length {total}");
+            hits += 1;
+        }
+        assert!(hits > 0, "some TOS reaches the 0x1ffff sum");
+    }
+
+    /// An inner IPv6 frame: `ext` (next header, bytes) is put between the
+    /// fixed header and a UDP header with source port `sport`.
+    fn inner_ipv6(ext: Option<(u8, [u8; 8])>, sport: u16) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let ext_len = ext.map_or(0, |_| 8);
+        let payload = (ext_len + 8) as u16;
+        let next = ext.map_or(17, |(n, _)| n);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&payload.to_be_bytes());
+        f.extend_from_slice(&[next, 64]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        if let Some((_, bytes)) = ext {
+            f.extend_from_slice(&bytes);
+        }
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&[0, 53, 0, 8, 0, 0]);
+        f
+    }
+
+    /// The outer source port spreads IPv6 flows by their ports even when
+    /// extension headers come before the transport header, and leaves the
+    /// ports out of a non-first fragment (they are not there).
+    #[test]
+    fn ipv6_ports_are_hashed_behind_extension_headers() {
+        let hasher = FlowHasher::symmetric(9);
+        let hash = |f: &[u8]| InnerMeta::from_frame(f, &hasher).hash;
+        // Hop-by-hop options (PadN), then UDP.
+        let hbh = (0u8, [17, 0, 1, 4, 0, 0, 0, 0]);
+        // A first fragment (offset 0, more fragments), then UDP.
+        let first = (44u8, [17, 0, 0, 1, 0, 0, 0, 9]);
+        // A later fragment (offset 8 bytes): no transport header in it.
+        let later = (44u8, [17, 0, 0, 8, 0, 0, 0, 9]);
+        for ext in [None, Some(hbh), Some(first)] {
+            assert_ne!(
+                hash(&inner_ipv6(ext, 1000)),
+                hash(&inner_ipv6(ext, 1001)),
+                "ports hashed behind {ext:?}"
+            );
+        }
+        assert_eq!(
+            light_flow(&inner_ipv6(Some(hbh), 1000)).map(|(k, _)| (k.protocol, k.src_port)),
+            Some((17, 1000))
+        );
+        assert_eq!(
+            hash(&inner_ipv6(Some(later), 1000)),
+            hash(&inner_ipv6(Some(later), 1001)),
+            "a later fragment's bytes are not ports"
+        );
+    }
+
     #[test]
     fn errors_for_bad_calls() {
         let cfg = VxlanConfig::default();

@@ -505,3 +505,29 @@ fn encapsulation_bounds_and_outer_checksum() {
         }
     }
 }
+
+/// The shortest inner frame, a bare Ethernet header, decapsulates on both
+/// paths; one byte less is refused.
+#[test]
+fn inner_frame_of_exactly_an_ethernet_header() {
+    let inner = [2u8, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5];
+    let f = encap(&inner, &VxlanConfig::default());
+    let cfg = VxlanConfig::default();
+    let d = decapsulate_general(&mut f.clone(), &cfg).unwrap();
+    assert_eq!(d.inner, OVERHEAD..OVERHEAD + 14);
+    assert_eq!(decapsulate(&mut f.clone(), &cfg).unwrap().inner, d.inner);
+    // Cut the inner frame to 13 bytes, lengths and checksum refixed.
+    let mut short = f[..f.len() - 1].to_vec();
+    let ip_len = (short.len() - IP) as u16;
+    short[IP + 2..IP + 4].copy_from_slice(&ip_len.to_be_bytes());
+    short[UDP + 4..UDP + 6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    refix_ip(&mut short);
+    assert_eq!(
+        decapsulate_general(&mut short.clone(), &cfg),
+        Err(DecapError::InnerTooShort { len: 13 })
+    );
+    assert_eq!(
+        decapsulate(&mut short, &cfg),
+        Err(DecapError::InnerTooShort { len: 13 })
+    );
+}
