@@ -152,13 +152,14 @@ impl Worker {
             return None;
         }
         let l4 = ip.payload();
-        let be16 = |b: &[u8], at: usize| {
-            b.get(at..at + 2)
-                .and_then(|x| <[u8; 2]>::try_from(x).ok())
-                .map(u16::from_be_bytes)
-        };
         let (range, port) = match ip.protocol() {
-            ip_proto::TCP | ip_proto::UDP => (snat.ports, be16(l4, 2)?),
+            // The destination port: the translated source port of the flow.
+            ip_proto::TCP | ip_proto::UDP => (
+                snat.ports,
+                l4.get(2..4)
+                    .and_then(|x| <[u8; 2]>::try_from(x).ok())
+                    .map(u16::from_be_bytes)?,
+            ),
             ip_proto::ICMP => {
                 let icmp = encap::icmp::IcmpPacket::new_checked_v4(l4).ok()?;
                 match icmp.msg_type() {

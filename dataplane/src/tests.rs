@@ -341,6 +341,7 @@ fn df_packet_too_big_for_the_tunnel_gets_frag_needed_with_the_overlay_mtu() {
     assert_eq!(up[0].len(), 1450 + 50 + 14, "a full-MTU outer frame");
     assert_eq!(r.w.counters.dropped(Reason::FragNeeded), 1);
     assert_eq!(r.w.counters.dropped(Reason::TooBig), 1);
+    assert_eq!(r.w.counters.icmp_sent, 1);
 }
 
 #[test]

@@ -259,3 +259,62 @@ fn hand_offs_never_loop() {
         assert_eq!(w.free_buffers(), BUFFERS, "worker {}", w.id());
     }
 }
+
+/// Traffic between pods and the node's own stack, through the host device:
+/// a pod reaching the node's address goes to the host device (on whichever
+/// worker owns it); what the host device sends is never routed out of the
+/// cluster, never sent back into it, and never handed to a worker that
+/// has no port for its pod.
+#[test]
+fn the_host_device_carries_pod_to_node_traffic_and_nothing_else() {
+    let n = node();
+    let ghost = Ipv4Addr::new(10, 244, 1, 9);
+    let routes = Routes::new(snapshot(&[2, 3]).with_pod_workers([
+        (POD, 0),
+        (POD2, 1),
+        (ghost, 0),
+        (n.gateway_ip, 0),
+        (n.ip, 0),
+    ]));
+    let (host_port, host) = FakePort::new("sluice0", Framing::Ip);
+    let (mut workers, ups, pods) = two_workers(&routes, Some(host_port));
+    // Pods on both workers to the node's address: out of the host device.
+    pods[0].inject(udp(POD, n.ip, 64, 10));
+    pods[1].inject(udp(POD2, n.ip, 64, 10));
+    run_all(&mut workers);
+    let got = host.take_sent();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|f| ip_of(f).destination_addr() == n.ip));
+    assert!(got.iter().all(|f| ip_of(f).ttl() == 63));
+    assert_eq!(workers[1].counters.handed_off, 1);
+    // From the host device: to the node's own address (a loop), to an
+    // address outside the cluster, to a pod whose port is not here.
+    host.inject(udp(n.gateway_ip, n.ip, 64, 10));
+    host.inject(udp(n.ip, OUTSIDE, 64, 10));
+    host.inject(udp(OUTSIDE, ghost, 64, 10));
+    run_all(&mut workers);
+    assert!(host.take_sent().is_empty());
+    assert!(ups.iter().all(|u| u.take_sent().is_empty()));
+    assert_eq!(workers[0].counters.dropped(Reason::NoRoute), 2);
+    assert_eq!(workers[0].counters.dropped(Reason::NoSuchPod), 1);
+    assert_eq!(workers[0].counters.handed_off, 0);
+    for w in &workers {
+        assert_eq!(w.free_buffers(), BUFFERS, "worker {}", w.id());
+    }
+}
+
+/// Without masquerade (no SNAT configured, as Calico with natOutgoing
+/// off), a pod's flow out of the cluster leaves by the uplink with the
+/// pod's address, towards the gateway, not through the host device.
+#[test]
+fn without_snat_outside_traffic_leaves_untranslated() {
+    let (mut w, up, pod) = ethernet_rig();
+    let ip = udp(POD, OUTSIDE, 64, 20);
+    pod.inject(eth(node().vtep_mac, MacAddr([2, 0xaa, 0, 0, 0, 5]), &ip));
+    poll(&mut w);
+    let out = up.take_sent();
+    assert_eq!(out.len(), 1, "{:?}", w.counters);
+    assert_eq!(ip_of(&out[0][14..]).source_addr(), POD);
+    assert_eq!(&out[0][..6], &node().gateway_mac.unwrap().0);
+    assert_eq!(w.counters.nat, 0);
+}

@@ -1,0 +1,571 @@
+//! The service table: every frontend of every service port on this node,
+//! and the verdict for the first packet of a flow, with the semantics of
+//! kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go):
+//!
+//! 1. `firewall-check`: a LoadBalancer IP with `loadBalancerSourceRanges`
+//!    drops other sources (NodePorts bypass the ranges).
+//! 2. `services`: (IP, protocol, port) of a ClusterIP, externalIP or
+//!    LoadBalancer IP, then (protocol, port) of a NodePort on the node's
+//!    NodePort addresses, select a service port.
+//!    - ClusterIP: the internal policy's endpoints; masquerade a source
+//!      outside the cluster's pod CIDRs.
+//!    - External (externalIP, LB IP, NodePort): Cluster policy:
+//!      masquerade, all endpoints. Local policy: pods reach all endpoints
+//!      unmasqueraded, the node itself all endpoints masqueraded, anyone
+//!      else this node's endpoints with the client address kept.
+//!    - Hairpin (the chosen endpoint is the client): masquerade.
+//! 3. No usable endpoint: reject (ICMP port unreachable) when the service
+//!    has none anywhere, drop when a Local policy has none here.
+//! 4. `cluster-ips-check`: another port of an allocated ClusterIP is
+//!    rejected; an unallocated address in the service CIDRs is dropped.
+//!
+//! The table is immutable once built; [`ServiceTable::update`] makes the
+//! next one at the cost of what changed (ports are shared by `Arc`, only
+//! changed ones are recompiled, and the frontend maps are copied only when
+//! frontends change).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::categorize::categorize;
+use crate::maglev::{Maglev, flow_hash};
+use crate::model::{NodeFacts, PortName, ServicePort};
+
+/// A service port's index in its table (stable across updates while the
+/// port exists; reused after it is removed).
+pub type PortId = u32;
+
+/// A backend: an endpoint's address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.ip, self.port)
+    }
+}
+
+/// Endpoints a policy may use, with their Maglev table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSet {
+    /// In the endpoints' order.
+    pub backends: Vec<Backend>,
+    maglev: Maglev,
+}
+
+impl BackendSet {
+    fn new(backends: Vec<Backend>) -> BackendSet {
+        let keys: Vec<(Ipv4Addr, u16)> = backends.iter().map(|b| (b.ip, b.port)).collect();
+        BackendSet {
+            maglev: Maglev::new(&keys),
+            backends,
+        }
+    }
+
+    /// The backend for flow hash `hash`.
+    #[inline]
+    pub fn pick(&self, hash: u64) -> Option<Backend> {
+        self.maglev
+            .pick(hash)
+            .and_then(|i| self.backends.get(i).copied())
+    }
+
+    /// Whether `b` is in the set.
+    pub fn contains(&self, b: Backend) -> bool {
+        self.backends.contains(&b)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+}
+
+/// A compiled service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// What it was compiled from.
+    pub spec: ServicePort,
+    /// Endpoints under the Cluster policy.
+    pub cluster: BackendSet,
+    /// This node's endpoints under the Local policy.
+    pub local: BackendSet,
+    /// A usable endpoint exists somewhere in the cluster.
+    pub has_any: bool,
+    /// The table generation that compiled it.
+    pub generation: u64,
+}
+
+impl Compiled {
+    fn new(spec: ServicePort, facts: &NodeFacts, generation: u64) -> Compiled {
+        let c = categorize(&spec, &facts.name, facts.zone.as_deref());
+        let set = |idx: Option<Vec<usize>>| {
+            BackendSet::new(
+                idx.unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|i| spec.endpoints.get(i))
+                    .map(|e| Backend {
+                        ip: e.ip,
+                        port: e.port,
+                    })
+                    .collect(),
+            )
+        };
+        Compiled {
+            cluster: set(c.cluster),
+            local: set(c.local),
+            has_any: c.has_any,
+            generation,
+            spec,
+        }
+    }
+
+    /// The set ClusterIP traffic uses (internalTrafficPolicy).
+    pub fn internal(&self) -> &BackendSet {
+        if self.spec.internal_local {
+            &self.local
+        } else {
+            &self.cluster
+        }
+    }
+
+    /// Whether `b` may still receive new flows of this port (under either
+    /// policy): flows to a backend that left both are stale.
+    pub fn serves(&self, b: Backend) -> bool {
+        self.cluster.contains(b) || self.local.contains(b)
+    }
+}
+
+/// How a frontend was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A ClusterIP.
+    ClusterIp,
+    /// An externalIP.
+    ExternalIp,
+    /// A LoadBalancer ingress IP.
+    LoadBalancer,
+    /// A NodePort on a node address.
+    NodePort,
+}
+
+/// Why a new flow to a service address is dropped (each has a counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LbDrop {
+    /// A Local traffic policy with no endpoint on this node (kube-proxy
+    /// drops, so the load balancer's health check moves traffic away).
+    NoLocalEndpoints,
+    /// The source is outside `loadBalancerSourceRanges`.
+    SourceRange,
+    /// An address in the service CIDRs that no service holds.
+    UnallocatedClusterIp,
+}
+
+impl LbDrop {
+    /// Counter name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LbDrop::NoLocalEndpoints => "svc_no_local_endpoints",
+            LbDrop::SourceRange => "svc_source_range",
+            LbDrop::UnallocatedClusterIp => "svc_unallocated_cluster_ip",
+        }
+    }
+}
+
+/// Why a new flow is rejected with ICMP port unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LbReject {
+    /// The service has no usable endpoint anywhere.
+    NoEndpoints,
+    /// An allocated ClusterIP, on a port or protocol it does not serve.
+    UnservedPort,
+}
+
+impl LbReject {
+    /// Counter name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LbReject::NoEndpoints => "svc_reject_no_endpoints",
+            LbReject::UnservedPort => "svc_reject_unserved_port",
+        }
+    }
+}
+
+/// The service port a flow selected and the endpoints it may use.
+#[derive(Clone, Copy, Debug)]
+pub struct Choice<'a> {
+    /// Its index.
+    pub id: PortId,
+    /// The compiled port.
+    pub port: &'a Compiled,
+    /// The endpoints allowed for this client (never empty).
+    pub set: &'a BackendSet,
+    /// Masquerade whatever backend is chosen.
+    pub masquerade: bool,
+    /// The frontend kind.
+    pub kind: Kind,
+}
+
+/// A flow's frontend, before the backend is picked.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup<'a> {
+    /// Not a service address: route as usual.
+    NotService,
+    /// A service port with usable endpoints.
+    Service(Choice<'a>),
+    /// Reject (ICMP port unreachable, also for TCP).
+    Reject(LbReject),
+    /// Drop.
+    Drop(LbDrop),
+}
+
+/// The verdict on the first packet of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not a service address.
+    NotService,
+    /// DNAT to `backend`, masquerading the source if `masquerade`.
+    Dnat {
+        /// The service port.
+        port: PortId,
+        /// Where to.
+        backend: Backend,
+        /// Masquerade the client.
+        masquerade: bool,
+    },
+    /// Reject.
+    Reject(LbReject),
+    /// Drop.
+    Drop(LbDrop),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Frontend {
+    port: PortId,
+    kind: Kind,
+}
+
+fn fkey(ip: Ipv4Addr, proto: u8, port: u16) -> u64 {
+    u64::from(u32::from(ip)) << 24 | u64::from(proto) << 16 | u64::from(port)
+}
+
+fn nkey(proto: u8, port: u16) -> u32 {
+    u32::from(proto) << 16 | u32::from(port)
+}
+
+/// Frontends of one port: (key, frontend) for the address map, and the
+/// NodePort key.
+fn frontends_of(id: PortId, s: &ServicePort) -> (Vec<(u64, Frontend)>, Option<u32>) {
+    let p = s.name.proto.number();
+    let f = |kind| Frontend { port: id, kind };
+    let mut v: Vec<(u64, Frontend)> = s
+        .cluster_ips
+        .iter()
+        .map(|ip| (fkey(*ip, p, s.port), f(Kind::ClusterIp)))
+        .collect();
+    v.extend(
+        s.external_ips
+            .iter()
+            .map(|ip| (fkey(*ip, p, s.port), f(Kind::ExternalIp))),
+    );
+    v.extend(
+        s.load_balancer_ips
+            .iter()
+            .map(|ip| (fkey(*ip, p, s.port), f(Kind::LoadBalancer))),
+    );
+    (v, s.node_port.map(|n| nkey(p, n)))
+}
+
+/// The frontend maps, shared between tables until frontends change.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    by_name: BTreeMap<PortName, PortId>,
+    frontends: FxHashMap<u64, Frontend>,
+    node_ports: FxHashMap<u32, PortId>,
+    /// Allocated ClusterIPs, with how many ports hold each.
+    cluster_ips: FxHashMap<u32, u32>,
+    free: Vec<PortId>,
+}
+
+/// The immutable service table workers read.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceTable {
+    facts: Arc<NodeFacts>,
+    index: Arc<Index>,
+    ports: Vec<Option<Arc<Compiled>>>,
+    generation: u64,
+}
+
+fn same_frontends(a: &ServicePort, b: &ServicePort) -> bool {
+    a.cluster_ips == b.cluster_ips
+        && a.port == b.port
+        && a.node_port == b.node_port
+        && a.external_ips == b.external_ips
+        && a.load_balancer_ips == b.load_balancer_ips
+}
+
+impl ServiceTable {
+    /// A table of `ports` for this node.
+    pub fn new(facts: NodeFacts, ports: impl IntoIterator<Item = ServicePort>) -> ServiceTable {
+        let t = ServiceTable {
+            facts: Arc::new(facts),
+            ..ServiceTable::default()
+        };
+        t.update(ports, &[])
+    }
+
+    /// The next table: `upserts` replace (or add) ports of the same name,
+    /// `removes` go. Unchanged ports are shared, not recompiled.
+    pub fn update(
+        &self,
+        upserts: impl IntoIterator<Item = ServicePort>,
+        removes: &[PortName],
+    ) -> ServiceTable {
+        let generation = self.generation + 1;
+        let mut ports = self.ports.clone();
+        let mut index: Option<Index> = None;
+        let base: &Index = &self.index;
+        fn idx<'a>(index: &'a mut Option<Index>, base: &Index) -> &'a mut Index {
+            index.get_or_insert_with(|| base.clone())
+        }
+        for name in removes {
+            let Some(&id) = self.index.by_name.get(name) else {
+                continue;
+            };
+            let i = idx(&mut index, base);
+            if let Some(old) = ports.get_mut(id as usize).and_then(Option::take) {
+                unindex(i, id, &old.spec);
+            }
+            i.by_name.remove(name);
+            i.free.push(id);
+        }
+        for spec in upserts {
+            let current = index.as_ref().unwrap_or(&self.index);
+            let id = match current.by_name.get(&spec.name) {
+                Some(&id) => id,
+                None => {
+                    let i = idx(&mut index, base);
+                    let id = i.free.pop().unwrap_or(ports.len() as PortId);
+                    i.by_name.insert(spec.name.clone(), id);
+                    id
+                }
+            };
+            let old = ports.get(id as usize).cloned().flatten();
+            if old.as_ref().is_some_and(|o| o.spec == spec) {
+                continue;
+            }
+            if !old.as_ref().is_some_and(|o| same_frontends(&o.spec, &spec)) {
+                let i = idx(&mut index, base);
+                if let Some(o) = &old {
+                    unindex(i, id, &o.spec);
+                }
+                let (fs, np) = frontends_of(id, &spec);
+                for (k, f) in fs {
+                    i.frontends.insert(k, f);
+                }
+                if let Some(n) = np {
+                    i.node_ports.insert(n, id);
+                }
+                for ip in &spec.cluster_ips {
+                    *i.cluster_ips.entry(u32::from(*ip)).or_insert(0) += 1;
+                }
+            }
+            let c = Arc::new(Compiled::new(spec, &self.facts, generation));
+            if ports.len() <= id as usize {
+                ports.resize(id as usize + 1, None);
+            }
+            if let Some(slot) = ports.get_mut(id as usize) {
+                *slot = Some(c);
+            }
+        }
+        ServiceTable {
+            facts: self.facts.clone(),
+            index: index.map_or_else(|| self.index.clone(), Arc::new),
+            ports,
+            generation,
+        }
+    }
+
+    /// Its generation (each update adds one).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The node facts it was built for.
+    pub fn facts(&self) -> &NodeFacts {
+        &self.facts
+    }
+
+    /// A port by index.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&Compiled> {
+        self.ports.get(id as usize).and_then(|p| p.as_deref())
+    }
+
+    /// A port's index by name.
+    pub fn id_of(&self, name: &PortName) -> Option<PortId> {
+        self.index.by_name.get(name).copied()
+    }
+
+    /// Every port, with its index.
+    pub fn ports(&self) -> impl Iterator<Item = (PortId, &Compiled)> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_deref().map(|p| (i as PortId, p)))
+    }
+
+    /// Number of service ports.
+    pub fn len(&self) -> usize {
+        self.index.by_name.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn in_cluster(&self, ip: Ipv4Addr) -> bool {
+        self.facts.cluster_cidrs.iter().any(|n| n.contains(&ip))
+    }
+
+    fn is_node(&self, ip: Ipv4Addr) -> bool {
+        self.facts.node_ips.contains(&ip)
+    }
+
+    /// The frontend of a new flow from `src` to `dst:dport` over IP
+    /// protocol `proto`, before a backend is chosen.
+    #[inline]
+    pub fn lookup(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: u16) -> Lookup<'_> {
+        let f = match self.index.frontends.get(&fkey(dst, proto, dport)) {
+            Some(f) => *f,
+            None => match self.index.node_ports.get(&nkey(proto, dport)) {
+                Some(&port) if self.is_node(dst) => Frontend {
+                    port,
+                    kind: Kind::NodePort,
+                },
+                _ => return self.not_a_frontend(dst),
+            },
+        };
+        let Some(c) = self.port(f.port) else {
+            return Lookup::NotService;
+        };
+        let s = &c.spec;
+        if f.kind == Kind::LoadBalancer && !s.source_ranges.is_empty() {
+            let allowed = s.source_ranges.iter().any(|n| n.contains(&src))
+                // kube-proxy: a node connecting to its own LB IP is
+                // SNATed to that IP by whatever routes it there; allowed
+                // when the ranges allow the node.
+                || (src == dst && self.facts.node_ips.iter().any(|ip| {
+                    s.source_ranges.iter().any(|n| n.contains(ip))
+                }));
+            if !allowed {
+                return Lookup::Drop(LbDrop::SourceRange);
+            }
+        }
+        let (set, masquerade, none) = match f.kind {
+            Kind::ClusterIp => (
+                c.internal(),
+                !self.in_cluster(src),
+                LbDrop::NoLocalEndpoints,
+            ),
+            _ if !s.external_local => (&c.cluster, true, LbDrop::NoLocalEndpoints),
+            _ if self.in_cluster(src) => (&c.cluster, false, LbDrop::NoLocalEndpoints),
+            _ if self.is_node(src) => (&c.cluster, true, LbDrop::NoLocalEndpoints),
+            _ => (&c.local, false, LbDrop::NoLocalEndpoints),
+        };
+        if set.is_empty() {
+            return if c.has_any {
+                Lookup::Drop(none)
+            } else {
+                Lookup::Reject(LbReject::NoEndpoints)
+            };
+        }
+        Lookup::Service(Choice {
+            id: f.port,
+            port: c,
+            set,
+            masquerade,
+            kind: f.kind,
+        })
+    }
+
+    fn not_a_frontend(&self, dst: Ipv4Addr) -> Lookup<'_> {
+        if self.index.cluster_ips.contains_key(&u32::from(dst)) {
+            return Lookup::Reject(LbReject::UnservedPort);
+        }
+        if self.facts.service_cidrs.iter().any(|n| n.contains(&dst)) {
+            return Lookup::Drop(LbDrop::UnallocatedClusterIp);
+        }
+        Lookup::NotService
+    }
+
+    /// The verdict for a new flow: [`Self::lookup`], then the Maglev
+    /// choice by the flow's 5-tuple hash, and hairpin masquerade.
+    #[inline]
+    pub fn decide(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+    ) -> Verdict {
+        match self.lookup(src, dst, proto, dport) {
+            Lookup::NotService => Verdict::NotService,
+            Lookup::Reject(r) => Verdict::Reject(r),
+            Lookup::Drop(d) => Verdict::Drop(d),
+            Lookup::Service(c) => match c.set.pick(flow_hash(src, dst, proto, sport, dport)) {
+                Some(backend) => Verdict::Dnat {
+                    port: c.id,
+                    backend,
+                    masquerade: c.masquerade || backend.ip == src,
+                },
+                None => Verdict::Reject(LbReject::NoEndpoints),
+            },
+        }
+    }
+}
+
+fn unindex(i: &mut Index, id: PortId, s: &ServicePort) {
+    let (fs, np) = frontends_of(id, s);
+    for (k, _) in fs {
+        if i.frontends.get(&k).is_some_and(|f| f.port == id) {
+            i.frontends.remove(&k);
+        }
+    }
+    if let Some(n) = np
+        && i.node_ports.get(&n) == Some(&id)
+    {
+        i.node_ports.remove(&n);
+    }
+    for ip in &s.cluster_ips {
+        let k = u32::from(*ip);
+        if let Some(c) = i.cluster_ips.get_mut(&k) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                i.cluster_ips.remove(&k);
+            }
+        }
+    }
+}
+
+/// Allocated ClusterIPs (for `sluice services` and tests).
+impl ServiceTable {
+    /// Every allocated ClusterIP.
+    pub fn cluster_ips(&self) -> FxHashSet<Ipv4Addr> {
+        self.index
+            .cluster_ips
+            .keys()
+            .map(|k| Ipv4Addr::from(*k))
+            .collect()
+    }
+}
