@@ -57,6 +57,11 @@ pub enum Reason {
     Decap(DecapDrop),
     /// Conntrack/NAT refused the packet.
     Conntrack(nat::DropReason),
+    /// A new flow to a service address dropped as kube-proxy drops it.
+    Service(lb::LbDrop),
+    /// A new flow to a service address rejected (an ICMP port unreachable
+    /// went back when one may be sent).
+    ServiceReject(lb::LbReject),
 }
 
 const LOCAL: [Reason; 20] = [
@@ -83,7 +88,14 @@ const LOCAL: [Reason; 20] = [
 ];
 
 /// Number of distinct reasons.
-pub const REASONS: usize = LOCAL.len() + DecapDrop::ALL.len() + nat::DropReason::ALL.len();
+pub const REASONS: usize = LOCAL.len()
+    + DecapDrop::ALL.len()
+    + nat::DropReason::ALL.len()
+    + lb::LbDrop::ALL.len()
+    + lb::LbReject::ALL.len();
+
+/// Where the service reasons start in the counter array.
+const SERVICE_AT: usize = LOCAL.len() + DecapDrop::ALL.len() + nat::DropReason::ALL.len();
 
 impl Reason {
     /// Every reason, in counter order.
@@ -92,6 +104,8 @@ impl Reason {
             .into_iter()
             .chain(DecapDrop::ALL.into_iter().map(Reason::Decap))
             .chain(nat::DropReason::ALL.into_iter().map(Reason::Conntrack))
+            .chain(lb::LbDrop::ALL.into_iter().map(Reason::Service))
+            .chain(lb::LbReject::ALL.into_iter().map(Reason::ServiceReject))
     }
 
     /// Index into a counter array.
@@ -99,6 +113,8 @@ impl Reason {
         match self {
             Reason::Decap(d) => LOCAL.len() + d as usize,
             Reason::Conntrack(c) => LOCAL.len() + DecapDrop::ALL.len() + c as usize,
+            Reason::Service(d) => SERVICE_AT + d as usize,
+            Reason::ServiceReject(r) => SERVICE_AT + lb::LbDrop::ALL.len() + r as usize,
             // In LOCAL's order (a match, not a search: drops can be every
             // packet under attack); a unit test checks the two agree.
             Reason::Malformed => 0,
@@ -129,6 +145,8 @@ impl Reason {
         match self {
             Reason::Decap(d) => d.name().to_string(),
             Reason::Conntrack(c) => c.name().to_string(),
+            Reason::Service(d) => d.name().to_string(),
+            Reason::ServiceReject(r) => r.name().to_string(),
             Reason::Malformed => "malformed".into(),
             Reason::BadIpChecksum => "bad_ip_checksum".into(),
             Reason::NotIpv4 => "not_ipv4".into(),
@@ -196,6 +214,10 @@ pub struct Counters {
     pub handed_off: u64,
     /// Frames received from other workers.
     pub handed_in: u64,
+    /// New flows balanced to a service backend.
+    pub svc_flows: u64,
+    /// Packets translated for services (DNAT, its reverse, masquerade).
+    pub svc_translated: u64,
 }
 
 impl Default for Counters {
@@ -209,6 +231,8 @@ impl Default for Counters {
             arp_replies: 0,
             handed_off: 0,
             handed_in: 0,
+            svc_flows: 0,
+            svc_translated: 0,
         }
     }
 }

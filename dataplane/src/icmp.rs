@@ -13,6 +13,9 @@ use crate::buf::Buf;
 pub const DEST_UNREACH: u8 = 3;
 /// Code 4 of type 3.
 pub const FRAG_NEEDED: u8 = 4;
+/// Code 3 of type 3: port unreachable (what kube-proxy's `reject` sends
+/// for a service with no endpoints, TCP included).
+pub const PORT_UNREACH: u8 = 3;
 /// Type 11: time exceeded.
 pub const TIME_EXCEEDED: u8 = 11;
 /// Code 0 of type 11: TTL exceeded in transit.

@@ -34,6 +34,7 @@ pub mod port;
 #[cfg(feature = "io")]
 pub mod reserved_ports;
 pub mod route;
+pub mod services;
 pub mod shaper;
 pub mod worker;
 

@@ -76,7 +76,7 @@ impl Worker {
         };
         match (slot.role, slot.port.framing()) {
             (Role::Uplink, _) => self.uplink_rx(snap, now, buf, false),
-            (Role::Host { .. }, _) => self.pod_rx(snap, now, from, None, buf),
+            (Role::Host { .. }, _) => self.pod_rx(snap, now, Some(from), None, buf),
             (Role::Pod { ip, .. }, framing) => {
                 if framing == Framing::Ethernet {
                     let eth =
@@ -87,14 +87,19 @@ impl Worker {
                     }
                     strip_ethernet(buf)?;
                 }
-                self.pod_rx(snap, now, from, Some(ip), buf)
+                self.pod_rx(snap, now, Some(from), Some(ip), buf)
             }
         }
     }
 
     /// Leaves by pod port `to`, with an Ethernet header if it takes one
     /// (from the port's own MAC, the pod's gateway, to the pod's MAC).
-    fn deliver(&self, snap: &Snapshot, to: usize, buf: &mut Buf) -> Result<usize, Reason> {
+    pub(crate) fn deliver(
+        &self,
+        snap: &Snapshot,
+        to: usize,
+        buf: &mut Buf,
+    ) -> Result<usize, Reason> {
         if let Some(slot) = self.port(to)
             && slot.port.framing() == Framing::Ethernet
         {
@@ -107,10 +112,18 @@ impl Worker {
         Ok(to)
     }
 
-    /// Towards local pod `dst`: out of its port if this worker owns it,
-    /// else handed to the worker that does.
-    fn to_pod(&self, snap: &Snapshot, dst: Ipv4Addr, buf: &mut Buf) -> Result<Out, Reason> {
+    /// Towards local pod `dst`: out of its port if this worker owns it
+    /// (un-DNATed first if it answers a service flow balanced here), else
+    /// handed to the worker that does.
+    fn toward_pod(
+        &mut self,
+        snap: &Snapshot,
+        now: Duration,
+        dst: Ipv4Addr,
+        buf: &mut Buf,
+    ) -> Result<Out, Reason> {
         if let Some(to) = self.pod_port(dst) {
+            self.services_reverse(snap, now, buf)?;
             return self.deliver(snap, to, buf).map(Out::Port);
         }
         match snap.pod_worker(dst) {
@@ -131,6 +144,7 @@ impl Worker {
             // Never handed on again: a pod that moved is a counted drop.
             Handoff::Deliver(ip) => {
                 let to = self.pod_port(ip).ok_or(Reason::NoSuchPod)?;
+                self.services_reverse(snap, now, buf)?;
                 self.deliver(snap, to, buf).map(Out::Port)
             }
             Handoff::FromHost(ip) => {
@@ -139,6 +153,12 @@ impl Worker {
                 self.deliver(snap, to, buf).map(Out::Port)
             }
             Handoff::Uplink => self.uplink_rx(snap, now, buf, true),
+            // A pod's packet to the gateway address answering a flow this
+            // worker masqueraded: as if this worker had received it.
+            Handoff::Masqueraded => {
+                let (src, _) = check_ipv4(buf)?;
+                self.pod_rx(snap, now, None, Some(src), buf)
+            }
         }
     }
 
@@ -289,6 +309,8 @@ impl Worker {
         match self.ct.process(now, buf.data_mut(), Origin::Host) {
             Verdict::Accept(_) => Ok(()),
             Verdict::Drop(r) => Err(Reason::Conntrack(r)),
+            // No service hook here: never refused.
+            Verdict::Refused => Err(Reason::Conntrack(nat::DropReason::NoEntry)),
         }
     }
 
@@ -298,30 +320,44 @@ impl Worker {
         &mut self,
         snap: &Snapshot,
         now: Duration,
-        from: usize,
+        from: Option<usize>,
         pod_ip: Option<Ipv4Addr>,
         buf: &mut Buf,
     ) -> Result<Out, Reason> {
-        let (src, dst) = check_ipv4(buf)?;
+        let (src, mut dst) = check_ipv4(buf)?;
         if pod_ip.is_some_and(|ip| ip != src) {
             return Err(Reason::Spoofed);
+        }
+        // Services first: DNAT (or reject), or the reverse of a
+        // masqueraded flow; then route by the new destination.
+        if snap.services.concerns(dst) || (dst == snap.node.gateway_ip && !snap.services.is_empty())
+        {
+            let origin = if pod_ip.is_some() {
+                Origin::Pod
+            } else {
+                Origin::Host
+            };
+            if let Some(out) = self.services_egress(snap, now, from, origin, buf)? {
+                return Ok(out);
+            }
+            dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
         }
         // To the node itself, through the host device when there is one.
         if dst == snap.node.ip
             && pod_ip.is_some()
             && (self.pod_port(dst).is_some() || snap.pod_worker(dst).is_some())
         {
-            if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+            if let Err(r) = self.decrement_ttl(snap, from, buf) {
                 return r.map(Out::Port);
             }
-            return self.to_pod(snap, dst, buf);
+            return self.toward_pod(snap, now, dst, buf);
         }
         match snap.route(dst) {
             Route::Local => {
                 if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
                     return Err(Reason::NoSuchPod);
                 }
-                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                if let Err(r) = self.decrement_ttl(snap, from, buf) {
                     return r.map(Out::Port);
                 }
                 // From the node on behalf of a client outside the cluster.
@@ -337,10 +373,10 @@ impl Worker {
                     }
                     self.track_from_host(now, buf)?;
                 }
-                self.to_pod(snap, dst, buf)
+                self.toward_pod(snap, now, dst, buf)
             }
             Route::Peer(peer) => {
-                if let Err(r) = self.ttl_expired(snap, Some(from), buf) {
+                if let Err(r) = self.ttl_expired(snap, from, buf) {
                     return r.map(Out::Port);
                 }
                 let tunnel = peer.tunnel.as_ref().ok_or(Reason::NoNeighbour)?;
@@ -366,11 +402,14 @@ impl Worker {
                     }
                     // The packet's drop, counted here: the buffer now
                     // carries the error.
+                    let Some(back) = from else {
+                        return Err(Reason::FragNeeded);
+                    };
                     self.counters.drop(Reason::FragNeeded);
                     self.counters.icmp_sent += 1;
-                    return self.deliver(snap, from, buf).map(Out::Port);
+                    return self.deliver(snap, back, buf).map(Out::Port);
                 }
-                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                if let Err(r) = self.decrement_ttl(snap, from, buf) {
                     return r.map(Out::Port);
                 }
                 push_ethernet(buf, peer.spec.vtep_mac, snap.node.vtep_mac)?;
@@ -384,7 +423,7 @@ impl Worker {
             // The node routes only cluster addresses to its host device.
             Route::External if pod_ip.is_none() => Err(Reason::NoRoute),
             Route::External => {
-                if let Err(r) = self.decrement_ttl(snap, Some(from), buf) {
+                if let Err(r) = self.decrement_ttl(snap, from, buf) {
                     return r.map(Out::Port);
                 }
                 match self.ct.process(now, buf.data_mut(), Origin::Pod) {
@@ -392,7 +431,7 @@ impl Worker {
                     // (only those flows start on the far side): back
                     // through the host device.
                     Verdict::Accept(a) if a.dir == Direction::Reply && !a.translated => {
-                        return self.to_pod(snap, snap.node.gateway_ip, buf);
+                        return self.toward_pod(snap, now, snap.node.gateway_ip, buf);
                     }
                     Verdict::Accept(a) => {
                         if a.translated {
@@ -400,6 +439,8 @@ impl Worker {
                         }
                     }
                     Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
+                    // No service hook here: never refused.
+                    Verdict::Refused => return Err(Reason::NoRoute),
                 }
                 let gw = snap.node.gateway_mac.ok_or(Reason::NoNeighbour)?;
                 let up = self.uplink().ok_or(Reason::NoNeighbour)?;
@@ -434,7 +475,7 @@ impl Worker {
             return Err(Reason::NotOurs);
         }
         if vxlan_port {
-            return self.decap(snap, buf);
+            return self.decap(snap, now, buf);
         }
         // A reply arriving on another worker's queue: conntrack lives with
         // the flow's owner.
@@ -454,6 +495,7 @@ impl Worker {
                 }
             }
             Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
+            Verdict::Refused => return Err(Reason::Conntrack(nat::DropReason::NoEntry)),
         }
         let dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
         if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
@@ -462,22 +504,29 @@ impl Worker {
         if let Err(r) = self.decrement_ttl(snap, None, buf) {
             return r.map(Out::Port);
         }
-        self.to_pod(snap, dst, buf)
+        self.toward_pod(snap, now, dst, buf)
     }
 
     /// RFC 7348: a VXLAN frame to this node. Only from known VTEPs, only
     /// the configured VNI (checked by `decapsulate`), only towards a pod
     /// here, only from an address inside the sending peer's pod CIDRs.
-    fn decap(&mut self, snap: &Snapshot, buf: &mut Buf) -> Result<Out, Reason> {
+    fn decap(&mut self, snap: &Snapshot, now: Duration, buf: &mut Buf) -> Result<Out, Reason> {
         let d = vxlan::decap::decapsulate(buf.data_mut(), &snap.vxlan)
             .map_err(|e| Reason::Decap(e.drop_kind()))?;
         let peer = snap.peer_by_ip(d.outer_src).ok_or(Reason::UnknownVtep)?;
         buf.truncate(d.inner.end);
         buf.pull_front(d.inner.start);
         strip_ethernet(buf)?;
-        let (src, dst) = check_ipv4(buf)?;
+        let (src, mut dst) = check_ipv4(buf)?;
         if !peer.spec.pod_cidrs.iter().any(|c| c.contains(&src)) {
             return Err(Reason::InnerSpoofed);
+        }
+        // A remote backend answering a flow masqueraded to the gateway.
+        if dst == snap.node.gateway_ip && !snap.services.is_empty() {
+            if let Some(out) = self.services_egress(snap, now, None, Origin::Uplink, buf)? {
+                return Ok(out);
+            }
+            dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
         }
         if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
             return Err(Reason::NoSuchPod);
@@ -486,6 +535,6 @@ impl Worker {
             return r.map(Out::Port);
         }
         self.counters.decapsulated += 1;
-        self.to_pod(snap, dst, buf)
+        self.toward_pod(snap, now, dst, buf)
     }
 }

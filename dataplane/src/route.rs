@@ -157,6 +157,8 @@ pub struct Snapshot {
     by_ip: AddrMap<usize>,
     /// Local pods -> the worker that owns their port.
     pod_workers: AddrMap<u8>,
+    /// Services (shared between snapshots until they change).
+    pub services: Arc<lb::ServiceTable>,
 }
 
 impl Snapshot {
@@ -180,6 +182,7 @@ impl Snapshot {
             by_cidr: Lpm::default(),
             by_ip: AddrMap::default(),
             pod_workers: AddrMap::default(),
+            services: Arc::default(),
         };
         for spec in peers {
             if spec.ip == s.node.ip {
@@ -209,6 +212,12 @@ impl Snapshot {
             });
         }
         s
+    }
+
+    /// The same snapshot with `services`.
+    pub fn with_services(mut self, services: Arc<lb::ServiceTable>) -> Self {
+        self.services = services;
+        self
     }
 
     /// Where `dst` goes.

@@ -58,6 +58,9 @@ pub enum Handoff {
     /// A frame from the uplink answering one of our masqueraded flows:
     /// process it as if our uplink queue had received it.
     Uplink,
+    /// A pod's packet to the gateway address answering a service flow we
+    /// masqueraded (the port is from our slice).
+    Masqueraded,
 }
 
 /// The channels joining a worker to the others: frames handed over
@@ -175,6 +178,8 @@ pub struct Worker {
     pool: Vec<Buf>,
     rx: Vec<Buf>,
     pub(crate) ct: Conntrack,
+    /// Session affinity bindings of the service flows started here.
+    pub(crate) affinity: lb::AffinityTable,
     /// Counters.
     pub counters: Counters,
 }
@@ -198,6 +203,7 @@ impl Worker {
             pool: (0..buffers.max(BURST)).map(|_| Buf::new()).collect(),
             rx: Vec::with_capacity(BURST),
             ct: Conntrack::new(ct, snat),
+            affinity: lb::AffinityTable::new(crate::services::AFFINITY_ENTRIES),
             counters: Counters::default(),
         }
     }

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::maglev::mix;
-use crate::table::{Backend, PortId, ServiceTable, Verdict};
+use crate::table::{Backend, Flow, PortId, ServiceTable, Verdict};
 
 /// Slots probed per key.
 const PROBE: usize = 8;
@@ -130,13 +130,9 @@ impl ServiceTable {
         &self,
         affinity: &mut AffinityTable,
         now: Duration,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        proto: u8,
-        sport: u16,
-        dport: u16,
+        f: &Flow,
     ) -> Verdict {
-        let v = self.decide(src, dst, proto, sport, dport);
+        let v = self.decide(f);
         let Verdict::Dnat {
             port,
             backend,
@@ -148,19 +144,19 @@ impl ServiceTable {
         let Some(timeout) = self.port(port).and_then(|p| p.spec.affinity) else {
             return v;
         };
-        let crate::table::Lookup::Service(c) = self.lookup(src, dst, proto, dport) else {
+        let crate::table::Lookup::Service(c) = self.lookup(f.src, f.dst, f.proto, f.dport) else {
             return v;
         };
-        if let Some(b) = affinity.get(now, port, src, timeout)
+        if let Some(b) = affinity.get(now, port, f.src, timeout)
             && c.set.contains(b)
         {
             return Verdict::Dnat {
                 port,
                 backend: b,
-                masquerade: c.masquerade || b.ip == src,
+                masquerade: c.masquerade || b.ip == f.src,
             };
         }
-        affinity.set(now, port, src, backend);
+        affinity.set(now, port, f.src, backend);
         Verdict::Dnat {
             port,
             backend,

@@ -125,11 +125,12 @@ pub fn categorize(svc: &ServicePort, node: &str, zone: Option<&str>) -> Categori
     } else {
         Vec::new()
     };
+    let local_terminating = local_st && !local_ready;
     out.all = match &out.cluster {
         None => local.clone(),
         // Every ready endpoint is in the cluster set and the local set
         // holds only ready ones: the cluster set is the union.
-        Some(c) if mode == Topology::None && !(local_st && !local_ready) => c.clone(),
+        Some(c) if mode == Topology::None && !local_terminating => c.clone(),
         Some(c) => {
             let mut all = c.clone();
             all.extend(local.iter().filter(|i| !c.contains(i)));

@@ -37,4 +37,4 @@ pub mod table;
 
 pub use affinity::AffinityTable;
 pub use model::{Endpoint, NodeFacts, PortName, Proto, ServicePort};
-pub use table::{Backend, Choice, LbDrop, Lookup, PortId, ServiceTable, Verdict};
+pub use table::{Backend, Choice, Flow, LbDrop, LbReject, Lookup, PortId, ServiceTable, Verdict};

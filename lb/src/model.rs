@@ -169,9 +169,11 @@ impl ServicePort {
             || !self.load_balancer_ips.is_empty()
     }
 
-    /// kube-proxy's `UsesClusterEndpoints`.
+    /// kube-proxy's `UsesClusterEndpoints`: the internal policy is
+    /// Cluster, or the port takes external traffic at all (even under an
+    /// external Local policy, pods and the node reach every endpoint).
     pub fn uses_cluster_endpoints(&self) -> bool {
-        !self.internal_local || (self.externally_accessible() && !self.external_local)
+        !self.internal_local || self.externally_accessible()
     }
 
     /// kube-proxy's `UsesLocalEndpoints`.

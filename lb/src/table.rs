@@ -170,6 +170,13 @@ pub enum LbDrop {
 }
 
 impl LbDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [LbDrop; 3] = [
+        LbDrop::NoLocalEndpoints,
+        LbDrop::SourceRange,
+        LbDrop::UnallocatedClusterIp,
+    ];
+
     /// Counter name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -190,6 +197,9 @@ pub enum LbReject {
 }
 
 impl LbReject {
+    /// Every reason, in counter order.
+    pub const ALL: [LbReject; 2] = [LbReject::NoEndpoints, LbReject::UnservedPort];
+
     /// Counter name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -225,6 +235,21 @@ pub enum Lookup<'a> {
     Reject(LbReject),
     /// Drop.
     Drop(LbDrop),
+}
+
+/// A new flow's 5-tuple, as the first packet carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Source address (the client).
+    pub src: Ipv4Addr,
+    /// Destination address (the frontend).
+    pub dst: Ipv4Addr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
 }
 
 /// The verdict on the first packet of a flow.
@@ -292,6 +317,9 @@ struct Index {
     node_ports: FxHashMap<u32, PortId>,
     /// Allocated ClusterIPs, with how many ports hold each.
     cluster_ips: FxHashMap<u32, u32>,
+    /// Every frontend address (ClusterIPs, externalIPs, LB IPs), with how
+    /// many frontends hold each.
+    addrs: FxHashMap<u32, u32>,
     free: Vec<PortId>,
 }
 
@@ -370,6 +398,7 @@ impl ServiceTable {
                 let (fs, np) = frontends_of(id, &spec);
                 for (k, f) in fs {
                     i.frontends.insert(k, f);
+                    *i.addrs.entry((k >> 24) as u32).or_insert(0) += 1;
                 }
                 if let Some(n) = np {
                     i.node_ports.insert(n, id);
@@ -431,6 +460,20 @@ impl ServiceTable {
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether a packet to `dst` may concern a service: a frontend
+    /// address, an address in the service CIDRs, or a NodePort address
+    /// while NodePorts exist. Everything else skips the service lookup.
+    #[inline]
+    pub fn concerns(&self, dst: Ipv4Addr) -> bool {
+        let i = &self.index;
+        if i.by_name.is_empty() && self.facts.service_cidrs.is_empty() {
+            return false;
+        }
+        i.addrs.contains_key(&u32::from(dst))
+            || self.facts.service_cidrs.iter().any(|n| n.contains(&dst))
+            || (!i.node_ports.is_empty() && self.is_node(dst))
     }
 
     fn in_cluster(&self, ip: Ipv4Addr) -> bool {
@@ -511,23 +554,19 @@ impl ServiceTable {
     /// The verdict for a new flow: [`Self::lookup`], then the Maglev
     /// choice by the flow's 5-tuple hash, and hairpin masquerade.
     #[inline]
-    pub fn decide(
-        &self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        proto: u8,
-        sport: u16,
-        dport: u16,
-    ) -> Verdict {
-        match self.lookup(src, dst, proto, dport) {
+    pub fn decide(&self, f: &Flow) -> Verdict {
+        match self.lookup(f.src, f.dst, f.proto, f.dport) {
             Lookup::NotService => Verdict::NotService,
             Lookup::Reject(r) => Verdict::Reject(r),
             Lookup::Drop(d) => Verdict::Drop(d),
-            Lookup::Service(c) => match c.set.pick(flow_hash(src, dst, proto, sport, dport)) {
+            Lookup::Service(c) => match c
+                .set
+                .pick(flow_hash(f.src, f.dst, f.proto, f.sport, f.dport))
+            {
                 Some(backend) => Verdict::Dnat {
                     port: c.id,
                     backend,
-                    masquerade: c.masquerade || backend.ip == src,
+                    masquerade: c.masquerade || backend.ip == f.src,
                 },
                 None => Verdict::Reject(LbReject::NoEndpoints),
             },
@@ -540,6 +579,13 @@ fn unindex(i: &mut Index, id: PortId, s: &ServicePort) {
     for (k, _) in fs {
         if i.frontends.get(&k).is_some_and(|f| f.port == id) {
             i.frontends.remove(&k);
+            let a = (k >> 24) as u32;
+            if let Some(c) = i.addrs.get_mut(&a) {
+                *c = c.saturating_sub(1);
+                if *c == 0 {
+                    i.addrs.remove(&a);
+                }
+            }
         }
     }
     if let Some(n) = np

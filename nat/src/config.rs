@@ -144,6 +144,14 @@ pub struct SnatConfig {
     pub seed: u64,
 }
 
+/// The ports a service masquerade takes when no SNAT policy is configured
+/// (Linux's default `ip_local_port_range` upper part, as kube-proxy's
+/// `masquerade fully-random` would draw from).
+pub const SNAT_PORTS: PortRange = PortRange {
+    min: 61000,
+    max: 65535,
+};
+
 impl SnatConfig {
     /// A policy translating `pod_cidrs` to `snat_addr` except towards
     /// `no_nat_cidrs`, with the default ranges (ports 61000-65535, IDs all)

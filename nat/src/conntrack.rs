@@ -15,6 +15,7 @@ use encap::ip_proto;
 use crate::config::{ConntrackConfig, PortRange, SnatConfig};
 use crate::index::{Index, prefetch};
 use crate::packet::{Classified, Kind, OuterAddr, classify, rewrite, rewrite_icmp_error};
+use crate::service::{Nat, NoServices, Services};
 use crate::tcp::{self, Sender, TcpState, Transition};
 use crate::tuple::{Direction, Tuple};
 use crate::verdict::{Accepted, CtState, DropReason, Verdict};
@@ -50,6 +51,11 @@ pub struct Entry {
     expires_ms: u64,
     /// A packet in the reply direction has been seen.
     pub seen_reply: bool,
+    /// The service port the flow was balanced to ([`crate::Nat::service`];
+    /// 0: none).
+    pub service: u32,
+    /// The service generation it was made or last revalidated under.
+    service_gen: u32,
 }
 
 #[cfg(test)]
@@ -60,6 +66,8 @@ pub(crate) fn test_entry(orig: Tuple, reply: Tuple) -> Entry {
         proto: ProtoState::Udp,
         expires_ms: u64::MAX,
         seen_reply: false,
+        service: 0,
+        service_gen: 0,
     }
 }
 
@@ -104,6 +112,8 @@ pub struct Counters {
     pub expired: u64,
     /// Unreplied entries evicted to make room.
     pub early_dropped: u64,
+    /// UDP service entries removed because their backend stopped serving.
+    pub stale_removed: u64,
 }
 
 /// The connection tracker and NAT engine of one worker.
@@ -184,9 +194,41 @@ impl Conntrack {
 
     /// Tracks (and translates, with SNAT) the IPv4 packet in `pkt`.
     pub fn process(&mut self, now: Duration, pkt: &mut [u8], origin: Origin) -> Verdict {
+        self.process_with(now, pkt, origin, &mut NoServices)
+    }
+
+    /// [`process`](Self::process) with service NAT: a packet that would
+    /// create an entry asks `services` for its translation (DNAT to a
+    /// backend, masquerade) first; a UDP entry made under an older service
+    /// generation whose backend stopped serving is replaced by a new flow.
+    pub fn process_with<S: Services>(
+        &mut self,
+        now: Duration,
+        pkt: &mut [u8],
+        origin: Origin,
+        services: &mut S,
+    ) -> Verdict {
         let c = classify(pkt);
         let h = c.as_ref().map_or(0, |c| self.index.hash(&c.key()));
-        self.finish(now, pkt, origin, c, h)
+        self.finish(now, pkt, origin, c, h, services)
+    }
+
+    /// Reverse translation only: if `pkt` travels in the reply direction of
+    /// a translated entry (a backend answering a service flow, or an ICMP
+    /// error about one), tracks and translates it and returns the verdict;
+    /// otherwise leaves it untouched and returns `None`. Never creates an
+    /// entry. Workers call it where packets reach their pod, so replies are
+    /// un-DNATed on the worker holding the flow, whatever path they took.
+    pub fn reverse(&mut self, now: Duration, pkt: &mut [u8]) -> Option<Verdict> {
+        let c = classify(pkt).ok()?;
+        let key = c.key();
+        let h = self.index.hash(&key);
+        let (slot, dir) = self.index.get(&self.slots, &key, h)?;
+        let e = self.slots.get(slot as usize)?.as_ref()?;
+        if dir != Direction::Reply || !e.is_nat() || e.expires_ms <= ms(now) {
+            return None;
+        }
+        Some(self.finish(now, pkt, Origin::Uplink, Ok(c), h, &mut NoServices))
     }
 
     /// [`process`](Self::process) for a burst of packets from one origin,
@@ -234,7 +276,7 @@ impl Conntrack {
                 }
             }
             for ((p, v), (c, h)) in pc.iter_mut().zip(vc.iter_mut()).zip(prep) {
-                *v = self.finish(now, p.as_mut(), origin, c, h);
+                *v = self.finish(now, p.as_mut(), origin, c, h, &mut NoServices);
                 done += 1;
             }
         }
@@ -243,16 +285,18 @@ impl Conntrack {
 
     /// Tracks a classified packet whose lookup key hashes to `h`, and
     /// counts a drop.
-    fn finish(
+    fn finish<S: Services>(
         &mut self,
         now: Duration,
         pkt: &mut [u8],
         origin: Origin,
         c: Result<Classified, DropReason>,
         h: u64,
+        services: &mut S,
     ) -> Verdict {
-        match c.and_then(|c| self.track(now, pkt, origin, c, h)) {
-            Ok(a) => Verdict::Accept(a),
+        match c.and_then(|c| self.track(now, pkt, origin, c, h, services)) {
+            Ok(Some(a)) => Verdict::Accept(a),
+            Ok(None) => Verdict::Refused,
             Err(r) => {
                 if let Some(c) = self.counters.drops.get_mut(r as usize) {
                     *c += 1;
@@ -262,33 +306,48 @@ impl Conntrack {
         }
     }
 
-    /// `h` is the hash of `c.key()`.
-    fn track(
+    /// `h` is the hash of `c.key()`. `Ok(None)`: the service hook refused
+    /// the new flow.
+    fn track<S: Services>(
         &mut self,
         now: Duration,
         pkt: &mut [u8],
         origin: Origin,
         c: Classified,
         h: u64,
-    ) -> Result<Accepted, DropReason> {
+        services: &mut S,
+    ) -> Result<Option<Accepted>, DropReason> {
         if let Kind::IcmpError { quoted, quote_at } = c.kind {
-            return self.related(now, pkt, c.l4, quote_at, &quoted, h);
+            return self.related(now, pkt, c.l4, quote_at, &quoted, h).map(Some);
         }
-        let (slot, dir) = match self.find(now, &c.tuple, h) {
+        let found = match self.find(now, &c.tuple, h) {
+            Some((slot, dir)) if dir == Direction::Original => {
+                self.revalidate(slot, services).map(|_| (slot, dir))
+            }
+            other => other,
+        };
+        let (slot, dir) = match found {
             Some(found) => found,
             None => {
                 if origin == Origin::Uplink {
                     return Err(DropReason::NoEntry);
                 }
-                let slot = self.create(now, &c, h)?;
+                // Only what can create an entry asks the services.
+                if matches!(c.kind, Kind::IcmpEcho(false)) {
+                    return Err(DropReason::NoEntry);
+                }
+                let Some(nat) = services.new_flow(now, &c.tuple) else {
+                    return Ok(None);
+                };
+                let slot = self.create(now, &c, h, nat, services.generation())?;
                 let e = self.entry_mut(slot).ok_or(DropReason::NoEntry)?;
                 let target = e.reply.reversed();
                 rewrite(pkt, c.l4, &c.tuple, &target);
-                return Ok(Accepted {
+                return Ok(Some(Accepted {
                     state: CtState::New,
                     dir: Direction::Original,
                     translated: target != c.tuple,
-                });
+                }));
             }
         };
         // Disjoint borrows: the config is read while the entry is written
@@ -331,11 +390,30 @@ impl Conntrack {
             Direction::Reply => e.orig.reversed(),
         };
         rewrite(pkt, c.l4, &c.tuple, &target);
-        Ok(Accepted {
+        Ok(Some(Accepted {
             state: CtState::Established,
             dir,
             translated: target != c.tuple,
-        })
+        }))
+    }
+
+    /// A UDP service entry made under another service generation: kept
+    /// (and stamped with the current one) while its backend serves, removed
+    /// when it does not, so the packet starts a new flow to a live backend.
+    /// TCP entries are left to finish, as kube-proxy leaves them.
+    fn revalidate<S: Services>(&mut self, slot: u32, services: &mut S) -> Option<()> {
+        let current = services.generation();
+        let e = self.entry_mut(slot)?;
+        if e.service == 0 || e.service_gen == current || e.orig.proto != ip_proto::UDP {
+            return Some(());
+        }
+        if services.still_serves(e.service, (e.reply.src, e.reply.src_port)) {
+            e.service_gen = current;
+            return Some(());
+        }
+        self.remove(slot);
+        self.counters.stale_removed += 1;
+        None
     }
 
     /// An ICMP error: find the flow its quote belongs to and translate the
@@ -365,9 +443,21 @@ impl Conntrack {
         }
         let (to, outer) = match dir {
             // Towards the pod: the quote is our translated packet.
-            Direction::Reply => (e.orig, OuterAddr::Dst(e.orig.src)),
+            Direction::Reply => (
+                e.orig,
+                OuterAddr {
+                    src: (e.reply.src != e.orig.dst).then_some(e.orig.dst),
+                    dst: Some(e.orig.src),
+                },
+            ),
             // From the pod about a reply it received.
-            Direction::Original => (e.reply, OuterAddr::Src(e.reply.dst)),
+            Direction::Original => (
+                e.reply,
+                OuterAddr {
+                    src: Some(e.reply.dst),
+                    dst: (e.reply.src != e.orig.dst).then_some(e.reply.src),
+                },
+            ),
         };
         rewrite_icmp_error(pkt, l4, quote_at, quoted, &to, outer);
         Ok(Accepted {
@@ -399,7 +489,14 @@ impl Conntrack {
 
     /// Creates the entry for a new flow from a pod.
     /// `h` is the hash of `c.tuple`, which the caller found absent.
-    fn create(&mut self, now: Duration, c: &Classified, h: u64) -> Result<u32, DropReason> {
+    fn create(
+        &mut self,
+        now: Duration,
+        c: &Classified,
+        h: u64,
+        nat: Nat,
+        service_gen: u32,
+    ) -> Result<u32, DropReason> {
         let t = &self.cfg.timeouts;
         let (proto, timeout) = match c.kind {
             Kind::Tcp(seg) => {
@@ -420,8 +517,32 @@ impl Conntrack {
             Kind::Other => (ProtoState::Other, t.other),
         };
         let orig = c.tuple;
-        let reply = match self.snat.as_ref().filter(|s| s.applies(orig.src, orig.dst)) {
-            Some(s) => {
+        // The tuple after DNAT: what SNAT policy and allocation see.
+        let mut to = orig;
+        if let Some((addr, port)) = nat.dnat {
+            to.dst = addr;
+            if matches!(orig.proto, ip_proto::TCP | ip_proto::UDP) {
+                to.dst_port = port;
+            }
+        }
+        let masq = nat.masquerade.map(|addr| (addr, self.snat.as_ref()));
+        let reply = match (
+            masq,
+            self.snat.as_ref().filter(|s| s.applies(to.src, to.dst)),
+        ) {
+            (Some((addr, s)), _) => {
+                let range = s.map_or(crate::config::SNAT_PORTS, |s| {
+                    s.slice(if orig.proto == ip_proto::ICMP {
+                        s.icmp_ids
+                    } else {
+                        s.ports
+                    })
+                });
+                let probes = s.map_or(128, |s| s.max_probes);
+                self.allocate(&to, addr, range, true, probes)
+                    .ok_or(DropReason::PortExhausted)?
+            }
+            (None, Some(s)) => {
                 let (addr, range, random) = (
                     s.snat_addr,
                     s.slice(if orig.proto == ip_proto::ICMP {
@@ -432,15 +553,15 @@ impl Conntrack {
                     s.random_fully,
                 );
                 let probes = s.max_probes;
-                self.allocate(&orig, addr, range, random, probes)
+                self.allocate(&to, addr, range, random, probes)
                     .ok_or(DropReason::PortExhausted)?
             }
-            None => orig.reversed(),
+            (None, None) => to.reversed(),
         };
         // Allocation proved a translated reply tuple free. An untranslated
         // flow's reply tuple can still be another flow's original tuple
         // (both ends opening the same ports): refuse, as Linux does.
-        if reply == orig.reversed() && self.index.contains(&self.slots, &reply) {
+        if reply == to.reversed() && self.index.contains(&self.slots, &reply) {
             return Err(DropReason::PortExhausted);
         }
         if self.live >= self.cfg.max_entries && !self.early_drop(now) {
@@ -452,6 +573,8 @@ impl Conntrack {
             proto,
             expires_ms: ms(now.saturating_add(timeout)),
             seen_reply: false,
+            service: nat.service,
+            service_gen,
         };
         let slot = match self.free.pop() {
             Some(s) => {

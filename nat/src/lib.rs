@@ -34,12 +34,14 @@ mod conntrack;
 pub mod harness;
 mod index;
 mod packet;
+mod service;
 pub mod tcp;
 mod tuple;
 mod verdict;
 
 pub use config::{ConntrackConfig, PortRange, SnatConfig, Timeouts};
 pub use conntrack::{BURST, Conntrack, Counters, Entry, Origin, ProtoState};
+pub use service::{Nat, NoServices, Services};
 pub use tuple::{Direction, Tuple};
 pub use verdict::{Accepted, CtState, DropReason, Verdict};
 

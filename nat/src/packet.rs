@@ -200,9 +200,11 @@ pub(crate) fn rewrite_icmp_error(
 ) {
     // Outer header.
     let mut ip = Ipv4Packet::new_unchecked(&mut *pkt);
-    match outer {
-        OuterAddr::Src(a) => ip.set_src_addr(a),
-        OuterAddr::Dst(a) => ip.set_dst_addr(a),
+    if let Some(a) = outer.src {
+        ip.set_src_addr(a);
+    }
+    if let Some(a) = outer.dst {
+        ip.set_dst_addr(a);
     }
     let mut icmp_csum = be16(pkt, l4 + 2);
     let mut put16 = |pkt: &mut [u8], at: usize, new: u16| {
@@ -277,11 +279,13 @@ pub(crate) fn rewrite_icmp_error(
     }
 }
 
-/// Which outer address of an ICMP error to rewrite.
+/// The outer addresses of an ICMP error to rewrite (as Linux's
+/// `nf_nat_icmp_reply_translation`: the source where the flow was DNATed,
+/// the destination where it was SNATed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OuterAddr {
-    Src(std::net::Ipv4Addr),
-    Dst(std::net::Ipv4Addr),
+pub(crate) struct OuterAddr {
+    pub src: Option<std::net::Ipv4Addr>,
+    pub dst: Option<std::net::Ipv4Addr>,
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {

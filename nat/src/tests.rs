@@ -127,6 +127,7 @@ fn accept(v: Verdict) -> Accepted {
     match v {
         Verdict::Accept(a) => a,
         Verdict::Drop(r) => panic!("dropped: {r:?}"),
+        Verdict::Refused => panic!("refused without a service hook"),
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Verdict {
     Accept(Accepted),
     /// Drop it, counting the reason.
     Drop(DropReason),
+    /// The service hook ([`crate::Services::new_flow`]) refused the new
+    /// flow; the hook counts why (reject or drop). Not counted here.
+    Refused,
 }
 
 /// Why conntrack/NAT dropped a packet; each has a counter.

@@ -45,6 +45,7 @@ fn accepted(v: Verdict) -> nat::Accepted {
     match v {
         Verdict::Accept(a) => a,
         Verdict::Drop(r) => panic!("dropped: {r:?}"),
+        Verdict::Refused => panic!("refused without a service hook"),
     }
 }
 

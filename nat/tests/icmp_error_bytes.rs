@@ -37,6 +37,7 @@ fn accept(v: Verdict) -> nat::Accepted {
     match v {
         Verdict::Accept(a) => a,
         Verdict::Drop(r) => panic!("dropped: {r:?}"),
+        Verdict::Refused => panic!("refused without a service hook"),
     }
 }
 

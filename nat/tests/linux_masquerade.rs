@@ -313,6 +313,7 @@ impl System for Sluice {
                 Some(p)
             }
             Verdict::Drop(_) => None,
+            Verdict::Refused => unreachable!("no service hook here"),
         }
     }
 }
