@@ -1,9 +1,10 @@
-//! A fake Kubernetes API server for Node objects, over real HTTP on
-//! 127.0.0.1, close enough to the API-concepts document that the real
-//! `kube` client cannot tell: list (with `resourceVersion`, `limit` and
-//! `continue`), watch (chunked newline-delimited ADDED / MODIFIED / DELETED
-//! / BOOKMARK events from a resourceVersion, `timeoutSeconds`), get, and
-//! merge-patch of annotations. Knobs break it the ways real API servers
+//! A fake Kubernetes API server for Node, Service and EndpointSlice
+//! objects, over real HTTP on 127.0.0.1, close enough to the API-concepts
+//! document that the real `kube` client cannot tell: list (with
+//! `resourceVersion`, `limit` and `continue`), watch (chunked
+//! newline-delimited ADDED / MODIFIED / DELETED / BOOKMARK events from a
+//! resourceVersion, `timeoutSeconds`), and for Nodes get and merge-patch of
+//! annotations. All kinds share one resourceVersion sequence, as etcd's. Knobs break it the ways real API servers
 //! break: compacting history (watches from an old resourceVersion get a
 //! 410 Gone ERROR event, old `continue` tokens a 410), cutting open
 //! streams, stalling them (open but silent), and answering every request
@@ -23,16 +24,58 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+
+/// The kinds served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Node,
+    Service,
+    EndpointSlice,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Node => "Node",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            Kind::Node | Kind::Service => "v1",
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+        }
+    }
+}
+
+/// An object's key in the store: its kind, then namespace/name (or name).
+type Key = (Kind, String);
+
+fn key_of(kind: Kind, v: &Value) -> Key {
+    let m = v.get("metadata");
+    let name = m
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match m.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+        Some(ns) => (kind, format!("{ns}/{name}")),
+        None => (kind, name.to_string()),
+    }
+}
 
 #[derive(Debug, Default)]
 struct State {
     rv: u64,
-    nodes: BTreeMap<String, Node>,
-    /// (resourceVersion, event type, object) in order.
-    events: Vec<(u64, &'static str, Node)>,
+    objects: BTreeMap<Key, Value>,
+    /// (resourceVersion, event type, kind, object) in order.
+    events: Vec<(u64, &'static str, Kind, Value)>,
     /// Events at or below this resourceVersion are gone.
     compacted: u64,
     fail: Option<u16>,
@@ -98,9 +141,20 @@ fn status_response(code: u16, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn with_rv(mut n: Node, rv: u64) -> Node {
-    n.metadata.resource_version = Some(rv.to_string());
-    n
+fn with_rv(mut v: Value, kind: Kind, rv: u64) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("kind".into(), json!(kind.name()));
+        o.insert("apiVersion".into(), json!(kind.api_version()));
+        let m = o.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(m) = m.as_object_mut() {
+            m.insert("resourceVersion".into(), json!(rv.to_string()));
+        }
+    }
+    v
+}
+
+fn to_value(o: &impl Serialize) -> Value {
+    serde_json::to_value(o).unwrap_or(Value::Null)
 }
 
 impl FakeApi {
@@ -134,6 +188,11 @@ impl FakeApi {
                     let app = Router::new()
                         .route("/api/v1/nodes", get(nodes))
                         .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
+                        .route("/api/v1/services", get(services))
+                        .route(
+                            "/apis/discovery.k8s.io/v1/endpointslices",
+                            get(endpoint_slices),
+                        )
                         .with_state(s);
                     // No Nagle: a watch event is one small chunk, and Nagle
                     // plus the client's delayed ACK would hold it ~40 ms
@@ -182,37 +241,65 @@ users:
         std::fs::write(path, text)
     }
 
-    fn event(&self, kind: &'static str, n: Node) -> u64 {
+    /// Creates or replaces an object (ADDED or MODIFIED), or deletes the
+    /// stored one of its key; returns the new resourceVersion.
+    fn put(&self, kind: Kind, v: Value, delete: bool) -> u64 {
         let rv = self.shared.with(|s| {
             s.rv += 1;
             let rv = s.rv;
-            let name = n.metadata.name.clone().unwrap_or_default();
-            let n = with_rv(n, rv);
-            if kind == "DELETED" {
-                s.nodes.remove(&name);
+            let key = key_of(kind, &v);
+            let v = with_rv(v, kind, rv);
+            let ty = if delete {
+                s.objects.remove(&key);
+                "DELETED"
+            } else if s.objects.insert(key, v.clone()).is_some() {
+                "MODIFIED"
             } else {
-                s.nodes.insert(name, n.clone());
-            }
-            s.events.push((rv, kind, n));
+                "ADDED"
+            };
+            s.events.push((rv, ty, kind, v));
             rv
         });
         self.shared.changed.notify_waiters();
         rv
     }
 
+    fn delete(&self, kind: Kind, key: &str) -> Option<u64> {
+        let v = self
+            .shared
+            .with(|s| s.objects.get(&(kind, key.to_string())).cloned())?;
+        Some(self.put(kind, v, true))
+    }
+
     /// Creates or replaces a node (ADDED or MODIFIED); returns its
     /// resourceVersion.
     pub fn put_node(&self, n: Node) -> u64 {
-        let name = n.metadata.name.clone().unwrap_or_default();
-        let exists = self.shared.with(|s| s.nodes.contains_key(&name));
-        self.event(if exists { "MODIFIED" } else { "ADDED" }, n)
+        self.put(Kind::Node, to_value(&n), false)
     }
 
     /// Deletes a node.
     pub fn delete_node(&self, name: &str) {
-        if let Some(n) = self.shared.with(|s| s.nodes.get(name).cloned()) {
-            self.event("DELETED", n);
-        }
+        self.delete(Kind::Node, name);
+    }
+
+    /// Creates or replaces a Service; returns its resourceVersion.
+    pub fn put_service(&self, svc: Service) -> u64 {
+        self.put(Kind::Service, to_value(&svc), false)
+    }
+
+    /// Deletes a Service.
+    pub fn delete_service(&self, namespace: &str, name: &str) {
+        self.delete(Kind::Service, &format!("{namespace}/{name}"));
+    }
+
+    /// Creates or replaces an EndpointSlice; returns its resourceVersion.
+    pub fn put_endpoint_slice(&self, slice: EndpointSlice) -> u64 {
+        self.put(Kind::EndpointSlice, to_value(&slice), false)
+    }
+
+    /// Deletes an EndpointSlice.
+    pub fn delete_endpoint_slice(&self, namespace: &str, name: &str) {
+        self.delete(Kind::EndpointSlice, &format!("{namespace}/{name}"));
     }
 
     /// Deletes a node without recording an event a watch could see (it
@@ -220,7 +307,7 @@ users:
     pub fn delete_node_unseen(&self, name: &str) {
         self.shared.with(|s| {
             s.rv += 1;
-            s.nodes.remove(name);
+            s.objects.remove(&(Kind::Node, name.to_string()));
             s.compacted = s.rv;
             s.events.clear();
         });
@@ -228,7 +315,11 @@ users:
 
     /// A node as stored.
     pub fn node(&self, name: &str) -> Option<Node> {
-        self.shared.with(|s| s.nodes.get(name).cloned())
+        self.shared.with(|s| {
+            s.objects
+                .get(&(Kind::Node, name.to_string()))
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+        })
     }
 
     /// Drops the event history: a watch resuming from any older
@@ -301,12 +392,30 @@ async fn nodes(
     AxState(s): AxState<Arc<Shared>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
+    list_or_watch(Kind::Node, s, q)
+}
+
+async fn services(
+    AxState(s): AxState<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_or_watch(Kind::Service, s, q)
+}
+
+async fn endpoint_slices(
+    AxState(s): AxState<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_or_watch(Kind::EndpointSlice, s, q)
+}
+
+fn list_or_watch(kind: Kind, s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
     if let Some(r) = failing(&s) {
         return r;
     }
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     if watch {
-        return watch_nodes(s, q);
+        return watch_kind(kind, s, q);
     }
     // List, paginated by name.
     let limit: usize = q
@@ -332,27 +441,26 @@ async fn nodes(
             }
             None => (st.rv, None),
         };
-        let items: Vec<&Node> = st
-            .nodes
+        let items: Vec<(&String, &Value)> = st
+            .objects
             .iter()
-            .filter(|(name, _)| after.as_ref().is_none_or(|a| name.as_str() > a.as_str()))
-            .map(|(_, n)| n)
+            .filter(|((k, name), _)| {
+                *k == kind && after.as_ref().is_none_or(|a| name.as_str() > a.as_str())
+            })
+            .map(|((_, name), v)| (name, v))
             .collect();
-        let page: Vec<Value> = items
-            .iter()
-            .take(limit)
-            .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
-            .collect();
+        let page: Vec<Value> = items.iter().take(limit).map(|(_, v)| (*v).clone()).collect();
         let mut meta = json!({ "resourceVersion": list_rv.to_string() });
         if items.len() > limit
-            && let Some(last) = items.get(limit - 1).and_then(|n| n.metadata.name.clone())
+            && let Some(last) = items.get(limit - 1).map(|(name, _)| (*name).clone())
             && let Some(m) = meta.as_object_mut()
         {
             m.insert("continue".into(), json!(format!("{list_rv}/{last}")));
             m.insert("remainingItemCount".into(), json!(items.len() - limit));
         }
         let body = json!({
-            "apiVersion": "v1", "kind": "NodeList", "metadata": meta, "items": page
+            "apiVersion": kind.api_version(), "kind": format!("{}List", kind.name()),
+            "metadata": meta, "items": page
         });
         ([("content-type", "application/json")], body.to_string()).into_response()
     })
@@ -364,7 +472,7 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(v)
 }
 
-fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
+fn watch_kind(kind: Kind, s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
     let from: Option<u64> = q
         .get("resourceVersion")
         .filter(|v| !v.is_empty() && v.as_str() != "0")
@@ -388,9 +496,10 @@ fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
             // No resourceVersion: synthetic ADDED for everything, then on.
             None => (
                 st.rv,
-                st.nodes
-                    .values()
-                    .map(|n| line("ADDED", &serde_json::to_value(n).unwrap_or(Value::Null)))
+                st.objects
+                    .iter()
+                    .filter(|((k, _), _)| *k == kind)
+                    .map(|(_, v)| line("ADDED", v))
                     .collect(),
             ),
         });
@@ -411,11 +520,11 @@ fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
         let started = tokio::time::Instant::now();
         loop {
             let (stall, cut, behind, pending, rv) = s.with(|st| {
-                let pending: Vec<(u64, &'static str, Node)> = st
+                let pending: Vec<(u64, &'static str, Value)> = st
                     .events
                     .iter()
-                    .filter(|(rv, _, _)| *rv > sent_rv)
-                    .cloned()
+                    .filter(|(rv, _, k, _)| *rv > sent_rv && *k == kind)
+                    .map(|(rv, t, _, v)| (*rv, *t, v.clone()))
                     .collect();
                 (
                     id <= st.stalled_upto,
@@ -441,9 +550,8 @@ fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
                 return;
             }
             if !stall {
-                for (rv, kind, n) in pending {
-                    let obj = serde_json::to_value(&n).unwrap_or(Value::Null);
-                    if tx.send(line(kind, &obj)).await.is_err() {
+                for (rv, ty, obj) in pending {
+                    if tx.send(line(ty, &obj)).await.is_err() {
                         return;
                     }
                     sent_rv = rv;
@@ -458,7 +566,7 @@ fn watch_nodes(s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {
                     if bookmarks && !stall {
                         let bm = json!({
-                            "kind": "Node", "apiVersion": "v1",
+                            "kind": kind.name(), "apiVersion": kind.api_version(),
                             "metadata": { "resourceVersion": rv.max(sent_rv).to_string() }
                         });
                         if tx.send(line("BOOKMARK", &bm)).await.is_err() {
@@ -479,13 +587,9 @@ async fn get_node(AxState(s): AxState<Arc<Shared>>, UrlPath(name): UrlPath<Strin
     }
     match s.with(|st| {
         st.gets += 1;
-        st.nodes.get(&name).cloned()
+        st.objects.get(&(Kind::Node, name.clone())).cloned()
     }) {
-        Some(n) => (
-            [("content-type", "application/json")],
-            serde_json::to_string(&n).unwrap_or_default(),
-        )
-            .into_response(),
+        Some(n) => ([("content-type", "application/json")], n.to_string()).into_response(),
         None => status_response(404, "NotFound", &format!("nodes \"{name}\" not found")),
     }
 }
@@ -520,7 +624,8 @@ async fn patch_node(
     }
     let updated = s.with(|st| {
         st.patches += 1;
-        let n = st.nodes.get_mut(&name)?;
+        let v = st.objects.get(&(Kind::Node, name.clone()))?;
+        let mut n: Node = serde_json::from_value(v.clone()).ok()?;
         let a = n.metadata.annotations.get_or_insert_with(BTreeMap::new);
         for (k, v) in ann {
             match v.as_str() {
@@ -534,18 +639,14 @@ async fn patch_node(
         }
         st.rv += 1;
         let rv = st.rv;
-        n.metadata.resource_version = Some(rv.to_string());
-        let n = n.clone();
-        st.events.push((rv, "MODIFIED", n.clone()));
-        Some(n)
+        let v = with_rv(to_value(&n), Kind::Node, rv);
+        st.objects.insert((Kind::Node, name.clone()), v.clone());
+        st.events.push((rv, "MODIFIED", Kind::Node, v.clone()));
+        Some(v)
     });
     s.changed.notify_waiters();
     match updated {
-        Some(n) => (
-            [("content-type", "application/json")],
-            serde_json::to_string(&n).unwrap_or_default(),
-        )
-            .into_response(),
+        Some(n) => ([("content-type", "application/json")], n.to_string()).into_response(),
         None => status_response(404, "NotFound", &format!("nodes \"{name}\" not found")),
     }
 }

@@ -141,7 +141,7 @@ pub fn build_view(
     (view, problems)
 }
 
-async fn client(cfg: &SyncConfig) -> Result<Client, String> {
+pub(crate) async fn client(cfg: &SyncConfig) -> Result<Client, String> {
     let config = match &cfg.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)

@@ -16,10 +16,13 @@
     )
 )]
 
+pub mod cluster_file;
 pub mod cni;
 #[cfg(feature = "fake-apiserver")]
 pub mod fakeapi;
 pub mod kube_sync;
 pub mod node;
+pub mod service_sync;
+pub mod services;
 pub mod static_file;
 pub mod view;
