@@ -103,8 +103,16 @@ pub fn spawn(
     })
 }
 
-/// One event of either watch.
+/// One event of either watch (boxed: a Service is large, and this is the
+/// control thread).
 enum Ev {
+    Svc(Box<Result<Event<Service>, watcher::Error>>),
+    Slice(Box<Result<Event<EndpointSlice>, watcher::Error>>),
+}
+
+/// An unboxed event (short-lived, on the stack of the control thread).
+#[allow(clippy::large_enum_variant, reason = "one at a time, never stored")]
+enum Kind {
     Svc(Result<Event<Service>, watcher::Error>),
     Slice(Result<Event<EndpointSlice>, watcher::Error>),
 }
@@ -139,10 +147,10 @@ async fn run(
     let wcfg = watcher::Config::default().timeout(cfg.watch_timeout_secs);
     let svcs = watcher::watcher(Api::<Service>::all(client.clone()), wcfg.clone())
         .default_backoff()
-        .map(Ev::Svc);
+        .map(|e| Ev::Svc(Box::new(e)));
     let slices = watcher::watcher(Api::<EndpointSlice>::all(client), wcfg)
         .default_backoff()
-        .map(Ev::Slice);
+        .map(|e| Ev::Slice(Box::new(e)));
     let mut stream = futures::stream::select(svcs, slices).boxed();
     let mut cache = ServiceCache::new(&cfg.node_name);
     let (mut init_svc, mut init_slices): (Option<Vec<Service>>, Option<Vec<EndpointSlice>>) =
@@ -150,8 +158,13 @@ async fn run(
     let mut listed = (false, false);
     let mut published = false;
     while let Some(ev) = stream.next().await {
+        // Service events as `Kind::Svc`, slice events as `Kind::Slice`.
+        let ev = match ev {
+            Ev::Svc(b) => Kind::Svc(*b),
+            Ev::Slice(b) => Kind::Slice(*b),
+        };
         let update = match ev {
-            Ev::Svc(Err(e)) | Ev::Slice(Err(e)) => {
+            Kind::Svc(Err(e)) | Kind::Slice(Err(e)) => {
                 tracing::warn!("watching services: {e}; keeping the last table, retrying");
                 set(&status, |s| {
                     s.in_sync = false;
@@ -160,38 +173,38 @@ async fn run(
                 });
                 continue;
             }
-            Ev::Svc(Ok(Event::Init)) => {
+            Kind::Svc(Ok(Event::Init)) => {
                 init_svc = Some(Vec::new());
                 continue;
             }
-            Ev::Svc(Ok(Event::InitApply(o))) => {
+            Kind::Svc(Ok(Event::InitApply(o))) => {
                 if let Some(v) = init_svc.as_mut() {
                     v.push(o);
                 }
                 continue;
             }
-            Ev::Svc(Ok(Event::InitDone)) => {
+            Kind::Svc(Ok(Event::InitDone)) => {
                 listed.0 = true;
                 cache.replace_services(init_svc.take().unwrap_or_default())
             }
-            Ev::Svc(Ok(Event::Apply(o))) => cache.apply_service(o),
-            Ev::Svc(Ok(Event::Delete(o))) => cache.delete_service(&key(&o.metadata)),
-            Ev::Slice(Ok(Event::Init)) => {
+            Kind::Svc(Ok(Event::Apply(o))) => cache.apply_service(o),
+            Kind::Svc(Ok(Event::Delete(o))) => cache.delete_service(&key(&o.metadata)),
+            Kind::Slice(Ok(Event::Init)) => {
                 init_slices = Some(Vec::new());
                 continue;
             }
-            Ev::Slice(Ok(Event::InitApply(o))) => {
+            Kind::Slice(Ok(Event::InitApply(o))) => {
                 if let Some(v) = init_slices.as_mut() {
                     v.push(o);
                 }
                 continue;
             }
-            Ev::Slice(Ok(Event::InitDone)) => {
+            Kind::Slice(Ok(Event::InitDone)) => {
                 listed.1 = true;
                 cache.replace_slices(init_slices.take().unwrap_or_default())
             }
-            Ev::Slice(Ok(Event::Apply(o))) => cache.apply_slice(o),
-            Ev::Slice(Ok(Event::Delete(o))) => cache.delete_slice(&key(&o.metadata)),
+            Kind::Slice(Ok(Event::Apply(o))) => cache.apply_slice(o),
+            Kind::Slice(Ok(Event::Delete(o))) => cache.delete_slice(&key(&o.metadata)),
         };
         // Until both kinds are listed, a service would be published with
         // no endpoints (a reject) for a moment: wait for both, then publish

@@ -203,7 +203,7 @@ fn external_fields_policies_and_affinity() {
 fn the_cache_updates_only_what_changed() {
     let mut c = ServiceCache::new("node-1");
     let mut table = ServiceTable::default();
-    let mut apply = |t: &mut ServiceTable, u: Update| *t = t.update(u.upserts, &u.removes);
+    let apply = |t: &mut ServiceTable, u: Update| *t = t.update(u.upserts, &u.removes);
     let u = c.apply_service(dns_service());
     assert_eq!(u.upserts.len(), 3);
     apply(&mut table, u);
