@@ -1,0 +1,310 @@
+//! Pods: how they are recorded on disk, created (veth pairs) and attached
+//! to a worker.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use encap::MacAddr;
+
+use super::{Attached, Cmd, Ctx};
+use crate::config::Config;
+use crate::netns;
+use crate::port::Port;
+use crate::port::tun::TunPort;
+use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
+use crate::shaper::PodLimits;
+
+/// How a pod is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodKind {
+    /// A TUN device in the pod (IP packets, no ARP).
+    Tun,
+    /// A veth pair; Sluice reads the host end through AF_XDP and answers
+    /// the pod's ARP.
+    Veth,
+}
+
+impl PodKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PodKind::Tun => "tun",
+            PodKind::Veth => "veth",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<PodKind> {
+        match s {
+            "tun" => Some(PodKind::Tun),
+            "veth" => Some(PodKind::Veth),
+            _ => None,
+        }
+    }
+}
+
+/// A pod as recorded on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRecord {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Its network namespace path.
+    pub netns: PathBuf,
+    /// How it is attached.
+    pub kind: PodKind,
+    /// The interface's name inside the pod (CNI_IFNAME; default eth0).
+    pub ifname: String,
+    /// Its rate limits (the bandwidth annotations).
+    pub limits: PodLimits,
+}
+
+/// Whether Linux accepts `s` as an interface name (`dev_valid_name`).
+pub(super) fn valid_ifname(s: &str) -> bool {
+    (1..16).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+}
+
+/// The host end of a veth pod's pair.
+pub(super) fn veth_host_name(ip: Ipv4Addr) -> String {
+    let [_, _, c, d] = ip.octets();
+    format!("slp-{c}-{d}")
+}
+
+/// `ip link set DEV netns X` takes a name under /var/run/netns or a PID.
+pub(super) fn netns_arg(path: &Path) -> Result<String, String> {
+    let s = path.to_string_lossy();
+    for dir in ["/var/run/netns/", "/run/netns/"] {
+        if let Some(name) = s.strip_prefix(dir) {
+            return Ok(name.to_string());
+        }
+    }
+    if let Some(pid) = s
+        .strip_prefix("/proc/")
+        .and_then(|r| r.strip_suffix("/ns/net"))
+    {
+        return Ok(pid.to_string());
+    }
+    Err(format!(
+        "{s}: a veth pod's netns must be /var/run/netns/NAME or /proc/PID/ns/net"
+    ))
+}
+
+/// Creates a veth pod: the pair, the pod end as `eth0` with `ip/32`, the
+/// MTU and a default route via the gateway; the host end steered entirely
+/// to an AF_XDP socket. Returns the port and the pod's MAC.
+pub(super) fn create_veth_pod(
+    p: &PodRecord,
+    gateway: Ipv4Addr,
+    mtu: u16,
+) -> std::io::Result<(XdpPort, MacAddr)> {
+    let host = veth_host_name(p.ip);
+    let tmp = format!("{host}p");
+    let ns = netns_arg(&p.netns).map_err(std::io::Error::other)?;
+    let _ = netns::cmd(&["ip", "link", "del", &host]);
+    let mtu_s = mtu.to_string();
+    netns::cmd(&[
+        "ip", "link", "add", &host, "mtu", &mtu_s, "type", "veth", "peer", "name", &tmp, "mtu",
+        &mtu_s,
+    ])?;
+    netns::cmd(&["ip", "link", "set", &tmp, "netns", &ns])?;
+    netns::cmd(&["ip", "link", "set", &host, "up"])?;
+    let (ip, gw, ifname) = (p.ip, gateway, p.ifname.clone());
+    let mac = netns::run_in(&p.netns, move || {
+        let dev = ifname.as_str();
+        netns::cmd(&["ip", "link", "set", &tmp, "name", dev])?;
+        netns::cmd(&["ip", "addr", "add", &format!("{ip}/32"), "dev", dev])?;
+        netns::cmd(&["ip", "link", "set", "lo", "up"])?;
+        netns::cmd(&["ip", "link", "set", dev, "up"])?;
+        netns::cmd(&[
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            &gw.to_string(),
+            "dev",
+            dev,
+            "onlink",
+        ])?;
+        // Frames reach AF_XDP (copy mode) as the pod's kernel left them: a
+        // TCP/UDP checksum left for offload would never be finished.
+        netns::cmd(&["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
+        // Not /sys/class/net: sysfs shows the namespace of whoever mounted
+        // it, and this thread only joined the pod's.
+        let out = std::process::Command::new("ip")
+            .args(["-br", "link", "show", "dev", dev])
+            .output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .and_then(|m| m.parse::<MacAddr>().ok())
+            .ok_or_else(|| std::io::Error::other("pod MAC"))
+    })?;
+    let prog = SteerProgram::attach(&host, SteerConfig::all())?;
+    let port = XdpPort::open(&host, 0, Some(Arc::new(prog)))?;
+    Ok((port, mac))
+}
+
+pub(super) fn pods_dir(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("pods")
+}
+
+pub(super) fn save_pod(cfg: &Config, p: &PodRecord) {
+    let dir = pods_dir(cfg);
+    let _ = std::fs::create_dir_all(&dir);
+    let tmp = dir.join(format!(".{}", p.ip));
+    let body = format!(
+        "{}\n{}\n{}\n{}\n{}\n{}\n",
+        p.name,
+        p.ip,
+        p.netns.display(),
+        p.kind.as_str(),
+        p.ifname,
+        p.limits
+    );
+    if std::fs::write(&tmp, body).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(p.ip.to_string()));
+    }
+}
+
+pub(super) fn load_pods(cfg: &Config) -> Vec<PodRecord> {
+    let Ok(rd) = std::fs::read_dir(pods_dir(cfg)) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let t = std::fs::read_to_string(e.path()).ok()?;
+            let mut l = t.lines();
+            Some(PodRecord {
+                name: l.next()?.to_string(),
+                ip: l.next()?.parse().ok()?,
+                netns: PathBuf::from(l.next()?),
+                kind: l.next().and_then(PodKind::parse).unwrap_or(PodKind::Tun),
+                ifname: l.next().unwrap_or("eth0").to_string(),
+                // A record that cannot be read back is not re-attached
+                // unlimited.
+                limits: PodLimits::parse(l.next().unwrap_or("").split_whitespace()).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Attaches pod `p` (or finds it attached); returns what `pods add`
+/// answers about its links.
+pub(super) fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<String, String> {
+    let (mtu, cidr, cfg) = {
+        let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
+        (
+            ctl.cfg
+                .uplink_mtu
+                .saturating_sub(encap::vxlan::OVERHEAD as u16),
+            ctl.cfg.pod_cidr,
+            ctl.cfg.clone(),
+        )
+    };
+    if !cidr.contains(&p.ip) || p.ip == cfg.gateway_ip() || p.ip == cidr.network() {
+        return Err(format!("{} is not a pod address in {cidr}", p.ip));
+    }
+    // One address, one pod: a second ADD for the same pod is a no-op, and
+    // an address another pod holds is refused (whatever the IPAM said).
+    if let Some(held) = ctx
+        .control
+        .lock()
+        .map_err(|_| "control state poisoned")?
+        .pods
+        .get(&p.ip)
+    {
+        if held.rec == *p {
+            return Ok(held.links.clone());
+        }
+        return Err(if held.rec.name == p.name {
+            format!(
+                "pod {} is already attached at {} with other settings; delete it first",
+                p.name, p.ip
+            )
+        } else {
+            format!("{} is already attached to pod {}", p.ip, held.rec.name)
+        });
+    }
+    let (port, mac): (Box<dyn Port>, Option<MacAddr>) = match p.kind {
+        PodKind::Tun => (
+            Box::new(
+                TunPort::create(&p.netns, &p.ifname, p.ip, mtu, cfg.tun_offload).map_err(|e| {
+                    format!(
+                        "creating TUN device {} in {}: {e}",
+                        p.ifname,
+                        p.netns.display()
+                    )
+                })?,
+            ),
+            None,
+        ),
+        PodKind::Veth => {
+            let (port, mac) = create_veth_pod(p, cfg.gateway_ip(), mtu)
+                .map_err(|e| format!("creating veth {} in {}: {e}", p.ifname, p.netns.display()))?;
+            (Box::new(port), Some(mac))
+        }
+    };
+    let links = match (mac, port.mac()) {
+        (Some(pod), Some(host)) => format!(
+            "mac {pod}\nhost_interface {} {host}\n",
+            veth_host_name(p.ip)
+        ),
+        _ => String::new(),
+    };
+    // Spread pods over the workers: the one with the fewest.
+    let worker = {
+        let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
+        let mut load = vec![0usize; ctx.cmds.len()];
+        for (ip, a) in &ctl.pods {
+            if *ip != p.ip
+                && let Some(l) = load.get_mut(usize::from(a.worker))
+            {
+                *l += 1;
+            }
+        }
+        load.iter()
+            .enumerate()
+            .min_by_key(|(_, l)| **l)
+            .map_or(0, |(i, _)| i as u8)
+    };
+    // A pod attached again (restart, repeated ADD) leaves its old worker.
+    for (i, tx) in ctx.cmds.iter().enumerate() {
+        if i != usize::from(worker) {
+            let (rtx, _rrx) = crossbeam_channel::bounded(1);
+            let _ = tx.send(Cmd::DelPod {
+                ip: p.ip,
+                reply: rtx,
+            });
+        }
+    }
+    ctx.cmds
+        .get(usize::from(worker))
+        .ok_or("no worker")?
+        .send(Cmd::AddPod {
+            name: p.name.clone(),
+            ip: p.ip,
+            mac,
+            port,
+            limits: p.limits,
+        })
+        .map_err(|_| "worker stopped")?;
+    save_pod(&cfg, p);
+    if let Ok(mut ctl) = ctx.control.lock() {
+        ctl.pods.insert(
+            p.ip,
+            Attached {
+                rec: p.clone(),
+                worker,
+                links: links.clone(),
+            },
+        );
+        ctl.publish();
+    }
+    Ok(links)
+}
