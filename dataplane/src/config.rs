@@ -60,6 +60,19 @@ struct RawConfig {
     kubernetes: Option<RawKube>,
     #[serde(default)]
     peers_file: Option<String>,
+    #[serde(default)]
+    cluster_file: Option<String>,
+    #[serde(default)]
+    services: RawServices,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServices {
+    #[serde(default)]
+    cidrs: Vec<String>,
+    #[serde(default)]
+    node_ports: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +254,16 @@ pub struct Config {
     /// Peers from a YAML file, re-read when it changes (ctrl's static
     /// mode).
     pub peers_file: Option<PathBuf>,
+    /// Nodes, Services and EndpointSlices from a YAML file as kubectl
+    /// prints them (`cluster_file`), re-read when it changes.
+    pub cluster_file: Option<PathBuf>,
+    /// The service CIDRs (`services.cidrs`): routed to the host device so
+    /// the node's own clients reach Sluice's balancer; an address in them
+    /// that no service holds is dropped, as kube-proxy drops it.
+    pub service_cidrs: Vec<Ipv4Net>,
+    /// Serve NodePorts from outside (`services.node_ports`; else the
+    /// kernel and kube-proxy keep them).
+    pub node_ports: bool,
 }
 
 /// Replaces every `${NAME}` (NAME: letters, digits, `_`) with `env(NAME)`;
@@ -535,6 +558,47 @@ impl Config {
             Some(p) if p.is_empty() => return err("peers_file", "empty path"),
             Some(p) => Some(PathBuf::from(p)),
         };
+        let cluster_file = match &r.cluster_file {
+            None => None,
+            Some(_) if kubernetes.is_some() => {
+                return err(
+                    "cluster_file",
+                    "cluster_file and kubernetes are exclusive (the file is static mode)",
+                );
+            }
+            Some(_) if peers_file.is_some() => {
+                return err(
+                    "cluster_file",
+                    "cluster_file and peers_file are exclusive (the file's Nodes are the peers)",
+                );
+            }
+            Some(_) if !r.peers.is_empty() => {
+                return err(
+                    "cluster_file",
+                    "cluster_file and inline peers are exclusive",
+                );
+            }
+            Some(p) if p.is_empty() => return err("cluster_file", "empty path"),
+            Some(p) => Some(PathBuf::from(p)),
+        };
+        let mut service_cidrs = Vec::new();
+        for (i, c) in r.services.cidrs.iter().enumerate() {
+            let net = cidr(&format!("services.cidrs[{i}]"), c)?;
+            if net.contains(&pod_cidr) && !pod_cidr_from_api {
+                return err(
+                    format!("services.cidrs[{i}]"),
+                    format!("{net} holds this node's pod CIDR {pod_cidr}"),
+                );
+            }
+            service_cidrs.push(net);
+        }
+        if r.services.node_ports {
+            return err(
+                "services.node_ports",
+                "not supported yet: NodePorts from outside stay with the kernel (kube-proxy); \
+                 leave it false",
+            );
+        }
         let metrics = r.admin.metrics.as_deref().unwrap_or("127.0.0.1:9420");
         let metrics = metrics
             .parse()
@@ -572,6 +636,9 @@ impl Config {
             state_dir: PathBuf::from(r.admin.state_dir.as_deref().unwrap_or("/var/lib/sluice")),
             kubernetes,
             peers_file,
+            cluster_file,
+            service_cidrs,
+            node_ports: r.services.node_ports,
         })
     }
 

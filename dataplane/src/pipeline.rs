@@ -521,11 +521,12 @@ impl Worker {
         if !peer.spec.pod_cidrs.iter().any(|c| c.contains(&src)) {
             return Err(Reason::InnerSpoofed);
         }
-        // A remote backend answering a flow masqueraded to the gateway.
+        // A remote backend answering a service flow from the gateway
+        // address (the node's own clients, masqueraded ones): reversed
+        // here if this worker holds the flow, else on the gateway's worker
+        // at delivery.
         if dst == snap.node.gateway_ip && !snap.services.is_empty() {
-            if let Some(out) = self.services_egress(snap, now, None, Origin::Uplink, buf)? {
-                return Ok(out);
-            }
+            self.services_reverse(snap, now, buf)?;
             dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
         }
         if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {

@@ -42,8 +42,8 @@ struct Hooks<'a> {
     masquerade: Ipv4Addr,
     /// What the table said about a refused flow.
     refused: Option<lb::Verdict>,
-    /// A new flow was balanced.
-    balanced: bool,
+    /// A new flow was balanced to this service port.
+    balanced: Option<lb::PortId>,
 }
 
 impl Services for Hooks<'_> {
@@ -73,7 +73,7 @@ impl Services for Hooks<'_> {
                 backend,
                 masquerade,
             } => {
-                self.balanced = true;
+                self.balanced = Some(port);
                 Some(Nat {
                     dnat: Some((backend.ip, backend.port)),
                     masquerade: masquerade.then_some(self.masquerade),
@@ -121,7 +121,7 @@ impl Worker {
             affinity: &mut self.affinity,
             masquerade: snap.node.gateway_ip,
             refused: None,
-            balanced: false,
+            balanced: None,
         };
         let v = self
             .ct
@@ -129,7 +129,16 @@ impl Worker {
         let (refused, balanced) = (hooks.refused, hooks.balanced);
         match v {
             Verdict::Accept(a) => {
-                self.counters.svc_flows += u64::from(balanced);
+                if let Some(id) = balanced {
+                    self.counters.svc_flows += 1;
+                    let i = id as usize;
+                    if self.svc_hits.len() <= i {
+                        self.svc_hits.resize(i + 1, 0);
+                    }
+                    if let Some(h) = self.svc_hits.get_mut(i) {
+                        *h += 1;
+                    }
+                }
                 self.counters.svc_translated += u64::from(a.translated);
                 Ok(None)
             }

@@ -332,6 +332,52 @@ pub(crate) fn transport_ids(protocol: u8, l4: &[u8], v6: bool) -> QuotedL4 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each family's echo types, each guard at its edge: ports need 4
+    /// bytes, an echo identifier 6; ICMP is read only under IPv4 and
+    /// ICMPv6 only under IPv6.
+    #[test]
+    fn transport_ids_by_family_and_length() {
+        let echo4 = [8u8, 0, 0, 0, 0x12, 0x34];
+        let echo6 = [128u8, 0, 0, 0, 0x12, 0x34];
+        assert_eq!(
+            transport_ids(ip_proto::ICMP, &echo4, false),
+            QuotedL4::EchoId(0x1234)
+        );
+        assert_eq!(
+            transport_ids(ip_proto::ICMP, &echo4[..5], false),
+            QuotedL4::None
+        );
+        assert_eq!(transport_ids(ip_proto::ICMP, &echo4, true), QuotedL4::None);
+        assert_eq!(transport_ids(ip_proto::ICMP, &echo6, false), QuotedL4::None);
+        assert_eq!(
+            transport_ids(ip_proto::ICMPV6, &echo6, true),
+            QuotedL4::EchoId(0x1234)
+        );
+        assert_eq!(
+            transport_ids(ip_proto::ICMPV6, &echo6[..5], true),
+            QuotedL4::None
+        );
+        assert_eq!(
+            transport_ids(ip_proto::ICMPV6, &echo6, false),
+            QuotedL4::None
+        );
+        assert_eq!(
+            transport_ids(ip_proto::ICMPV6, &echo4, true),
+            QuotedL4::None
+        );
+        let ports = [0x9c, 0x40, 0, 53];
+        for p in [ip_proto::TCP, ip_proto::UDP] {
+            assert_eq!(
+                transport_ids(p, &ports, false),
+                QuotedL4::Ports {
+                    src: 40000,
+                    dst: 53
+                }
+            );
+            assert_eq!(transport_ids(p, &ports[..3], true), QuotedL4::None);
+        }
+    }
     use crate::ErrorKind;
     use std::net::Ipv4Addr;
 

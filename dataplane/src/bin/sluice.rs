@@ -56,6 +56,9 @@ enum Cmd {
     Routes,
     /// Tracked connections, like `conntrack -L`.
     Conntrack,
+    /// Services: frontends, backends with their conditions and the policy
+    /// that uses them, new flows per service port.
+    Services,
     /// Attach or detach pods.
     Pods {
         #[command(subcommand)]
@@ -199,6 +202,7 @@ fn main() -> ExitCode {
         Cmd::Status => admin(&cli.socket, "status"),
         Cmd::Routes => admin(&cli.socket, "routes"),
         Cmd::Conntrack => admin(&cli.socket, "conntrack"),
+        Cmd::Services => admin(&cli.socket, "services"),
         Cmd::Shutdown => admin(&cli.socket, "shutdown"),
         Cmd::Pods {
             op:

@@ -63,6 +63,14 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             }
             out
         }
+        ["services"] => {
+            let views: Vec<StatsView> = ctx
+                .stats
+                .iter()
+                .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
+                .collect();
+            super::services::listing(ctx, &views)
+        }
         ["status"] => {
             let (ready, text) = control_status(ctx);
             // What the CNI plugin needs: where pod addresses come from, the
@@ -238,7 +246,7 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             "ok\n".into()
         }
         _ => format!(
-            "error: unknown request {line:?}; try stats, status, routes, conntrack, {PODS_ADD}, pods del IP, peers add NAME IP MAC CIDR[,CIDR], peers del NAME, shutdown\n"
+            "error: unknown request {line:?}; try stats, status, routes, conntrack, services, {PODS_ADD}, pods del IP, peers add NAME IP MAC CIDR[,CIDR], peers del NAME, shutdown\n"
         ),
     }
 }

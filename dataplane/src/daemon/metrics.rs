@@ -110,6 +110,7 @@ fn metrics_text(ctx: &Ctx) -> String {
         "# HELP sluice_conntrack_entries Live conntrack entries.\n# TYPE sluice_conntrack_entries gauge\nsluice_conntrack_entries {}\n",
         s.conntrack_entries
     );
+    out += &super::services::metrics(ctx, &views);
     out
 }
 

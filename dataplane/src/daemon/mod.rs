@@ -37,6 +37,7 @@ use crate::{neigh, netns};
 mod admin;
 mod metrics;
 mod pods;
+mod services;
 
 use admin::admin_main;
 use metrics::metrics_main;
@@ -97,6 +98,8 @@ pub struct StatsView {
     pub pinned_core: Option<usize>,
     /// Snapshot generation it last used.
     pub generation: u64,
+    /// New flows balanced, by service port index.
+    pub svc_hits: Vec<u64>,
 }
 
 /// An attached pod.
@@ -124,6 +127,10 @@ struct Control {
     routes: Routes,
     /// When the current snapshot was published.
     published_at: Instant,
+    /// The service table the snapshots carry.
+    services: Arc<lb::ServiceTable>,
+    /// When it last changed.
+    services_at: Option<Instant>,
 }
 
 impl Control {
@@ -158,6 +165,7 @@ impl Control {
                     .flat_map(|w| [(self.cfg.gateway_ip(), w), (self.cfg.ip, w)]),
             ),
         )
+        .with_services(self.services.clone())
     }
 
     fn publish(&mut self) {
@@ -202,6 +210,10 @@ struct Ctx {
     sync: Mutex<Option<ctrl::kube_sync::SyncHandle>>,
     /// The peers-file watcher, when peers come from a file.
     file: Mutex<Option<ctrl::static_file::StaticHandle>>,
+    /// The cluster-file watcher (peers and services from one file).
+    cluster: Mutex<Option<ctrl::cluster_file::ClusterFileHandle>>,
+    /// The Services thread, when services come from the API.
+    svc_sync: Mutex<Option<ctrl::service_sync::ServiceSyncHandle>>,
 }
 
 /// A running daemon.
@@ -244,6 +256,10 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
         .map(ToString::to_string)
         .collect();
     nets.push(cfg.pod_cidr.to_string());
+    // The service CIDRs: the node's own clients (kubelet, hostNetwork
+    // pods) reach Sluice's balancer through here when no kube-proxy DNATs
+    // them first.
+    nets.extend(cfg.service_cidrs.iter().map(ToString::to_string));
     for n in nets {
         netns::cmd(&["ip", "route", "replace", &n, "dev", name])?;
     }
@@ -329,6 +345,8 @@ impl Daemon {
             host: None,
             generation: 0,
             published_at: Instant::now(),
+            services: Arc::new(lb::ServiceTable::new(services::facts(&cfg), [])),
+            services_at: None,
             routes: Routes::new(Snapshot::new(
                 0,
                 Node {
@@ -442,6 +460,8 @@ impl Daemon {
             started: Instant::now(),
             sync: Mutex::new(None),
             file: Mutex::new(None),
+            cluster: Mutex::new(None),
+            svc_sync: Mutex::new(None),
         });
         if let Some(path) = &cfg.peers_file {
             let weak = Arc::downgrade(&ctx);
@@ -460,6 +480,7 @@ impl Daemon {
                 *s = Some(handle);
             }
         }
+        services::start(&ctx, &cfg)?;
         // Pods served before a restart come back from the state directory.
         for p in load_pods(&cfg) {
             if p.netns.exists()
@@ -687,7 +708,9 @@ fn control_status(ctx: &Ctx) -> (bool, String) {
             st.last_sync.is_some()
         }
     };
-    (ready, text)
+    let (svc_ready, svc_text) = services::status(ctx);
+    text += &svc_text;
+    (ready && svc_ready.unwrap_or(true), text)
 }
 
 fn worker_main(
@@ -738,6 +761,7 @@ fn worker_main(
                 .collect();
             s.conntrack_entries = w.conntrack().len();
             s.nat_ports = w.conntrack().nat_ports_in_use();
+            s.svc_hits.clone_from(&w.svc_hits);
             s.pinned_core = pinned;
             last = Instant::now();
         }

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use crate::{daemon, netns};
 
+mod services;
+pub use services::{SERVICE_CIDR, service_checks};
+
 const NODES: [(&str, &str, &str, &str); 2] = [
     // (tag, uplink, node IP, pod CIDR)
     ("a", "up-a", "192.168.77.1", "10.244.1.0/24"),
@@ -54,6 +57,8 @@ pub struct Topology {
     b_kind: &'static str,
     /// Peers from this kubeconfig's API server instead of static config.
     kube: Option<PathBuf>,
+    /// Peers and Services from this cluster file (`cluster_file`).
+    cluster: Option<PathBuf>,
 }
 
 static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -72,6 +77,29 @@ impl Topology {
     /// oversubscribe them.
     pub fn build_with(sluice: &Path, workers_a: usize) -> io::Result<Topology> {
         Self::build_full(sluice, workers_a, None)
+    }
+
+    /// The demo's topology with Services: both nodes read one cluster file
+    /// (the Nodes, and the Services of [`services`]) instead of static
+    /// peers; node-a runs two workers.
+    pub fn build_services(sluice: &Path) -> io::Result<Topology> {
+        let mut t = Self::empty(2)?;
+        let path = t.dir.join("cluster.yaml");
+        std::fs::write(&path, services::cluster_yaml(&services::demo_services()))?;
+        t.cluster = Some(path);
+        build(&mut t, sluice)?;
+        Ok(t)
+    }
+
+    /// Rewrites the cluster file (both nodes reload it within a second).
+    pub fn write_cluster(&self, services: &[services::Svc]) -> io::Result<()> {
+        let path = self
+            .cluster
+            .as_ref()
+            .ok_or_else(|| io::Error::other("not a cluster-file topology"))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, services::cluster_yaml(services))?;
+        std::fs::rename(&tmp, path)
     }
 
     /// [`Topology::build_with`] with one worker per node and TUN pods on
@@ -120,6 +148,7 @@ impl Topology {
             workers_a: workers_a.clamp(1, 2),
             b_kind: "veth",
             kube: None,
+            cluster: None,
         })
     }
 
@@ -251,12 +280,15 @@ fn config(t: &Topology, i: usize, cores: &str) -> String {
     } else {
         format!("  pod_cidr: {cidr}\n")
     };
-    let source = if source.is_empty() {
-        format!(
+    let source = match (&t.cluster, source.is_empty()) {
+        (Some(path), _) => format!(
+            "cluster_file: {}\nservices:\n  cidrs: [{SERVICE_CIDR}]",
+            path.display()
+        ),
+        (None, true) => format!(
             "peers:\n  - name: node-{ptag}\n    ip: {pip}\n    vtep_mac: \"{pmac}\"\n    pod_cidrs: [{pcidr}]"
-        )
-    } else {
-        source
+        ),
+        (None, false) => source,
     };
     format!(
         "node:
@@ -442,7 +474,20 @@ pub fn tcp(
     addr: Ipv4Addr,
     n: usize,
 ) -> io::Result<(bool, Ipv4Addr, f64)> {
-    let l = netns::run_in(&t.ns_path(server), move || TcpListener::bind((addr, 5201)))?;
+    tcp_via(t, client, server, (addr, 5201), (addr, 5201), n)
+}
+
+/// [`tcp`] with the server listening on `bind` and the client connecting
+/// to `to` (a service address that leads there).
+pub fn tcp_via(
+    t: &Topology,
+    client: &str,
+    server: &str,
+    bind: (Ipv4Addr, u16),
+    to: (Ipv4Addr, u16),
+    n: usize,
+) -> io::Result<(bool, Ipv4Addr, f64)> {
+    let l = netns::run_in(&t.ns_path(server), move || TcpListener::bind(bind))?;
     let srv = std::thread::spawn(move || -> io::Result<(Vec<u8>, SocketAddr)> {
         let (mut s, peer) = l.accept()?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -454,7 +499,7 @@ pub fn tcp(
     let start = Instant::now();
     let d = data.clone();
     netns::run_in(&t.ns_path(client), move || {
-        let mut s = TcpStream::connect_timeout(&(addr, 5201).into(), Duration::from_secs(5))?;
+        let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
         s.set_write_timeout(Some(Duration::from_secs(30)))?;
         s.write_all(&d)?;
         s.shutdown(std::net::Shutdown::Write)
@@ -472,7 +517,19 @@ pub fn tcp(
 
 /// A UDP echo; returns the peer address the server saw.
 pub fn udp(t: &Topology, client: &str, server: &str, addr: Ipv4Addr) -> io::Result<Ipv4Addr> {
-    let s = netns::run_in(&t.ns_path(server), move || UdpSocket::bind((addr, 5300)))?;
+    udp_via(t, client, server, (addr, 5300), (addr, 5300))
+}
+
+/// [`udp`] with the server bound to `bind` and the client sending to `to`;
+/// the answer must come back from `to` (a service address is un-DNATed).
+pub fn udp_via(
+    t: &Topology,
+    client: &str,
+    server: &str,
+    bind: (Ipv4Addr, u16),
+    to: (Ipv4Addr, u16),
+) -> io::Result<Ipv4Addr> {
+    let s = netns::run_in(&t.ns_path(server), move || UdpSocket::bind(bind))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let echo = std::thread::spawn(move || -> io::Result<SocketAddr> {
         let mut b = [0u8; 2048];
@@ -485,10 +542,11 @@ pub fn udp(t: &Topology, client: &str, server: &str, addr: Ipv4Addr) -> io::Resu
         let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         c.set_read_timeout(Some(Duration::from_secs(3)))?;
         for _ in 0..3 {
-            c.send_to(&msg, (addr, 5300))?;
+            c.send_to(&msg, to)?;
             let mut b = [0u8; 2048];
-            if let Ok(n) = c.recv(&mut b)
+            if let Ok((n, from)) = c.recv_from(&mut b)
                 && b.get(..n) == Some(&msg[..])
+                && from == SocketAddr::from(to)
             {
                 return Ok(());
             }
@@ -512,7 +570,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn check(&mut self, ok: bool, what: String) {
+    /// Records a check and prints it.
+    pub fn check(&mut self, ok: bool, what: String) {
         println!("{} {what}", if ok { "PASS" } else { "FAIL" });
         self.lines.push((ok, what));
     }
@@ -615,8 +674,12 @@ pub fn run() -> io::Result<bool> {
     println!(
         "building: wire, node-a (TUN pods a1 a2), node-b (veth+AF_XDP pods b1 b2), external host"
     );
-    let t = Topology::build(&std::env::current_exe()?)?;
-    let s = checks(&t);
+    println!(
+        "services (one cluster file for both nodes): kube-dns 10.96.0.10:53 UDP+TCP on pod b1, an empty service 10.96.0.11:80"
+    );
+    let t = Topology::build_services(&std::env::current_exe()?)?;
+    let mut s = checks(&t);
+    service_checks(&t, &mut s);
     println!();
     for (i, sock) in t.sockets.iter().enumerate() {
         println!("node-{} counters:", NODES[i].0);
