@@ -6,10 +6,15 @@
 #[path = "../../encap/tests/support/mod.rs"]
 mod support;
 
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dataplane::daemon::request;
-use dataplane::demo::{self, Topology};
+use dataplane::demo::{self, Svc, Topology};
+use dataplane::netns;
 use support::require_root;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
@@ -62,4 +67,372 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not reached in 5 s");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+const A1: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const A2: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 3);
+const B1: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
+const B2: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 3);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
+
+/// A UDP server in `pod` on `bind` answering every datagram with the
+/// pod's name, until `stop` is set (bounded: at most 60 s).
+fn serve_udp(t: &Topology, pod: &'static str, bind: (Ipv4Addr, u16), stop: Arc<AtomicBool>) {
+    let s = netns::run_in(&t.ns_path(pod), move || UdpSocket::bind(bind)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut b = [0u8; 1500];
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            if let Ok((_, from)) = s.recv_from(&mut b) {
+                let _ = s.send_to(pod.as_bytes(), from);
+            }
+        }
+    });
+}
+
+/// One new flow from `pod` (a fresh socket) to `to`: who answered, from
+/// which address. `Err` on no answer or a refusal (ICMP port unreachable).
+fn ask(t: &Topology, pod: &str, to: (Ipv4Addr, u16)) -> std::io::Result<(String, SocketAddr)> {
+    netns::run_in(&t.ns_path(pod), move || {
+        let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        c.set_read_timeout(Some(Duration::from_millis(500)))?;
+        c.connect(to)?;
+        c.send(b"who")?;
+        let mut b = [0u8; 64];
+        let n = c.recv(&mut b)?;
+        Ok((
+            String::from_utf8_lossy(b.get(..n).unwrap_or_default()).into_owned(),
+            c.peer_addr()?,
+        ))
+    })
+}
+
+fn svc(name: &'static str, ports: Vec<(&'static str, &'static str, u16, u16)>) -> Svc {
+    Svc {
+        namespace: "e2e",
+        name,
+        ip: VIP,
+        ports,
+        endpoints: Vec::new(),
+        affinity_secs: None,
+    }
+}
+
+fn ready(ip: Ipv4Addr, node: &'static str) -> (Ipv4Addr, &'static str, bool, bool, bool) {
+    (ip, node, true, true, false)
+}
+
+/// Writes `services` (plus the demo's) and waits until both nodes list
+/// `expect_ports` service ports at a new table generation.
+fn publish(t: &Topology, services: Vec<Svc>) {
+    let gens: Vec<u64> = t.sockets.iter().map(|s| generation(s)).collect();
+    let mut all = demo::demo_services();
+    all.extend(services);
+    t.write_cluster(&all).unwrap();
+    for (s, g) in t.sockets.iter().zip(gens) {
+        wait_for("the new service table", || generation(s) > g);
+    }
+}
+
+fn generation(sock: &std::path::Path) -> u64 {
+    let st = request(sock, "status").unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("service_table_generation ")?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start() -> Option<Topology> {
+    if !require_root("services e2e") {
+        return None;
+    }
+    Some(Topology::build_services(std::path::Path::new(SLUICE)).expect("topology"))
+}
+
+/// e2e "should serve a basic endpoint from pods" and "should serve
+/// multiport endpoints from pods", and "should be able to handle large
+/// requests" across nodes; backends on both nodes all receive traffic.
+#[test]
+fn e2e_basic_and_multiport_endpoints_on_both_nodes() {
+    let Some(t) = start() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    for (pod, ip) in [("a2", A2), ("b1", B1), ("b2", B2)] {
+        serve_udp(&t, pod, (ip, 8080), stop.clone());
+        serve_udp(&t, pod, (ip, 8081), stop.clone());
+    }
+    let mut s = svc(
+        "multi",
+        vec![("p80", "UDP", 80, 8080), ("p81", "UDP", 81, 8081)],
+    );
+    s.endpoints = vec![
+        ready(A2, "node-a"),
+        ready(B1, "node-b"),
+        ready(B2, "node-b"),
+    ];
+    publish(&t, vec![s]);
+    for port in [80, 81] {
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..60 {
+            let (who, from) = ask(&t, "a1", (VIP, port)).expect("answered");
+            assert_eq!(from, SocketAddr::from((VIP, port)), "from the ClusterIP");
+            *seen.entry(who).or_insert(0) += 1;
+        }
+        assert_eq!(
+            seen.len(),
+            3,
+            "port {port}: every backend, both nodes: {seen:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// e2e "should be able to create a functioning service with the same port
+/// and different protocols": UDP 53 and TCP 53 on one ClusterIP reach
+/// different target ports.
+#[test]
+fn e2e_same_port_different_protocols() {
+    let Some(t) = start() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    serve_udp(&t, "b1", (B1, 5353), stop.clone());
+    let mut s = svc(
+        "dual",
+        vec![("dns", "UDP", 53, 5353), ("dns-tcp", "TCP", 53, 5354)],
+    );
+    s.endpoints = vec![ready(B1, "node-b")];
+    publish(&t, vec![s]);
+    assert_eq!(ask(&t, "a1", (VIP, 53)).expect("UDP").0, "b1");
+    let l = netns::run_in(&t.ns_path("b1"), || TcpListener::bind((B1, 5354))).unwrap();
+    let srv = std::thread::spawn(move || l.accept().map(|(_, peer)| peer));
+    netns::run_in(&t.ns_path("a1"), || {
+        TcpStream::connect_timeout(&SocketAddr::from((VIP, 53)), Duration::from_secs(3))
+    })
+    .expect("TCP 53 connects");
+    assert_eq!(srv.join().unwrap().unwrap().ip(), std::net::IpAddr::V4(A1));
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// e2e "should have session affinity work for service with type
+/// clusterIP", "... timeout work ..." and "should be able to switch
+/// session affinity for service with type clusterIP".
+#[test]
+fn e2e_session_affinity_holds_times_out_and_switches() {
+    let Some(t) = start() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    for (pod, ip) in [("a2", A2), ("b1", B1), ("b2", B2)] {
+        serve_udp(&t, pod, (ip, 8080), stop.clone());
+    }
+    let with = |affinity| {
+        let mut s = svc("sticky", vec![("p", "UDP", 80, 8080)]);
+        s.endpoints = vec![
+            ready(A2, "node-a"),
+            ready(B1, "node-b"),
+            ready(B2, "node-b"),
+        ];
+        s.affinity_secs = affinity;
+        s
+    };
+    let backends = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n)
+            .map(|_| ask(&t, "a1", (VIP, 80)).expect("answered").0)
+            .collect()
+    };
+    publish(&t, vec![with(Some(2))]);
+    let held = backends(100);
+    assert_eq!(held.len(), 1, "100 connections, one backend: {held:?}");
+    std::thread::sleep(Duration::from_millis(2500));
+    // After the timeout, new connections are balanced afresh (and bind
+    // again): over several timeouts more than one backend answers.
+    let mut after = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        after.extend(backends(1));
+        std::thread::sleep(Duration::from_millis(2100));
+    }
+    assert!(after.len() > 1, "affinity expired: {after:?}");
+    // Switched off: spread at once.
+    publish(&t, vec![with(None)]);
+    assert!(backends(30).len() > 1, "affinity off");
+    // Switched on again: held.
+    publish(&t, vec![with(Some(60))]);
+    assert_eq!(backends(30).len(), 1, "affinity on");
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// e2e "should preserve UDP traffic when server pod cycles for a
+/// ClusterIP service" and "should be rejected when no endpoints exist":
+/// one connected UDP socket sends every 100 ms while the service's only
+/// backend goes away (rejected while empty, not black-holed) and a new
+/// one comes (answered by the new backend within a datagram of the table
+/// update: no stale flow).
+#[test]
+fn e2e_udp_backend_scaled_to_zero_and_back() {
+    let Some(t) = start() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    serve_udp(&t, "b1", (B1, 8080), stop.clone());
+    serve_udp(&t, "b2", (B2, 8080), stop.clone());
+    let mut s = svc("cycle", vec![("p", "UDP", 80, 8080)]);
+    s.endpoints = vec![ready(B1, "node-b")];
+    publish(&t, vec![s.clone()]);
+    let client = netns::run_in(&t.ns_path("a1"), || {
+        let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        c.set_read_timeout(Some(Duration::from_millis(100)))?;
+        c.connect((VIP, 80))?;
+        Ok(c)
+    })
+    .unwrap();
+    // One datagram, 100 ms to answer: Ok(who), Err(refused), Err(timeout).
+    let tick = || -> Result<String, std::io::ErrorKind> {
+        let _ = client.send(b"tick");
+        let mut b = [0u8; 64];
+        match client.recv(&mut b) {
+            Ok(n) => Ok(String::from_utf8_lossy(&b[..n]).into_owned()),
+            Err(e) => {
+                std::thread::sleep(Duration::from_millis(20));
+                Err(e.kind())
+            }
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(tick(), Ok("b1".into()));
+    }
+    // Scale to zero: rejected (ECONNREFUSED on the connected socket).
+    s.endpoints.clear();
+    publish(&t, vec![s.clone()]);
+    let mut refused = 0;
+    for _ in 0..5 {
+        if tick() == Err(std::io::ErrorKind::ConnectionRefused) {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "rejected while empty ({refused} of 5)");
+    // Back with b2: the first datagram after the update is answered by b2.
+    s.endpoints = vec![ready(B2, "node-b")];
+    publish(&t, vec![s]);
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(tick());
+    }
+    assert_eq!(got.first(), Some(&Ok("b2".to_string())), "{got:?}");
+    assert!(got.iter().all(|g| g == &Ok("b2".to_string())), "{got:?}");
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// kube-proxy's terminating fallback (KEP-1669): a service whose only
+/// endpoints are serving and terminating still serves; one that is not
+/// serving is never used (rejected).
+#[test]
+fn a_terminating_only_service_still_serves() {
+    let Some(t) = start() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    serve_udp(&t, "b2", (B2, 8080), stop.clone());
+    let mut s = svc("ending", vec![("p", "UDP", 80, 8080)]);
+    s.endpoints = vec![(B2, "node-b", false, true, true)];
+    publish(&t, vec![s.clone()]);
+    assert_eq!(
+        ask(&t, "a1", (VIP, 80))
+            .expect("served while terminating")
+            .0,
+        "b2"
+    );
+    s.endpoints = vec![(B2, "node-b", false, false, true)];
+    publish(&t, vec![s]);
+    let e = ask(&t, "a1", (VIP, 80)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// A CoreDNS-like server (dnsmasq, UDP and TCP) in pod b1 answers `dig`
+/// from every other pod through the ClusterIP, over UDP and TCP, and the
+/// node's own stack too; with kube-proxy's iptables DNAT rule for the
+/// ClusterIP programmed on node-a, the node's queries still work (the
+/// kernel DNATs first; Sluice routes the pod address).
+#[test]
+fn dns_through_the_cluster_ip_with_dig_and_dnsmasq() {
+    let Some(t) = start() else { return };
+    if Command::new("dnsmasq").arg("--version").output().is_err()
+        || Command::new("dig").arg("-v").output().is_err()
+    {
+        panic!("dnsmasq and dig are needed (dnsmasq-base, dnsutils)");
+    }
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _dnsmasq = Kill(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &t.ns("b1"),
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=10.244.2.2",
+                "--port=5353",
+                "--address=/kube.test/10.96.0.1",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let dig = |ns: &str, tcp: bool| {
+        let mut args = vec![
+            "netns",
+            "exec",
+            ns,
+            "dig",
+            "@10.96.0.10",
+            "-p",
+            "53",
+            "kube.test",
+            "A",
+            "+short",
+            "+time=2",
+            "+tries=2",
+        ];
+        if tcp {
+            args.push("+tcp");
+        }
+        let out = Command::new("ip").args(&args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for pod in ["a1", "a2", "b2"] {
+        for tcp in [false, true] {
+            assert_eq!(dig(&t.ns(pod), tcp), "10.96.0.1", "{pod} tcp={tcp}");
+        }
+    }
+    assert_eq!(dig(&t.ns("a"), false), "10.96.0.1", "node-a's own stack");
+    t.exec(
+        "a",
+        &[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-d",
+            "10.96.0.10",
+            "-p",
+            "udp",
+            "--dport",
+            "53",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "10.244.2.2:5353",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        dig(&t.ns("a"), false),
+        "10.96.0.1",
+        "with kube-proxy's DNAT on the node"
+    );
 }

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use crate::{daemon, netns};
 
 mod services;
-pub use services::{SERVICE_CIDR, service_checks};
+pub use services::{
+    DNS_IP, DNS_TARGET, EMPTY_IP, SERVICE_CIDR, Svc, demo_services, refused, service_checks,
+};
 
 const NODES: [(&str, &str, &str, &str); 2] = [
     // (tag, uplink, node IP, pod CIDR)
