@@ -87,14 +87,14 @@ impl Topology {
     pub fn build_services(sluice: &Path) -> io::Result<Topology> {
         let mut t = Self::empty(2)?;
         let path = t.dir.join("cluster.yaml");
-        std::fs::write(&path, services::cluster_yaml(&services::demo_services()))?;
+        std::fs::write(&path, services::cluster_yaml(&demo_services()))?;
         t.cluster = Some(path);
         build(&mut t, sluice)?;
         Ok(t)
     }
 
     /// Rewrites the cluster file (both nodes reload it within a second).
-    pub fn write_cluster(&self, services: &[services::Svc]) -> io::Result<()> {
+    pub fn write_cluster(&self, services: &[Svc]) -> io::Result<()> {
         let path = self
             .cluster
             .as_ref()
