@@ -235,6 +235,12 @@ impl Worker {
         self.id
     }
 
+    /// The routing snapshots it loads (for tests and benchmarks that
+    /// publish a new one).
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
     pub(crate) fn snat(&self) -> Option<&SnatConfig> {
         self.snat.as_ref()
     }

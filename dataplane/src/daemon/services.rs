@@ -239,7 +239,7 @@ pub(super) fn metrics(ctx: &Ctx, views: &[StatsView]) -> String {
         table.len()
     );
     out += &format!(
-        "# HELP sluice_service_table_generation Updates applied to the service table.\n# TYPE sluice_service_table_generation counter\nsluice_service_table_generation {}\n",
+        "# HELP sluice_service_table_updates_total Updates applied to the service table.\n# TYPE sluice_service_table_updates_total counter\nsluice_service_table_updates_total {}\n",
         table.generation()
     );
     out
