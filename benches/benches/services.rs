@@ -105,7 +105,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("worker_burst32");
     g.throughput(Throughput::Elements(32));
     // The baselines, in the same run.
-    let direct: Vec<Vec<u8>> = (0..32).map(|k| udp(backend(k, 0), 40000 + k as u16)).collect();
+    let direct: Vec<Vec<u8>> = (0..32)
+        .map(|k| udp(backend(k, 0), 40000 + k as u16))
+        .collect();
     let mut w = worker(direct, None);
     g.bench_function("pod_to_peer_encap/64B", |b| b.iter(|| w.poll(now)));
     let outside: Vec<Vec<u8>> = (0..32)

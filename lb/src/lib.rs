@@ -31,6 +31,8 @@
 
 pub mod affinity;
 pub mod categorize;
+#[doc(hidden)]
+pub mod harness;
 pub mod maglev;
 pub mod model;
 pub mod table;

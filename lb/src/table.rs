@@ -313,8 +313,12 @@ fn frontends_of(id: PortId, s: &ServicePort) -> (Vec<(u64, Frontend)>, Option<u3
 #[derive(Clone, Debug, Default)]
 struct Index {
     by_name: BTreeMap<PortName, PortId>,
-    frontends: FxHashMap<u64, Frontend>,
-    node_ports: FxHashMap<u32, PortId>,
+    /// Every port claiming each frontend (one, unless services collide:
+    /// the API server keeps ClusterIPs and NodePorts unique, not
+    /// externalIPs or shared LB IPs). The claimant with the least name
+    /// wins, whatever the order of updates.
+    frontends: FxHashMap<u64, Vec<Frontend>>,
+    node_ports: FxHashMap<u32, Vec<PortId>>,
     /// Allocated ClusterIPs, with how many ports hold each.
     cluster_ips: FxHashMap<u32, u32>,
     /// Every frontend address (ClusterIPs, externalIPs, LB IPs), with how
@@ -397,11 +401,11 @@ impl ServiceTable {
                 }
                 let (fs, np) = frontends_of(id, &spec);
                 for (k, f) in fs {
-                    i.frontends.insert(k, f);
+                    i.frontends.entry(k).or_default().push(f);
                     *i.addrs.entry((k >> 24) as u32).or_insert(0) += 1;
                 }
                 if let Some(n) = np {
-                    i.node_ports.insert(n, id);
+                    i.node_ports.entry(n).or_default().push(id);
                 }
                 for ip in &spec.cluster_ips {
                     *i.cluster_ips.entry(u32::from(*ip)).or_insert(0) += 1;
@@ -480,6 +484,13 @@ impl ServiceTable {
         self.facts.cluster_cidrs.iter().any(|n| n.contains(&ip))
     }
 
+    /// Orders two ports by name (a frontend two ports claim goes to the
+    /// least).
+    fn name_cmp(&self, a: PortId, b: PortId) -> std::cmp::Ordering {
+        let name = |id| self.port(id).map(|p| &p.spec.name);
+        name(a).cmp(&name(b))
+    }
+
     fn is_node(&self, ip: Ipv4Addr) -> bool {
         self.facts.node_ips.contains(&ip)
     }
@@ -489,12 +500,23 @@ impl ServiceTable {
     #[inline]
     pub fn lookup(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: u16) -> Lookup<'_> {
         let f = match self.index.frontends.get(&fkey(dst, proto, dport)) {
-            Some(f) => *f,
-            None => match self.index.node_ports.get(&nkey(proto, dport)) {
-                Some(&port) if self.is_node(dst) => Frontend {
-                    port,
-                    kind: Kind::NodePort,
+            Some(v) => match v.as_slice() {
+                [one] => *one,
+                many => match many.iter().min_by(|a, b| self.name_cmp(a.port, b.port)) {
+                    Some(f) => *f,
+                    None => return self.not_a_frontend(dst),
                 },
+            },
+            None => match self.index.node_ports.get(&nkey(proto, dport)) {
+                Some(v) if self.is_node(dst) => {
+                    match v.iter().copied().min_by(|a, b| self.name_cmp(*a, *b)) {
+                        Some(port) => Frontend {
+                            port,
+                            kind: Kind::NodePort,
+                        },
+                        None => return self.not_a_frontend(dst),
+                    }
+                }
                 _ => return self.not_a_frontend(dst),
             },
         };
@@ -577,21 +599,30 @@ impl ServiceTable {
 fn unindex(i: &mut Index, id: PortId, s: &ServicePort) {
     let (fs, np) = frontends_of(id, s);
     for (k, _) in fs {
-        if i.frontends.get(&k).is_some_and(|f| f.port == id) {
+        let Some(v) = i.frontends.get_mut(&k) else {
+            continue;
+        };
+        let before = v.len();
+        v.retain(|f| f.port != id);
+        let removed = (before - v.len()) as u32;
+        if v.is_empty() {
             i.frontends.remove(&k);
-            let a = (k >> 24) as u32;
-            if let Some(c) = i.addrs.get_mut(&a) {
-                *c = c.saturating_sub(1);
-                if *c == 0 {
-                    i.addrs.remove(&a);
-                }
+        }
+        let a = (k >> 24) as u32;
+        if let Some(c) = i.addrs.get_mut(&a) {
+            *c = c.saturating_sub(removed);
+            if *c == 0 {
+                i.addrs.remove(&a);
             }
         }
     }
     if let Some(n) = np
-        && i.node_ports.get(&n) == Some(&id)
+        && let Some(v) = i.node_ports.get_mut(&n)
     {
-        i.node_ports.remove(&n);
+        v.retain(|p| *p != id);
+        if v.is_empty() {
+            i.node_ports.remove(&n);
+        }
     }
     for ip in &s.cluster_ips {
         let k = u32::from(*ip);
