@@ -86,6 +86,8 @@ struct State {
     watches: u64,
     patches: u64,
     gets: u64,
+    /// (lists, watches) per kind.
+    by_kind: BTreeMap<Kind, (u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -355,6 +357,19 @@ users:
         }
     }
 
+    /// (lists, watches) served for one resource (`nodes`, `services`,
+    /// `endpointslices`).
+    pub fn requests_for(&self, resource: &str) -> (u64, u64) {
+        let kind = match resource {
+            "nodes" => Kind::Node,
+            "services" => Kind::Service,
+            "endpointslices" => Kind::EndpointSlice,
+            _ => return (0, 0),
+        };
+        self.shared
+            .with(|s| s.by_kind.get(&kind).copied().unwrap_or_default())
+    }
+
     /// Requests served so far.
     pub fn requests(&self) -> Requests {
         self.shared.with(|s| Requests {
@@ -414,6 +429,14 @@ fn list_or_watch(kind: Kind, s: Arc<Shared>, q: BTreeMap<String, String>) -> Res
         return r;
     }
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    s.with(|st| {
+        let e = st.by_kind.entry(kind).or_default();
+        if watch {
+            e.1 += 1;
+        } else {
+            e.0 += 1;
+        }
+    });
     if watch {
         return watch_kind(kind, s, q);
     }

@@ -257,11 +257,20 @@ fn the_cluster_role_grants_exactly_what_the_control_plane_uses() {
     // What the manifest grants.
     let role: ClusterRole = typed(&doc("ClusterRole"));
     let rules = role.rules.unwrap();
-    assert_eq!(rules.len(), 1, "one rule: nodes");
-    let rule = &rules[0];
-    assert_eq!(rule.api_groups.clone().unwrap(), [""]);
-    assert_eq!(rule.resources.clone().unwrap(), ["nodes"]);
-    let granted: BTreeSet<String> = rule.verbs.iter().cloned().collect();
+    assert_eq!(
+        rules.len(),
+        3,
+        "three rules: nodes, services, endpointslices"
+    );
+    let grant = |group: &str, resource: &str| -> BTreeSet<String> {
+        let r = rules
+            .iter()
+            .find(|r| r.resources.clone().unwrap_or_default() == [resource])
+            .unwrap_or_else(|| panic!("no rule for {resource}"));
+        assert_eq!(r.api_groups.clone().unwrap(), [group], "{resource}");
+        r.verbs.iter().cloned().collect()
+    };
+    let granted = grant("", "nodes");
 
     // What the control thread does, with every feature the ConfigMap turns
     // on (pod CIDR from the Node, Flannel annotations read and written),
@@ -290,23 +299,36 @@ fn the_cluster_role_grants_exactly_what_the_control_plane_uses() {
         "annotations read and written"
     );
     fetch_pod_cidr(&cfg, Duration::from_secs(10)).expect("pod CIDR from the Node");
-    let sync = spawn(cfg, |_, _| {}).expect("sync");
+    let sync = spawn(cfg.clone(), |_, _| {}).expect("sync");
+    let services = ctrl::service_sync::spawn(cfg, |_| {}).expect("services");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = api.requests();
-        if r.patches > 0 && r.watches > 0 && sync.status().in_sync {
+        if r.patches > 0 && r.watches > 0 && sync.status().in_sync && services.status().in_sync {
             break;
         }
         assert!(Instant::now() < deadline, "sync never settled: {r:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(sync);
+    drop(services);
+    // Services and EndpointSlices: listed and watched, nothing else.
+    for (group, resource) in [("", "services"), ("discovery.k8s.io", "endpointslices")] {
+        let (lists, watches) = api.requests_for(resource);
+        let used: BTreeSet<String> = [("list", lists), ("watch", watches)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(v, _)| v.to_string())
+            .collect();
+        assert_eq!(used, grant(group, resource), "{resource}");
+    }
     let r = api.requests();
+    let (node_lists, node_watches) = api.requests_for("nodes");
     let mut used = BTreeSet::new();
     for (verb, n) in [
         ("get", r.gets),
-        ("list", r.lists),
-        ("watch", r.watches),
+        ("list", node_lists),
+        ("watch", node_watches),
         ("patch", r.patches),
     ] {
         if n > 0 {
