@@ -129,3 +129,88 @@ fn node_annotations(api: &FakeApi, name: &str) -> std::collections::BTreeMap<Str
     });
     out
 }
+
+fn json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+/// Services from the API server, through the real client, into both
+/// daemons: a pod on node-a reaches a UDP service whose backend is on
+/// node-b; an EndpointSlice update moves new flows to the new backend; a
+/// deleted Service is refused.
+#[test]
+fn services_follow_the_api_server() {
+    if !require_root("services_follow_the_api_server") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sluice-kube-svc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("kubeconfig");
+    let (t, api) = Topology::build_kube(std::path::Path::new(SLUICE), |t| {
+        let l = dataplane::netns::run_in(&t.ns_path("ext"), || {
+            std::net::TcpListener::bind("192.168.77.100:0")
+        })?;
+        let api = FakeApi::start_on(l)?;
+        api.put_node(node("node-a", "192.168.77.1", "10.244.1.0/24", &[]));
+        api.put_node(node("node-b", "192.168.77.2", "10.244.2.0/24", &[]));
+        api.write_kubeconfig(&kc)?;
+        Ok((kc.clone(), api))
+    })
+    .expect("topology");
+    let vip = std::net::Ipv4Addr::new(10, 96, 7, 7);
+    api.put_service(json(serde_json::json!({
+        "metadata": {"namespace": "default", "name": "echo"},
+        "spec": {"clusterIP": "10.96.7.7", "ports": [{"name": "u", "protocol": "UDP", "port": 7, "targetPort": 5300}]}
+    })));
+    let slice = |ip: &str, node: &str| -> k8s_openapi::api::discovery::v1::EndpointSlice {
+        json(serde_json::json!({
+            "metadata": {"namespace": "default", "name": "echo-1",
+                         "labels": {"kubernetes.io/service-name": "echo"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "u", "protocol": "UDP", "port": 5300}],
+            "endpoints": [{"addresses": [ip], "nodeName": node}]
+        }))
+    };
+    api.put_endpoint_slice(slice("10.244.2.2", "node-b"));
+    let listed = |backend: &str| {
+        request(&t.sockets[0], "services")
+            .unwrap_or_default()
+            .contains(&format!("backend {backend}:5300 "))
+    };
+    wait("node-a lists the service", || listed("10.244.2.2"));
+    let a1 = std::net::Ipv4Addr::new(10, 244, 1, 2);
+    let b1 = std::net::Ipv4Addr::new(10, 244, 2, 2);
+    let b2 = std::net::Ipv4Addr::new(10, 244, 2, 3);
+    let seen = dataplane::demo::udp_via(&t, "a1", "b1", (b1, 5300), (vip, 7)).expect("via b1");
+    assert_eq!(seen, a1, "the backend sees the pod");
+    // The slice moves to b2: new flows go there.
+    api.put_endpoint_slice(slice("10.244.2.3", "node-b"));
+    wait("node-a follows the slice", || listed("10.244.2.3"));
+    let seen = dataplane::demo::udp_via(&t, "a1", "b2", (b2, 5300), (vip, 7)).expect("via b2");
+    assert_eq!(seen, a1);
+    // Deleted: refused.
+    api.delete_service("default", "echo");
+    wait("node-a drops the service", || {
+        !request(&t.sockets[0], "services")
+            .unwrap_or_default()
+            .contains("default/echo")
+    });
+    let e = dataplane::netns::run_in(&t.ns_path("a1"), move || {
+        let c = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        c.set_read_timeout(Some(Duration::from_millis(500)))?;
+        c.connect((vip, 7))?;
+        c.send(b"x")?;
+        let mut b = [0u8; 8];
+        c.recv(&mut b).map(|_| ())
+    });
+    // No service any more: 10.96.7.7 is no frontend; without services.cidrs
+    // in this config it is routed as any cluster address (dropped: no
+    // node owns it), so no answer comes.
+    assert!(e.is_err(), "no answer from a deleted service");
+    assert!(
+        status(&t, 0).contains("services_in_sync true"),
+        "{}",
+        status(&t, 0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
