@@ -24,5 +24,7 @@ pub mod kube_sync;
 pub mod node;
 pub mod service_sync;
 pub mod services;
+#[doc(hidden)]
+pub mod services_harness;
 pub mod static_file;
 pub mod view;
