@@ -64,7 +64,7 @@ fn slice(i: u32, first: u32, n: u32, version: u32) -> EndpointSlice {
             serde_json::json!({
                 "addresses": [format!("10.{}.{b}.{c}", 128 + a)],
                 "nodeName": format!("node-{}", e % 5000),
-                "conditions": {"ready": version % 2 == 0 || e != first}
+                "conditions": {"ready": version.is_multiple_of(2) || e != first}
             })
         })
         .collect();

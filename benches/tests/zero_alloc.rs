@@ -419,3 +419,156 @@ fn policing_a_pods_rate_limits_does_not_allocate() {
     assert!(c.dropped(Reason::PodIngressRate) > 0, "{c:?}");
     assert!(c.encapsulated > 0, "{c:?}");
 }
+
+/// The service path allocates nothing per packet: established flows to
+/// ClusterIPs (conntrack hit, DNAT, VXLAN to the backend), their replies
+/// coming back (decap, reverse translation at delivery), and new flows
+/// (the table's decision, Maglev, affinity, conntrack insert) once every
+/// service port has been seen (the per-port hit counter grows when a port
+/// index first appears, not per packet).
+#[test]
+fn service_flows_do_not_allocate() {
+    use lb::{Endpoint, NodeFacts, PortName, Proto, ServicePort, ServiceTable};
+    use sluice_benches::replay::{bench_node, replay_worker};
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let vip = |i: u8| Ipv4Addr::new(10, 96, 0, 10 + i);
+    let ports: Vec<ServicePort> = (0..4u8)
+        .map(|i| {
+            let mut p = ServicePort::cluster_ip(
+                PortName {
+                    namespace: "z".into(),
+                    service: format!("s{i}"),
+                    port: String::new(),
+                    proto: Proto::Udp,
+                },
+                vip(i),
+                53,
+            );
+            p.endpoints = (0..3)
+                .map(|k| Endpoint::ready(Ipv4Addr::new(10, 244, 2, 2 + k), 5353, false))
+                .collect();
+            p.affinity = (i == 0).then_some(Duration::from_secs(60));
+            p
+        })
+        .collect();
+    let table = Arc::new(ServiceTable::new(
+        NodeFacts {
+            name: "a".into(),
+            zone: None,
+            node_ips: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        },
+        ports,
+    ));
+    let udp = |dst: Ipv4Addr, sport: u16| {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 244, 1, 2], dst.octets(), 64)
+            .udp(sport, 53)
+            .write(&mut v, &[0x5a; 36])
+            .unwrap();
+        v
+    };
+    let established: Vec<Vec<u8>> = (0..32u16)
+        .map(|k| udp(vip((k % 4) as u8), 40000 + k))
+        .collect();
+    let mut w = replay_worker(
+        bench_node("10.244.1.0/24"),
+        [dataplane::route::PeerSpec {
+            name: "b".into(),
+            ip: Ipv4Addr::new(192, 0, 2, 2),
+            vtep_mac: encap::MacAddr([2, 0xee, 0, 0, 0, 2]),
+            pod_cidrs: vec!["10.244.2.0/24".parse().unwrap()],
+        }],
+        "10.244.0.0/16",
+        4096,
+        vec![],
+        Ipv4Addr::new(10, 244, 1, 2),
+        established,
+    );
+    w.routes()
+        .store(w.routes().load_full().as_ref().clone().with_services(table));
+    let now = Duration::from_secs(1);
+    w.poll(now); // the 32 flows start; every port index appears once
+    let per_poll = count(N, || {
+        assert_eq!(w.poll(now), 32);
+    });
+    assert_eq!(
+        per_poll, 0.0,
+        "allocations per poll of 32 established service packets"
+    );
+    assert_eq!(w.counters.svc_flows, 32, "{:?}", w.counters);
+    assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);
+    assert!(w.counters.svc_translated >= N * 32);
+    // New flows: the table's decision with affinity, and conntrack
+    // creating each DNAT entry through the service hook, one flow per
+    // packet (the packets are built before counting).
+    let table = w.routes().load_full().services.clone();
+    let mut aff = lb::AffinityTable::new(1024);
+    let mut k = 0u16;
+    let per_decide = count(N, || {
+        k = k.wrapping_add(1);
+        black_box(table.decide_with_affinity(
+            &mut aff,
+            now,
+            &lb::Flow {
+                src: Ipv4Addr::new(10, 244, 1, 2),
+                dst: vip((k % 4) as u8),
+                proto: 17,
+                sport: k,
+                dport: 53,
+            },
+        ));
+    });
+    assert_eq!(per_decide, 0.0, "allocations per first-packet decision");
+    struct Hook<'a>(&'a ServiceTable);
+    impl nat::Services for Hook<'_> {
+        fn generation(&self) -> u32 {
+            1
+        }
+        fn new_flow(&mut self, _: Duration, t: &nat::Tuple) -> Option<nat::Nat> {
+            match self.0.decide(&lb::Flow {
+                src: t.src,
+                dst: t.dst,
+                proto: t.proto,
+                sport: t.src_port,
+                dport: t.dst_port,
+            }) {
+                lb::Verdict::Dnat { port, backend, .. } => Some(nat::Nat {
+                    dnat: Some((backend.ip, backend.port)),
+                    masquerade: None,
+                    service: port + 1,
+                }),
+                _ => None,
+            }
+        }
+        fn still_serves(&mut self, _: u32, _: (Ipv4Addr, u16)) -> bool {
+            true
+        }
+    }
+    let mut ct = nat::Conntrack::new(
+        nat::ConntrackConfig {
+            max_entries: 8192,
+            ..nat::ConntrackConfig::default()
+        },
+        None,
+    );
+    let mut packets: Vec<Vec<u8>> = (0..N as u16)
+        .map(|k| udp(vip((k % 4) as u8), 1000 + k))
+        .collect();
+    let mut hook = Hook(&table);
+    let mut i = 0;
+    let per_new = count(N, || {
+        let v = ct.process_with(now, &mut packets[i], nat::Origin::Pod, &mut hook);
+        assert!(
+            matches!(v, nat::Verdict::Accept(a) if a.translated),
+            "{v:?}"
+        );
+        i += 1;
+    });
+    assert_eq!(per_new, 0.0, "allocations per new service flow");
+    assert_eq!(ct.len(), N as usize);
+}
