@@ -16,12 +16,16 @@
     )
 )]
 
+#[cfg(feature = "client")]
 pub mod cluster_file;
+#[cfg(feature = "client")]
 pub mod cni;
 #[cfg(feature = "fake-apiserver")]
 pub mod fakeapi;
+#[cfg(feature = "client")]
 pub mod kube_sync;
 pub mod node;
+#[cfg(feature = "client")]
 pub mod service_sync;
 pub mod services;
 #[doc(hidden)]
