@@ -58,6 +58,10 @@ fn the_demo_services_work_and_are_counted() {
     wait_for("the reject counted", || {
         stat(a, "drop svc_reject_no_endpoints") >= 1 && stat(a, "icmp_sent") >= 1
     });
+    // Node-a's pods (a1, a2) and its own stack opened UDP and TCP flows to
+    // kube-dns: balanced there, translated both ways.
+    assert!(stat(a, "service_flows") >= 5, "{}", listing(a));
+    assert!(stat(a, "service_translated") >= 10);
 }
 
 /// Polls `cond` for up to 5 s.

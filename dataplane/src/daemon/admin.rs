@@ -41,10 +41,12 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 );
             }
             out += &format!(
-                "encapsulated {}\ndecapsulated {}\nnat {}\nicmp_sent {}\narp_replies {}\nhanded_off {}\nconntrack_entries {}\nnat_ports {}\nworkers {}\n",
+                "encapsulated {}\ndecapsulated {}\nnat {}\nservice_flows {}\nservice_translated {}\nicmp_sent {}\narp_replies {}\nhanded_off {}\nconntrack_entries {}\nnat_ports {}\nworkers {}\n",
                 s.counters.encapsulated,
                 s.counters.decapsulated,
                 s.counters.nat,
+                s.counters.svc_flows,
+                s.counters.svc_translated,
                 s.counters.icmp_sent,
                 s.counters.arp_replies,
                 s.counters.handed_off,

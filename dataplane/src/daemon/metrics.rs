@@ -24,6 +24,8 @@ pub(super) fn sum_stats(views: &[StatsView]) -> StatsView {
         s.counters.arp_replies += c.arp_replies;
         s.counters.handed_off += c.handed_off;
         s.counters.handed_in += c.handed_in;
+        s.counters.svc_flows += c.svc_flows;
+        s.counters.svc_translated += c.svc_translated;
         s.ports.extend(v.ports.iter().cloned());
         s.conntrack_entries += v.conntrack_entries;
         s.nat_ports += v.nat_ports;
