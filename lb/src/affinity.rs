@@ -164,3 +164,51 @@ impl ServiceTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: u8) -> Backend {
+        Backend {
+            ip: Ipv4Addr::new(10, 244, 1, n),
+            port: 80,
+        }
+    }
+
+    /// A binding lives until `timeout` passes without a new connection,
+    /// each hit refreshing it; bindings are per (port, client); a full
+    /// probe window evicts its stalest entry, never a fresher one.
+    #[test]
+    fn bindings_expire_refresh_and_evict_the_stalest() {
+        let mut t = AffinityTable::new(8);
+        let (c, to) = (Ipv4Addr::new(10, 244, 2, 9), Duration::from_secs(10));
+        let s = Duration::from_secs;
+        assert!(t.is_empty());
+        t.set(s(100), 1, c, b(1));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(s(109), 1, c, to), Some(b(1)), "within the timeout");
+        assert_eq!(t.get(s(118), 1, c, to), Some(b(1)), "refreshed at 109");
+        assert_eq!(t.get(s(118), 2, c, to), None, "another port");
+        assert_eq!(t.get(s(118), 1, Ipv4Addr::new(10, 244, 2, 8), to), None);
+        assert_eq!(t.get(s(128), 1, c, to), None, "10 s without a connection");
+        assert!(t.is_empty(), "the expired binding is gone");
+        // Rebinding a client replaces its entry in place.
+        t.set(s(200), 1, c, b(2));
+        t.set(s(201), 1, c, b(3));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(s(202), 1, c, to), Some(b(3)));
+        // Eight slots: nine clients evict exactly one, the stalest.
+        let mut t = AffinityTable::new(8);
+        for i in 0..9u8 {
+            t.set(s(300 + u64::from(i)), 1, Ipv4Addr::new(10, 0, 0, i), b(i));
+        }
+        assert_eq!(t.len(), 8);
+        let kept: Vec<bool> = (0..9u8)
+            .map(|i| t.get(s(309), 1, Ipv4Addr::new(10, 0, 0, i), to).is_some())
+            .collect();
+        assert_eq!(kept.iter().filter(|k| !**k).count(), 1, "{kept:?}");
+        assert!(kept[8], "the newest stays");
+        assert!(!kept[0], "the stalest went: {kept:?}");
+    }
+}

@@ -501,3 +501,55 @@ fn test_categorize_endpoints() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+/// kube-proxy's PreferSameNode (`trafficDistribution: PreferSameNode`, the
+/// EndpointSlice controller's node hints): the cluster set narrows to the
+/// endpoints hinted for this node when every ready endpoint has a node
+/// hint and one names this node; a ready endpoint without one, or no hint
+/// for this node, leaves every ready endpoint in (upstream has no row for
+/// it: these are Sluice's, from topology.go).
+#[test]
+fn node_hints_prefer_this_node() {
+    let ep = |ip: &str, node_hint: Option<&str>, ready: bool| Endpoint {
+        node_hints: node_hint.map(String::from).into_iter().collect(),
+        ready,
+        serving: ready,
+        ..Endpoint::ready(ip.parse().unwrap(), 80, false)
+    };
+    let cluster = |eps: Vec<Endpoint>| -> Vec<String> {
+        let mut p = port(Svc::default(), &[]);
+        p.endpoints = eps;
+        let c = categorize(&p, NODE, Some("zone-a"));
+        names(&p, c.cluster.as_deref().unwrap())
+    };
+    let mine = Some(NODE);
+    assert_eq!(
+        cluster(vec![
+            ep("10.0.0.1", mine, true),
+            ep("10.0.0.2", Some("other"), true)
+        ]),
+        ["10.0.0.1:80"]
+    );
+    // One ready endpoint without a node hint: no narrowing.
+    assert_eq!(
+        cluster(vec![ep("10.0.0.1", mine, true), ep("10.0.0.2", None, true)]).len(),
+        2
+    );
+    // An unready endpoint without a hint does not count.
+    assert_eq!(
+        cluster(vec![
+            ep("10.0.0.1", mine, true),
+            ep("10.0.0.2", None, false)
+        ]),
+        ["10.0.0.1:80"]
+    );
+    // No hint names this node: no narrowing.
+    assert_eq!(
+        cluster(vec![
+            ep("10.0.0.1", Some("x"), true),
+            ep("10.0.0.2", Some("y"), true)
+        ])
+        .len(),
+        2
+    );
+}
