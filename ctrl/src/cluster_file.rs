@@ -7,11 +7,11 @@
 //! is reported naming the item and field, and the last good state stays.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::kube_sync::build_view;
 use crate::node::AnnotationPolicy;
 use crate::services::{ServiceCache, Update};
-use crate::static_file::FileError;
+use crate::static_file::{FileError, stamp};
 use crate::view::{Change, ClusterView};
 
 /// The objects a cluster file holds.
@@ -143,11 +143,6 @@ impl Drop for ClusterFileHandle {
             let _ = t.join();
         }
     }
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 /// Watches `path` every `interval`. `publish_view` gets each new peer view

@@ -362,14 +362,35 @@ impl ServiceCache {
     /// A relist of every Service: replaces the set (deletes missed while
     /// disconnected apply here).
     pub fn replace_services(&mut self, all: Vec<Service>) -> Update {
-        let mut keys: BTreeSet<ObjKey> = self.services.keys().cloned().collect();
-        self.services = all.into_iter().map(|s| (key_of(&s.metadata), s)).collect();
-        keys.extend(self.services.keys().cloned());
+        let keys = self.swap_services(all);
         self.recompute_all(keys)
     }
 
     /// A relist of every slice.
     pub fn replace_slices(&mut self, all: Vec<EndpointSlice>) -> Update {
+        let keys = self.swap_slices(all);
+        self.recompute_all(keys)
+    }
+
+    /// A relist of both kinds at once (a cluster file load): one update,
+    /// with no intermediate state between the Services and their slices.
+    pub fn replace(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) -> Update {
+        let mut keys = self.swap_services(services);
+        keys.extend(self.swap_slices(slices));
+        self.recompute_all(keys)
+    }
+
+    /// Replaces the Services; returns the services to recompute (old and new).
+    fn swap_services(&mut self, all: Vec<Service>) -> BTreeSet<ObjKey> {
+        let mut keys: BTreeSet<ObjKey> = self.services.keys().cloned().collect();
+        self.services = all.into_iter().map(|s| (key_of(&s.metadata), s)).collect();
+        keys.extend(self.services.keys().cloned());
+        keys
+    }
+
+    /// Replaces the slices; returns the services to recompute (those the
+    /// old and the new slices name).
+    fn swap_slices(&mut self, all: Vec<EndpointSlice>) -> BTreeSet<ObjKey> {
         let mut keys: BTreeSet<ObjKey> = self.by_service.keys().cloned().collect();
         self.slices.clear();
         self.by_service.clear();
@@ -384,33 +405,7 @@ impl ServiceCache {
                 self.slices.insert(k, s);
             }
         }
-        self.recompute_all(keys)
-    }
-
-    /// A relist of both kinds at once (a cluster file load): one update,
-    /// with no intermediate state between the Services and their slices.
-    pub fn replace(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) -> Update {
-        let mut keys: BTreeSet<ObjKey> = self.services.keys().cloned().collect();
-        keys.extend(self.by_service.keys().cloned());
-        self.services = services
-            .into_iter()
-            .map(|s| (key_of(&s.metadata), s))
-            .collect();
-        keys.extend(self.services.keys().cloned());
-        self.slices.clear();
-        self.by_service.clear();
-        for s in slices {
-            if let Some(svc) = slice_service(&s) {
-                let k = key_of(&s.metadata);
-                self.by_service
-                    .entry(svc.clone())
-                    .or_default()
-                    .insert(k.clone());
-                keys.insert(svc);
-                self.slices.insert(k, s);
-            }
-        }
-        self.recompute_all(keys)
+        keys
     }
 
     fn recompute_all(&mut self, keys: BTreeSet<ObjKey>) -> Update {

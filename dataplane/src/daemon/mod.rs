@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use encap::MacAddr;
 use encap::vxlan::{Vni, VxlanConfig};
 use nat::{ConntrackConfig, PortRange, SnatConfig};
@@ -38,11 +38,13 @@ mod admin;
 mod metrics;
 mod pods;
 mod services;
+mod worker;
 
 use admin::admin_main;
 use metrics::metrics_main;
 pub use pods::{PodKind, PodRecord};
 use pods::{attach_pod, load_pods, pods_dir, valid_ifname, veth_host_name};
+use worker::worker_main;
 
 /// A request to the worker.
 pub enum Cmd {
@@ -711,102 +713,6 @@ fn control_status(ctx: &Ctx) -> (bool, String) {
     let (svc_ready, svc_text) = services::status(ctx);
     text += &svc_text;
     (ready && svc_ready.unwrap_or(true), text)
-}
-
-fn worker_main(
-    ctx: &Ctx,
-    index: usize,
-    mut w: Worker,
-    rx: Receiver<Cmd>,
-    idle: IdlePolicy,
-    core: Option<usize>,
-) {
-    let pinned = core
-        .and_then(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }).then_some(c));
-    let t0 = Instant::now();
-    let mut last = Instant::now();
-    let between = |w: &mut Worker| {
-        while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Cmd::AddPod {
-                    name,
-                    ip,
-                    mac,
-                    port,
-                    limits,
-                } => {
-                    w.remove_pod(ip);
-                    w.add_port_labelled(port, Role::Pod { ip, mac }, format!("pod/{name}"));
-                    w.limit_pod(ip, limits);
-                }
-                Cmd::DelPod { ip, reply } => {
-                    let _ = reply.send(w.remove_pod(ip).is_some());
-                }
-                Cmd::Conntrack { reply } => {
-                    let _ = reply.send(conntrack_listing(w));
-                }
-            }
-        }
-        // Publish counters at most every 100 ms, never waiting for the lock.
-        if last.elapsed() >= Duration::from_millis(100)
-            && let Some(Ok(mut s)) = ctx.stats.get(index).map(Mutex::try_lock)
-        {
-            s.counters = w.counters.clone();
-            s.ports = w
-                .ports()
-                .map(|p| PortCounters {
-                    kernel_dropped: p.port.kernel_drops(),
-                    ..p.counters.clone()
-                })
-                .collect();
-            s.conntrack_entries = w.conntrack().len();
-            s.nat_ports = w.conntrack().nat_ports_in_use();
-            s.svc_hits.clone_from(&w.svc_hits);
-            s.pinned_core = pinned;
-            last = Instant::now();
-        }
-    };
-    if let Err(e) = w.run(&ctx.stop, idle, || t0.elapsed(), between) {
-        tracing::error!("worker {index} failed: {e}");
-        ctx.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn conntrack_listing(w: &Worker) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    for e in w.conntrack().entries() {
-        let proto = match e.orig.proto {
-            6 => "tcp",
-            17 => "udp",
-            1 => "icmp",
-            _ => "other",
-        };
-        let state = match e.proto {
-            nat::ProtoState::Tcp { state, .. } => format!("{state:?} "),
-            _ => String::new(),
-        };
-        let o = e.orig;
-        let r = e.reply;
-        let _ = writeln!(
-            s,
-            "{proto} {state}src={} dst={} sport={} dport={} src={} dst={} sport={} dport={}{}",
-            o.src,
-            o.dst,
-            o.src_port,
-            o.dst_port,
-            r.src,
-            r.dst,
-            r.src_port,
-            r.dst_port,
-            if e.seen_reply {
-                " [ASSURED]"
-            } else {
-                " [UNREPLIED]"
-            }
-        );
-    }
-    s
 }
 
 /// Sends one admin request to the daemon at `socket`; returns the reply.
