@@ -98,9 +98,16 @@ fn serve_udp(t: &Topology, pod: &'static str, bind: (Ipv4Addr, u16), stop: Arc<A
 
 /// One new flow from `pod` (a fresh socket) to `to`: who answered, from
 /// which address. `Err` on no answer or a refusal (ICMP port unreachable).
+///
+/// Each call uses a source port no earlier call used: an ephemeral port
+/// the kernel hands out again would make the datagram part of an old,
+/// still-tracked flow (which keeps its backend, as in the kernel), not a
+/// new one.
 fn ask(t: &Topology, pod: &str, to: (Ipv4Addr, u16)) -> std::io::Result<(String, SocketAddr)> {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20000);
+    let sport = NEXT.fetch_add(1, Ordering::Relaxed);
     netns::run_in(&t.ns_path(pod), move || {
-        let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, sport))?;
         c.set_read_timeout(Some(Duration::from_millis(500)))?;
         c.connect(to)?;
         c.send(b"who")?;
@@ -138,6 +145,10 @@ fn publish(t: &Topology, services: Vec<Svc>) {
     for (s, g) in t.sockets.iter().zip(gens) {
         wait_for("the new service table", || generation(s) > g);
     }
+    // The control state has published it; each worker loads it at its
+    // next poll (an idle one sleeps up to max_sleep_ms, 50 ms): a flow
+    // started before that meets the previous table.
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 fn generation(sock: &std::path::Path) -> u64 {
