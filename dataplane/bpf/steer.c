@@ -7,7 +7,10 @@
 //   - replies to masqueraded flows: TCP/UDP to a port in the SNAT range,
 //     ICMP echo replies with an identifier in the SNAT identifier range;
 //   - ICMP errors quoting a packet Sluice sent (quoted source = node IP and
-//     quoted source port / identifier in those ranges).
+//     quoted source port / identifier in those ranges);
+// and, to any IPv4 address, TCP/UDP to a service frontend in the
+// `frontends` map (NodePorts on the node IP, externalIPs, LoadBalancer
+// IPs: filled only when Sluice serves NodePorts, `services.node_ports`).
 // Fragments, ARP, IPv6, SSH, kubelet and the rest go to the kernel.
 // On a pod's veth (config `all`), every frame is Sluice's.
 //
@@ -70,6 +73,21 @@ struct {
 	__type(value, struct steer_config);
 } config SEC(".maps");
 
+// A service frontend: address and port in network order.
+struct frontend_key {
+	__u32 addr;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct frontend_key);
+	__type(value, __u8);
+} frontends SEC(".maps");
+
 static __attribute__((always_inline)) int in_range(__u16 v, __u16 lo, __u16 hi)
 {
 	return v >= lo && v <= hi;
@@ -119,13 +137,26 @@ int sluice_steer(struct xdp_md *ctx)
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
 		return XDP_PASS;
-	if (ip->daddr != c->node_ip)
-		return XDP_PASS;
 	// Fragments: the kernel reassembles them.
 	if (ip->frag_off & __builtin_bswap16(0x3fff))
 		return XDP_PASS;
 	void *l4 = (void *)ip + ip->ihl * 4;
 	if (l4 > end)
+		return XDP_PASS;
+	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
+		__u16 *ports = l4;
+		if ((void *)(ports + 2) > end)
+			return XDP_PASS;
+		struct frontend_key k = {
+			.addr = ip->daddr,
+			.port = ports[1],
+			.proto = ip->protocol,
+			.pad = 0,
+		};
+		if (bpf_map_lookup_elem(&frontends, &k))
+			return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	}
+	if (ip->daddr != c->node_ip)
 		return XDP_PASS;
 
 	int ours = 0;

@@ -592,13 +592,6 @@ impl Config {
             }
             service_cidrs.push(net);
         }
-        if r.services.node_ports {
-            return err(
-                "services.node_ports",
-                "not supported yet: NodePorts from outside stay with the kernel (kube-proxy); \
-                 leave it false",
-            );
-        }
         let metrics = r.admin.metrics.as_deref().unwrap_or("127.0.0.1:9420");
         let metrics = metrics
             .parse()

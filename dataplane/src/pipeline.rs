@@ -19,11 +19,11 @@ use crate::buf::Buf;
 use crate::counters::Reason;
 use crate::icmp;
 use crate::port::Framing;
-use crate::route::{Route, Snapshot};
+use crate::route::{Peer, Route, Snapshot};
 use crate::worker::{Handoff, Out, Role, Worker};
 
 /// Writes an Ethernet header in front of the frame.
-fn push_ethernet(buf: &mut Buf, dst: MacAddr, src: MacAddr) -> Result<(), Reason> {
+pub(crate) fn push_ethernet(buf: &mut Buf, dst: MacAddr, src: MacAddr) -> Result<(), Reason> {
     let h = buf
         .push_front(ethernet::HEADER_LEN)
         .ok_or(Reason::Malformed)?;
@@ -38,7 +38,7 @@ fn push_ethernet(buf: &mut Buf, dst: MacAddr, src: MacAddr) -> Result<(), Reason
 
 /// Checks the IPv4 packet at the front of `buf` and trims link padding:
 /// returns (source, destination).
-fn check_ipv4(buf: &mut Buf) -> Result<(Ipv4Addr, Ipv4Addr), Reason> {
+pub(crate) fn check_ipv4(buf: &mut Buf) -> Result<(Ipv4Addr, Ipv4Addr), Reason> {
     if buf.data().first().map(|b| b >> 4) != Some(4) {
         return Err(Reason::NotIpv4);
     }
@@ -53,7 +53,7 @@ fn check_ipv4(buf: &mut Buf) -> Result<(Ipv4Addr, Ipv4Addr), Reason> {
 }
 
 /// Strips an Ethernet header carrying IPv4.
-fn strip_ethernet(buf: &mut Buf) -> Result<(), Reason> {
+pub(crate) fn strip_ethernet(buf: &mut Buf) -> Result<(), Reason> {
     let eth = EthernetFrame::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
     if eth.ethertype() != ethertype::IPV4 {
         return Err(Reason::NotIpv4);
@@ -115,7 +115,7 @@ impl Worker {
     /// Towards local pod `dst`: out of its port if this worker owns it
     /// (un-DNATed first if it answers a service flow balanced here), else
     /// handed to the worker that does.
-    fn toward_pod(
+    pub(crate) fn toward_pod(
         &mut self,
         snap: &Snapshot,
         now: Duration,
@@ -254,7 +254,7 @@ impl Worker {
     /// turns the buffer into an ICMP time exceeded for the sender and
     /// returns `Err(port back to the sender)` (or the drop reason if no
     /// error may be sent).
-    fn decrement_ttl(
+    pub(crate) fn decrement_ttl(
         &mut self,
         snap: &Snapshot,
         back: Option<usize>,
@@ -375,54 +375,18 @@ impl Worker {
                 }
                 self.toward_pod(snap, now, dst, buf)
             }
-            Route::Peer(peer) => {
-                if let Err(r) = self.ttl_expired(snap, from, buf) {
-                    return r.map(Out::Port);
-                }
-                let tunnel = peer.tunnel.as_ref().ok_or(Reason::NoNeighbour)?;
-                let mtu = usize::from(snap.node.uplink_mtu);
-                // Outer IP packet = inner IP packet + inner Ethernet + VXLAN
-                // + UDP + IPv4 = inner + 50.
-                if buf.len() + OVERHEAD > mtu {
-                    let df = Ipv4Packet::new_unchecked(buf.data()).dont_frag();
-                    if !df {
-                        return Err(Reason::TooBig);
-                    }
-                    // RFC 1191 / Linux vxlan: tell the sender the overlay MTU.
-                    let inner_mtu = mtu.saturating_sub(OVERHEAD) as u32;
-                    if !icmp::make_error(
-                        buf,
-                        snap.node.gateway_ip,
-                        icmp::DEST_UNREACH,
-                        icmp::FRAG_NEEDED,
-                        inner_mtu,
-                    ) {
-                        // Counted once, by the caller.
-                        return Err(Reason::FragNeeded);
-                    }
-                    // The packet's drop, counted here: the buffer now
-                    // carries the error.
-                    let Some(back) = from else {
-                        return Err(Reason::FragNeeded);
-                    };
-                    self.counters.drop(Reason::FragNeeded);
-                    self.counters.icmp_sent += 1;
-                    return self.deliver(snap, back, buf).map(Out::Port);
-                }
-                if let Err(r) = self.decrement_ttl(snap, from, buf) {
-                    return r.map(Out::Port);
-                }
-                push_ethernet(buf, peer.spec.vtep_mac, snap.node.vtep_mac)?;
-                let (raw, inner) = buf.raw_mut();
-                let outer = vxlan::encapsulate(raw, inner, tunnel).map_err(|_| Reason::TooBig)?;
-                buf.set_range(outer);
-                self.counters.encapsulated += 1;
-                self.uplink().map(Out::Port).ok_or(Reason::NoNeighbour)
-            }
+            Route::Peer(peer) => self.encap_to_peer(snap, from, peer, buf),
             Route::Unroutable => Err(Reason::NoRoute),
             // The node routes only cluster addresses to its host device.
             Route::External if pod_ip.is_none() => Err(Reason::NoRoute),
             Route::External => {
+                // A Local-policy backend answering an outside client: the
+                // flow lives on the worker the client's address picks.
+                if let Some(w) = self.external_reply_owner(snap, buf)
+                    && w != self.id()
+                {
+                    return Ok(Out::Worker(w, Handoff::Masqueraded));
+                }
                 if let Err(r) = self.decrement_ttl(snap, from, buf) {
                     return r.map(Out::Port);
                 }
@@ -450,6 +414,59 @@ impl Worker {
         }
     }
 
+    /// To a pod on a peer node: VXLAN, with the overlay MTU enforced
+    /// (Linux vxlan's fragmentation needed, sent back through `from`).
+    pub(crate) fn encap_to_peer(
+        &mut self,
+        snap: &Snapshot,
+        from: Option<usize>,
+        peer: &Peer,
+        buf: &mut Buf,
+    ) -> Result<Out, Reason> {
+        if let Err(r) = self.ttl_expired(snap, from, buf) {
+            return r.map(Out::Port);
+        }
+        let tunnel = peer.tunnel.as_ref().ok_or(Reason::NoNeighbour)?;
+        let mtu = usize::from(snap.node.uplink_mtu);
+        // Outer IP packet = inner IP packet + inner Ethernet + VXLAN
+        // + UDP + IPv4 = inner + 50.
+        if buf.len() + OVERHEAD > mtu {
+            let df = Ipv4Packet::new_unchecked(buf.data()).dont_frag();
+            if !df {
+                return Err(Reason::TooBig);
+            }
+            // RFC 1191 / Linux vxlan: tell the sender the overlay MTU.
+            let inner_mtu = mtu.saturating_sub(OVERHEAD) as u32;
+            if !icmp::make_error(
+                buf,
+                snap.node.gateway_ip,
+                icmp::DEST_UNREACH,
+                icmp::FRAG_NEEDED,
+                inner_mtu,
+            ) {
+                // Counted once, by the caller.
+                return Err(Reason::FragNeeded);
+            }
+            // The packet's drop, counted here: the buffer now
+            // carries the error.
+            let Some(back) = from else {
+                return Err(Reason::FragNeeded);
+            };
+            self.counters.drop(Reason::FragNeeded);
+            self.counters.icmp_sent += 1;
+            return self.deliver(snap, back, buf).map(Out::Port);
+        }
+        if let Err(r) = self.decrement_ttl(snap, from, buf) {
+            return r.map(Out::Port);
+        }
+        push_ethernet(buf, peer.spec.vtep_mac, snap.node.vtep_mac)?;
+        let (raw, inner) = buf.raw_mut();
+        let outer = vxlan::encapsulate(raw, inner, tunnel).map_err(|_| Reason::TooBig)?;
+        buf.set_range(outer);
+        self.counters.encapsulated += 1;
+        self.uplink().map(Out::Port).ok_or(Reason::NoNeighbour)
+    }
+
     /// A frame from the uplink; `handed` when another worker passed it on
     /// (it is then processed here whatever its owner looks like).
     pub(crate) fn uplink_rx(
@@ -471,11 +488,27 @@ impl Worker {
                 .payload()
                 .get(2..4)
                 .is_some_and(|b| b == snap.vxlan.dst_port.to_be_bytes());
-        if ip.dst_addr() != snap.node.ip {
+        // NodePorts, externalIPs and LB IPs the XDP program steered here
+        // (`services.node_ports`).
+        let frontend = !snap.services.is_empty()
+            && !ip.is_fragment()
+            && matches!(ip.protocol(), ip_proto::TCP | ip_proto::UDP)
+            && ip
+                .payload()
+                .get(2..4)
+                .and_then(|b| <[u8; 2]>::try_from(b).ok())
+                .is_some_and(|p| {
+                    snap.services
+                        .is_frontend(ip.dst_addr(), ip.protocol(), u16::from_be_bytes(p))
+                });
+        if ip.dst_addr() != snap.node.ip && !frontend {
             return Err(Reason::NotOurs);
         }
-        if vxlan_port {
+        if vxlan_port && !frontend {
             return self.decap(snap, now, buf);
+        }
+        if frontend {
+            return self.services_ingress(snap, now, buf, handed);
         }
         // A reply arriving on another worker's queue: conntrack lives with
         // the flow's owner.
@@ -526,8 +559,22 @@ impl Worker {
         // here if this worker holds the flow, else on the gateway's worker
         // at delivery.
         if dst == snap.node.gateway_ip && !snap.services.is_empty() {
+            // A flow another worker masqueraded (its port slice says
+            // which): processed there as if its pod had sent it.
+            if let Some(w) = self.masquerade_owner(&Ipv4Packet::new_unchecked(buf.data()))
+                && w != self.id()
+            {
+                self.counters.decapsulated += 1;
+                return Ok(Out::Worker(w, Handoff::Masqueraded));
+            }
             self.services_reverse(snap, now, buf)?;
             dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
+            // The answer to a client outside the cluster (a NodePort,
+            // externalIP or LB IP flow): out through the uplink.
+            if dst != snap.node.ip && matches!(snap.route(dst), Route::External) {
+                self.counters.decapsulated += 1;
+                return self.out_uplink(snap, buf);
+            }
         }
         if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
             return Err(Reason::NoSuchPod);

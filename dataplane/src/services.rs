@@ -16,20 +16,50 @@
 //!   masquerade port came from.
 //! - No endpoint: kube-proxy's reject (ICMP port unreachable from the
 //!   service address, for TCP too) or drop, each counted by reason.
+//! - From outside (`services.node_ports`: the XDP program steers NodePorts,
+//!   externalIPs and LB IPs here): [`Worker::services_ingress`]. The flow
+//!   lives on the worker a hash of the client's address and port picks
+//!   ([`client_owner`]), whichever queue it arrived on: a Local-policy
+//!   backend's replies carry that address as their destination, so its
+//!   worker hands them there ([`Worker::external_reply_owner`]); Cluster
+//!   policy masquerades to the gateway address with a port from that
+//!   worker's slice, which names it too. Replies leave through the uplink.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use encap::ethernet::EthernetFrame;
 use encap::ip_proto;
 use encap::ipv4::Ipv4Packet;
 use lb::{AffinityTable, Backend, ServiceTable};
-use nat::{Nat, Origin, Services, Tuple, Verdict};
+use nat::{Direction, Nat, Origin, Services, Tuple, Verdict};
 
 use crate::buf::Buf;
 use crate::counters::Reason;
 use crate::icmp;
-use crate::route::Snapshot;
+use crate::pipeline::{check_ipv4, push_ethernet, strip_ethernet};
+use crate::route::{Route, Snapshot};
 use crate::worker::{Handoff, Out, Worker};
+
+/// The worker (of `n`) owning a service flow from an outside client at
+/// `ip`:`port`. Any function of the pair works if every worker uses it.
+pub(crate) fn client_owner(ip: Ipv4Addr, port: u16, n: usize) -> u8 {
+    let k = (u64::from(u32::from(ip)) << 16 | u64::from(port)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((k >> 32) % n.max(1) as u64) as u8
+}
+
+/// Source and destination ports of a TCP or UDP packet.
+fn ports(ip: &Ipv4Packet<&[u8]>) -> Option<(u16, u16)> {
+    if !matches!(ip.protocol(), ip_proto::TCP | ip_proto::UDP) {
+        return None;
+    }
+    let p = ip.payload().get(..4)?;
+    let (s, d) = p.split_at(2);
+    Some((
+        u16::from_be_bytes(s.try_into().ok()?),
+        u16::from_be_bytes(d.try_into().ok()?),
+    ))
+}
 
 /// Session affinity bindings a worker keeps (a power of two).
 pub const AFFINITY_ENTRIES: usize = 16 * 1024;
@@ -129,17 +159,17 @@ impl Worker {
         let (refused, balanced) = (hooks.refused, hooks.balanced);
         match v {
             Verdict::Accept(a) => {
-                if let Some(id) = balanced {
-                    self.counters.svc_flows += 1;
-                    let i = id as usize;
-                    if self.svc_hits.len() <= i {
-                        self.svc_hits.resize(i + 1, 0);
-                    }
-                    if let Some(h) = self.svc_hits.get_mut(i) {
-                        *h += 1;
+                self.count_balanced(balanced);
+                self.counters.svc_translated += u64::from(a.translated);
+                // A backend's answer to an outside client (a NodePort,
+                // externalIP or LB IP flow): out through the uplink, not
+                // through SNAT again.
+                if a.dir == Direction::Reply && a.translated {
+                    let to = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
+                    if to != snap.node.ip && matches!(snap.route(to), Route::External) {
+                        return self.out_uplink(snap, buf).map(Some);
                     }
                 }
-                self.counters.svc_translated += u64::from(a.translated);
                 Ok(None)
             }
             Verdict::Drop(r) => Err(Reason::Conntrack(r)),
@@ -149,6 +179,139 @@ impl Worker {
                 _ => Err(Reason::Service(lb::LbDrop::UnallocatedClusterIp)),
             },
         }
+    }
+
+    /// A frame from the uplink to a service frontend (a NodePort on the
+    /// node IP, an externalIP, a LoadBalancer IP), steered by the XDP
+    /// program: balanced and DNATed (masqueraded to the gateway address
+    /// under an external Cluster policy), then to the backend pod here or
+    /// through VXLAN. `handed`: another worker passed it on.
+    pub(crate) fn services_ingress(
+        &mut self,
+        snap: &Snapshot,
+        now: Duration,
+        buf: &mut Buf,
+        handed: bool,
+    ) -> Result<Out, Reason> {
+        let eth = EthernetFrame::new_checked(buf.data()).map_err(|_| Reason::Malformed)?;
+        let client_mac = eth.src();
+        let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| Reason::Malformed)?;
+        let (src, frontend) = (ip.src_addr(), ip.dst_addr());
+        let (sport, _) = ports(&ip).ok_or(Reason::Malformed)?;
+        let owner = client_owner(src, sport, self.workers());
+        if !handed && owner != self.id() {
+            return Ok(Out::Worker(owner, Handoff::Uplink));
+        }
+        strip_ethernet(buf)?;
+        check_ipv4(buf)?;
+        let mut hooks = Hooks {
+            table: &snap.services,
+            affinity: &mut self.affinity,
+            masquerade: snap.node.gateway_ip,
+            refused: None,
+            balanced: None,
+        };
+        // Host: the entry may be created, and is translated only as the
+        // service says (DNAT, masquerade), never by SNAT policy.
+        let v = self
+            .ct
+            .process_with(now, buf.data_mut(), Origin::Host, &mut hooks);
+        let (refused, balanced) = (hooks.refused, hooks.balanced);
+        match v {
+            Verdict::Accept(a) => {
+                self.count_balanced(balanced);
+                self.counters.svc_translated += u64::from(a.translated);
+            }
+            Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
+            Verdict::Refused => {
+                return match refused {
+                    Some(lb::Verdict::Reject(r)) => {
+                        self.reject_outside(snap, client_mac, frontend, r, buf)
+                    }
+                    Some(lb::Verdict::Drop(d)) => Err(Reason::Service(d)),
+                    _ => Err(Reason::Service(lb::LbDrop::UnallocatedClusterIp)),
+                };
+            }
+        }
+        let dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
+        match snap.route(dst) {
+            Route::Local => {
+                if self.pod_port(dst).is_none() && snap.pod_worker(dst).is_none() {
+                    return Err(Reason::NoSuchPod);
+                }
+                if let Err(r) = self.decrement_ttl(snap, None, buf) {
+                    return r.map(Out::Port);
+                }
+                self.toward_pod(snap, now, dst, buf)
+            }
+            Route::Peer(peer) => self.encap_to_peer(snap, None, peer, buf),
+            // Endpoints outside the pod network (a hand-made slice) are
+            // not reached from outside.
+            Route::Unroutable | Route::External => Err(Reason::NoRoute),
+        }
+    }
+
+    /// Counts a new flow balanced to service port `id`.
+    fn count_balanced(&mut self, id: Option<lb::PortId>) {
+        let Some(id) = id else {
+            return;
+        };
+        self.counters.svc_flows += 1;
+        let i = id as usize;
+        if self.svc_hits.len() <= i {
+            self.svc_hits.resize(i + 1, 0);
+        }
+        if let Some(h) = self.svc_hits.get_mut(i) {
+            *h += 1;
+        }
+    }
+
+    /// An answer to a client outside the cluster: out through the uplink,
+    /// to the node's gateway (as masqueraded traffic leaves).
+    pub(crate) fn out_uplink(&mut self, snap: &Snapshot, buf: &mut Buf) -> Result<Out, Reason> {
+        if let Err(r) = self.decrement_ttl(snap, None, buf) {
+            return r.map(Out::Port);
+        }
+        let gw = snap.node.gateway_mac.ok_or(Reason::NoNeighbour)?;
+        let up = self.uplink().ok_or(Reason::NoNeighbour)?;
+        push_ethernet(buf, gw, snap.node.uplink_mac)?;
+        Ok(Out::Port(up))
+    }
+
+    /// Where a pod's packet to an outside address belongs when the pod is
+    /// a Local-policy backend answering an outside client: the worker the
+    /// client's address picks ([`client_owner`]). `None`: anything else
+    /// (the pod's own flows stay here).
+    pub(crate) fn external_reply_owner(&self, snap: &Snapshot, buf: &Buf) -> Option<u8> {
+        let n = self.workers();
+        if n <= 1 {
+            return None;
+        }
+        let ip = Ipv4Packet::new_unchecked(buf.data());
+        let (sport, dport) = ports(&ip)?;
+        snap.services
+            .external_local_backend(ip.src_addr(), ip.protocol(), sport)
+            .then(|| client_owner(ip.dst_addr(), dport, n))
+    }
+
+    /// kube-proxy's reject for a frontend reached from outside: ICMP port
+    /// unreachable from the frontend address, back to the frame's sender.
+    fn reject_outside(
+        &mut self,
+        snap: &Snapshot,
+        to: encap::MacAddr,
+        frontend: Ipv4Addr,
+        r: lb::LbReject,
+        buf: &mut Buf,
+    ) -> Result<Out, Reason> {
+        let up = self.uplink().ok_or(Reason::ServiceReject(r))?;
+        if !icmp::make_error(buf, frontend, icmp::DEST_UNREACH, icmp::PORT_UNREACH, 0) {
+            return Err(Reason::ServiceReject(r));
+        }
+        push_ethernet(buf, to, snap.node.uplink_mac)?;
+        self.counters.drop(Reason::ServiceReject(r));
+        self.counters.icmp_sent += 1;
+        Ok(Out::Port(up))
     }
 
     /// kube-proxy's reject: ICMP port unreachable from the service address
@@ -196,7 +359,7 @@ impl Worker {
 
     /// The worker whose port slice a masquerade port (the destination port
     /// of a reply to the gateway address) comes from, when it can be told.
-    fn masquerade_owner(&self, ip: &Ipv4Packet<&[u8]>) -> Option<u8> {
+    pub(crate) fn masquerade_owner(&self, ip: &Ipv4Packet<&[u8]>) -> Option<u8> {
         let snat = self.snat()?;
         if snat.worker.1 <= 1 || !matches!(ip.protocol(), ip_proto::TCP | ip_proto::UDP) {
             return None;

@@ -58,8 +58,10 @@ pub enum Handoff {
     /// A frame from the uplink answering one of our masqueraded flows:
     /// process it as if our uplink queue had received it.
     Uplink,
-    /// A pod's packet to the gateway address answering a service flow we
-    /// masqueraded (the port is from our slice).
+    /// A pod's packet answering a service flow we own: to the gateway
+    /// address of a flow we masqueraded (the port is from our slice), or
+    /// from a Local-policy backend to an outside client whose address
+    /// picks us.
     Masqueraded,
 }
 
@@ -233,6 +235,11 @@ impl Worker {
     /// This worker's index.
     pub fn id(&self) -> u8 {
         self.id
+    }
+
+    /// How many workers share the node (1 without a mesh).
+    pub(crate) fn workers(&self) -> usize {
+        self.mesh.as_ref().map_or(1, |m| m.to.len())
     }
 
     /// The routing snapshots it loads (for tests and benchmarks that

@@ -333,7 +333,36 @@ pub struct ServiceTable {
     facts: Arc<NodeFacts>,
     index: Arc<Index>,
     ports: Vec<Option<Arc<Compiled>>>,
+    /// Local endpoints of externally reachable ports under an external
+    /// Local policy, (address, protocol, port) keyed as frontends, with how
+    /// many ports hold each: their replies to outside clients belong to
+    /// the flow's owner worker ([`ServiceTable::external_local_backend`]).
+    ext_local: Arc<FxHashMap<u64, u32>>,
     generation: u64,
+}
+
+/// Keys of `s`'s endpoints that serve outside clients with their address
+/// kept (external Local policy, on this node).
+fn ext_local_keys(s: &ServicePort) -> impl Iterator<Item = u64> + '_ {
+    let on = s.external_local && s.externally_accessible();
+    let p = s.name.proto.number();
+    s.endpoints
+        .iter()
+        .filter(move |e| on && e.local)
+        .map(move |e| fkey(e.ip, p, e.port))
+}
+
+fn count_keys(m: &mut FxHashMap<u64, u32>, keys: impl Iterator<Item = u64>, add: bool) {
+    for k in keys {
+        if add {
+            *m.entry(k).or_insert(0) += 1;
+        } else if let Some(c) = m.get_mut(&k) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                m.remove(&k);
+            }
+        }
+    }
 }
 
 fn same_frontends(a: &ServicePort, b: &ServicePort) -> bool {
@@ -365,6 +394,20 @@ impl ServiceTable {
         let mut ports = self.ports.clone();
         let mut index: Option<Index> = None;
         let base: &Index = &self.index;
+        let mut ext_local: Option<FxHashMap<u64, u32>> = None;
+        let mut ext = |old: Option<&ServicePort>, new: Option<&ServicePort>| {
+            let dirty = old.is_some_and(|o| ext_local_keys(o).next().is_some())
+                || new.is_some_and(|n| ext_local_keys(n).next().is_some());
+            if dirty {
+                let m = ext_local.get_or_insert_with(|| (*self.ext_local).clone());
+                if let Some(o) = old {
+                    count_keys(m, ext_local_keys(o), false);
+                }
+                if let Some(n) = new {
+                    count_keys(m, ext_local_keys(n), true);
+                }
+            }
+        };
         fn idx<'a>(index: &'a mut Option<Index>, base: &Index) -> &'a mut Index {
             index.get_or_insert_with(|| base.clone())
         }
@@ -375,6 +418,7 @@ impl ServiceTable {
             let i = idx(&mut index, base);
             if let Some(old) = ports.get_mut(id as usize).and_then(Option::take) {
                 unindex(i, id, &old.spec);
+                ext(Some(&old.spec), None);
             }
             i.by_name.remove(name);
             i.free.push(id);
@@ -411,6 +455,7 @@ impl ServiceTable {
                     *i.cluster_ips.entry(u32::from(*ip)).or_insert(0) += 1;
                 }
             }
+            ext(old.as_ref().map(|o| &o.spec), Some(&spec));
             let c = Arc::new(Compiled::new(spec, &self.facts, generation));
             if ports.len() <= id as usize {
                 ports.resize(id as usize + 1, None);
@@ -423,6 +468,7 @@ impl ServiceTable {
             facts: self.facts.clone(),
             index: index.map_or_else(|| self.index.clone(), Arc::new),
             ports,
+            ext_local: ext_local.map_or_else(|| self.ext_local.clone(), Arc::new),
             generation,
         }
     }
@@ -478,6 +524,53 @@ impl ServiceTable {
         i.addrs.contains_key(&u32::from(dst))
             || self.facts.service_cidrs.iter().any(|n| n.contains(&dst))
             || (!i.node_ports.is_empty() && self.is_node(dst))
+    }
+
+    /// Whether a packet to `dst` (IP protocol `proto`, port `dport`) hits
+    /// a frontend reachable from outside the node: an externalIP, a
+    /// LoadBalancer IP, or a NodePort on a node address (ClusterIPs too,
+    /// for a router that sends them here). Frames from the uplink that are
+    /// not are left to SNAT replies and the kernel.
+    #[inline]
+    pub fn is_frontend(&self, dst: Ipv4Addr, proto: u8, dport: u16) -> bool {
+        let i = &self.index;
+        i.frontends.contains_key(&fkey(dst, proto, dport))
+            || (self.is_node(dst) && i.node_ports.contains_key(&nkey(proto, dport)))
+    }
+
+    /// What the uplink's XDP program steers to the workers: every
+    /// (address, IP protocol, port) of an externalIP, a LoadBalancer IP,
+    /// and a NodePort on each node address, in no particular order.
+    pub fn steered(&self) -> Vec<(Ipv4Addr, u8, u16)> {
+        let mut out = Vec::new();
+        for fs in self.index.frontends.values() {
+            for f in fs {
+                let Some(p) = self.port(f.port) else { continue };
+                let s = &p.spec;
+                let proto = s.name.proto.number();
+                let ips = match f.kind {
+                    Kind::ExternalIp => &s.external_ips,
+                    Kind::LoadBalancer => &s.load_balancer_ips,
+                    Kind::ClusterIp | Kind::NodePort => continue,
+                };
+                out.extend(ips.iter().map(|ip| (*ip, proto, s.port)));
+            }
+        }
+        for &k in self.index.node_ports.keys() {
+            let (proto, port) = ((k >> 16) as u8, k as u16);
+            out.extend(self.facts.node_ips.iter().map(|ip| (*ip, proto, port)));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether (`ip`, `proto`, `port`) is a local endpoint that answers
+    /// outside clients with their address kept (an external Local
+    /// policy): its replies go to the worker owning the client's flow.
+    #[inline]
+    pub fn external_local_backend(&self, ip: Ipv4Addr, proto: u8, port: u16) -> bool {
+        !self.ext_local.is_empty() && self.ext_local.contains_key(&fkey(ip, proto, port))
     }
 
     fn in_cluster(&self, ip: Ipv4Addr) -> bool {

@@ -36,6 +36,7 @@ use crate::{neigh, netns};
 
 mod admin;
 mod metrics;
+mod node_ports;
 mod pods;
 mod services;
 mod worker;
@@ -216,6 +217,8 @@ struct Ctx {
     cluster: Mutex<Option<ctrl::cluster_file::ClusterFileHandle>>,
     /// The Services thread, when services come from the API.
     svc_sync: Mutex<Option<ctrl::service_sync::ServiceSyncHandle>>,
+    /// NodePorts, externalIPs and LB IPs from outside (`services.node_ports`).
+    node_ports: Option<node_ports::NodePorts>,
 }
 
 /// A running daemon.
@@ -449,6 +452,11 @@ impl Daemon {
             }
             workers.push(w);
         }
+        let node_ports = if cfg.node_ports {
+            Some(node_ports::NodePorts::new(prog.clone(), cfg.ip)?)
+        } else {
+            None
+        };
         drop(prog);
 
         let (cmd_tx, cmd_rx): (Vec<_>, Vec<_>) = (0..n)
@@ -464,6 +472,7 @@ impl Daemon {
             file: Mutex::new(None),
             cluster: Mutex::new(None),
             svc_sync: Mutex::new(None),
+            node_ports,
         });
         if let Some(path) = &cfg.peers_file {
             let weak = Arc::downgrade(&ctx);
@@ -570,6 +579,9 @@ impl Daemon {
         drop(self.ctx.file.lock().ok().and_then(|mut f| f.take()));
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(np) = &self.ctx.node_ports {
+            np.stop();
         }
         if let Some(r) = self.reserved.take()
             && let Err(e) = r.release()

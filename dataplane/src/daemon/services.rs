@@ -41,7 +41,7 @@ fn apply(weak: &Weak<Ctx>, u: &ctrl::services::Update) {
     let Ok(mut ctl) = ctx.control.lock() else {
         return;
     };
-    let next = ctl.services.update(u.upserts.iter().cloned(), &u.removes);
+    let next = Arc::new(ctl.services.update(u.upserts.iter().cloned(), &u.removes));
     tracing::info!(
         "services: {} ports ({} changed, {} removed), table generation {}",
         next.len(),
@@ -49,9 +49,15 @@ fn apply(weak: &Weak<Ctx>, u: &ctrl::services::Update) {
         u.removes.len(),
         next.generation()
     );
-    ctl.services = Arc::new(next);
+    ctl.services = next.clone();
     ctl.services_at = Some(Instant::now());
     ctl.publish();
+    drop(ctl);
+    // Steered after the workers have the table: a frame steered early
+    // would meet an old table and go nowhere.
+    if let Some(np) = &ctx.node_ports {
+        np.sync(&next);
+    }
 }
 
 /// Starts whatever feeds the table: the cluster file (which also gives the

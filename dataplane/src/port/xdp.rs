@@ -89,6 +89,7 @@ pub struct SteerProgram {
     ifindex: u32,
     xdp_flags: u32,
     xsks_fd: i32,
+    frontends_fd: i32,
 }
 
 // SAFETY: the bpf_object is only touched at creation and in Drop; libbpf
@@ -122,6 +123,7 @@ impl SteerProgram {
                 ifindex,
                 xdp_flags: 0,
                 xsks_fd: -1,
+                frontends_fd: -1,
             };
             let rc = libbpf_sys::bpf_object__load(obj);
             if rc != 0 {
@@ -138,6 +140,7 @@ impl SteerProgram {
                 if fd < 0 { Err(os_err(n, fd)) } else { Ok(fd) }
             };
             p.xsks_fd = map_fd("xsks")?;
+            p.frontends_fd = map_fd("frontends")?;
             let config_fd = map_fd("config")?;
             let raw = RawSteerConfig {
                 node_ip: u32::from_ne_bytes(cfg.node_ip.octets()),
@@ -185,6 +188,73 @@ impl SteerProgram {
         } else {
             Ok(())
         }
+    }
+}
+
+/// `struct frontend_key`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawFrontend {
+    addr: u32,
+    port: u16,
+    proto: u8,
+    pad: u8,
+}
+
+impl RawFrontend {
+    fn new((addr, proto, port): Frontend) -> RawFrontend {
+        RawFrontend {
+            addr: u32::from_ne_bytes(addr.octets()),
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        }
+    }
+}
+
+/// A service frontend the program steers: address, IP protocol, port.
+pub type Frontend = (Ipv4Addr, u8, u16);
+
+impl SteerProgram {
+    /// Steers exactly `new` (sorted) to the workers, given that `old`
+    /// (sorted) is what the map holds: removes what left, adds what came.
+    /// Idempotent: after an error (the map holds part of the change) the
+    /// same call finishes it.
+    pub fn sync_frontends(&self, old: &[Frontend], new: &[Frontend]) -> io::Result<()> {
+        let value = 1u8;
+        for f in old.iter().filter(|f| new.binary_search(f).is_err()) {
+            let k = RawFrontend::new(*f);
+            // SAFETY: the key points at a live value of the map's key size.
+            let rc = unsafe {
+                libbpf_sys::bpf_map_delete_elem(self.frontends_fd, std::ptr::from_ref(&k).cast())
+            };
+            if rc != 0 && rc != -libc::ENOENT {
+                return Err(os_err("removing a steered service frontend", rc));
+            }
+        }
+        for f in new.iter().filter(|f| old.binary_search(f).is_err()) {
+            let k = RawFrontend::new(*f);
+            // SAFETY: key and value point at live values of the map's sizes.
+            let rc = unsafe {
+                libbpf_sys::bpf_map_update_elem(
+                    self.frontends_fd,
+                    std::ptr::from_ref(&k).cast(),
+                    std::ptr::from_ref(&value).cast(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                return Err(os_err(
+                    &format!(
+                        "steering service frontend {}:{}/{} (the map holds 65536; \
+                         fewer NodePorts, externalIPs or LoadBalancer IPs are needed)",
+                        f.0, f.2, f.1
+                    ),
+                    rc,
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

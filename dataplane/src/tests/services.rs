@@ -14,7 +14,7 @@ use super::*;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
-fn facts() -> NodeFacts {
+pub(super) fn facts() -> NodeFacts {
     let n = node();
     NodeFacts {
         name: n.name.clone(),
@@ -54,7 +54,7 @@ fn routes_with(ports: Vec<ServicePort>) -> (Routes, Arc<ServiceTable>) {
     (routes, table)
 }
 
-fn udp_from(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+pub(super) fn udp_from(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     let mut v = Vec::new();
     PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
         .udp(sport, dport)
@@ -64,7 +64,7 @@ fn udp_from(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
 }
 
 /// (src, sport, dst, dport) of an IPv4 packet, checksums verified.
-fn ends(p: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+pub(super) fn ends(p: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     let s = SlicedPacket::from_ip(p).unwrap();
     let Some(NetSlice::Ipv4(ip)) = &s.net else {
         panic!()
