@@ -127,7 +127,7 @@ fn svc(name: &'static str, ports: Vec<(&'static str, &'static str, u16, u16)>) -
         ip: VIP,
         ports,
         endpoints: Vec::new(),
-        affinity_secs: None,
+        ..Svc::default()
     }
 }
 
@@ -450,4 +450,187 @@ fn dns_through_the_cluster_ip_with_dig_and_dnsmasq() {
         "10.96.0.1",
         "with kube-proxy's DNAT on the node"
     );
+}
+
+const NODE_A: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const NODE_B: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+
+/// e2e "should only allow access from service loadbalancer source ranges":
+/// a LoadBalancer IP the external host routes to node-a answers sources in
+/// `loadBalancerSourceRanges` and drops the others (counted); the NodePort
+/// of the same service ignores the ranges, as kube-proxy's does.
+#[test]
+fn e2e_load_balancer_source_ranges() {
+    let Some(t) = start() else { return };
+    let lb_ip = Ipv4Addr::new(203, 0, 113, 10);
+    t.ip(
+        "ext",
+        &["route", "add", "203.0.113.10/32", "via", "192.168.77.1"],
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    serve_udp(&t, "b2", (B2, 8080), stop.clone());
+    let lb = |ranges: Vec<&'static str>| {
+        let mut s = svc("lb", vec![("p80", "UDP", 80, 8080)]);
+        s.endpoints = vec![ready(B2, "node-b")];
+        s.external = Some(demo::Exposure {
+            node_ports: vec![30090],
+            lb_ip: Some(lb_ip),
+            source_ranges: ranges,
+            ..demo::Exposure::default()
+        });
+        s
+    };
+    publish(&t, vec![lb(vec!["192.168.77.100/32"])]);
+    let (who, from) = ask(&t, "ext", (lb_ip, 80)).expect("an allowed source");
+    assert_eq!((who.as_str(), from), ("b2", SocketAddr::from((lb_ip, 80))));
+    let before = stat(&t.sockets[0], "drop svc_source_range");
+    publish(&t, vec![lb(vec!["10.0.0.0/8"])]);
+    let e = ask(&t, "ext", (lb_ip, 80)).expect_err("a source outside the ranges");
+    assert_eq!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock,
+        "dropped, not refused: {e}"
+    );
+    wait_for("the drop counted", || {
+        stat(&t.sockets[0], "drop svc_source_range") > before
+    });
+    let (who, from) = ask(&t, "ext", (NODE_A, 30090)).expect("the NodePort ignores the ranges");
+    assert_eq!(
+        (who.as_str(), from),
+        ("b2", SocketAddr::from((NODE_A, 30090)))
+    );
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// The packets kube-proxy-style rules on `node` DNATed (the counter of
+/// the KUBE-NODEPORTS DNAT rule).
+fn kube_proxy_hits(t: &Topology, node: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.ns(node),
+            "iptables",
+            "-t",
+            "nat",
+            "-L",
+            "KUBE-NODEPORTS",
+        ])
+        .args(["-v", "-x", "-n"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("DNAT"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// kube-proxy's iptables rules for the demo's NodePort 30053 (UDP, on b1),
+/// in miniature: KUBE-NODEPORTS from PREROUTING for local addresses, the
+/// masquerade mark, DNAT to the endpoint, KUBE-POSTROUTING masquerading
+/// marked packets.
+fn program_kube_proxy(t: &Topology, node: &str) {
+    let rules: [&[&str]; 11] = [
+        &["-N", "KUBE-MARK-MASQ"],
+        &["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"],
+        &["-N", "KUBE-POSTROUTING"],
+        &["-A", "POSTROUTING", "-j", "KUBE-POSTROUTING"],
+        &[
+            "-A",
+            "KUBE-POSTROUTING",
+            "-m",
+            "mark",
+            "!",
+            "--mark",
+            "0x4000/0x4000",
+            "-j",
+            "RETURN",
+        ],
+        &[
+            "-A",
+            "KUBE-POSTROUTING",
+            "-j",
+            "MARK",
+            "--xor-mark",
+            "0x4000",
+        ],
+        &["-A", "KUBE-POSTROUTING", "-j", "MASQUERADE"],
+        &["-N", "KUBE-NODEPORTS"],
+        &[
+            "-A",
+            "PREROUTING",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "KUBE-NODEPORTS",
+        ],
+        &[
+            "-A",
+            "KUBE-NODEPORTS",
+            "-p",
+            "udp",
+            "--dport",
+            "30053",
+            "-j",
+            "KUBE-MARK-MASQ",
+        ],
+        &[
+            "-A",
+            "KUBE-NODEPORTS",
+            "-p",
+            "udp",
+            "--dport",
+            "30053",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "10.244.2.2:5353",
+        ],
+    ];
+    for r in rules {
+        let mut args = vec!["iptables", "-t", "nat"];
+        args.extend_from_slice(r);
+        t.exec(node, &args).unwrap();
+    }
+}
+
+/// A NodePort with kube-proxy's rules on both nodes: node-b
+/// (`services.node_ports: false`) leaves it to its kernel, which DNATs to
+/// b1 through the host device and masquerades; node-a
+/// (`services.node_ports: true`) serves it before netfilter sees it (the
+/// rule's counter stays 0, Sluice counts the flow). Both answer from the
+/// NodePort and b1 sees the node's gateway address either way.
+#[test]
+fn e2e_node_port_with_and_without_kube_proxy_rules() {
+    let Some(t) = start() else { return };
+    for node in ["a", "b"] {
+        program_kube_proxy(&t, node);
+    }
+    let flows = stat(&t.sockets[0], "service_flows");
+    let bind = (B1, demo::DNS_TARGET);
+    let r = demo::udp_via(&t, "ext", "b1", bind, (NODE_B, demo::WEB_NODE_PORT));
+    assert_eq!(
+        r.unwrap(),
+        Ipv4Addr::new(10, 244, 2, 1),
+        "node-b: kube-proxy's masquerade"
+    );
+    assert!(kube_proxy_hits(&t, "b") >= 1, "node-b's kernel DNATed it");
+    let r = demo::udp_via(&t, "ext", "b1", bind, (NODE_A, demo::WEB_NODE_PORT));
+    assert_eq!(
+        r.unwrap(),
+        Ipv4Addr::new(10, 244, 1, 1),
+        "node-a: Sluice's masquerade"
+    );
+    assert_eq!(
+        kube_proxy_hits(&t, "a"),
+        0,
+        "node-a's netfilter never saw it"
+    );
+    wait_for("node-a balanced it", || {
+        stat(&t.sockets[0], "service_flows") > flows
+    });
 }

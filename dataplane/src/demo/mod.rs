@@ -25,7 +25,9 @@ use crate::{daemon, netns};
 
 mod services;
 pub use services::{
-    DNS_IP, DNS_TARGET, EMPTY_IP, SERVICE_CIDR, Svc, demo_services, refused, service_checks,
+    DNS_IP, DNS_TARGET, EMPTY_IP, Exposure, LOCAL_HEALTH_PORT, LOCAL_NODE_PORT, LOCAL_WEB_IP,
+    REMOTE_ONLY_HEALTH_PORT, REMOTE_ONLY_NODE_PORT, SERVICE_CIDR, Svc, WEB_IP, WEB_NODE_PORT,
+    demo_services, health_check, refused, service_checks,
 };
 
 const NODES: [(&str, &str, &str, &str); 2] = [
@@ -283,9 +285,12 @@ fn config(t: &Topology, i: usize, cores: &str) -> String {
         format!("  pod_cidr: {cidr}\n")
     };
     let source = match (&t.cluster, source.is_empty()) {
+        // Node-a serves NodePorts itself (a kube-proxy-free node); node-b
+        // leaves them to its kernel, as a node running kube-proxy does.
         (Some(path), _) => format!(
-            "cluster_file: {}\nservices:\n  cidrs: [{SERVICE_CIDR}]",
-            path.display()
+            "cluster_file: {}\nservices:\n  cidrs: [{SERVICE_CIDR}]\n  node_ports: {}",
+            path.display(),
+            i == 0
         ),
         (None, true) => format!(
             "peers:\n  - name: node-{ptag}\n    ip: {pip}\n    vtep_mac: \"{pmac}\"\n    pod_cidrs: [{pcidr}]"
@@ -678,6 +683,9 @@ pub fn run() -> io::Result<bool> {
     );
     println!(
         "services (one cluster file for both nodes): kube-dns 10.96.0.10:53 UDP+TCP on pod b1, an empty service 10.96.0.11:80"
+    );
+    println!(
+        "from the external host, node-a serving NodePorts itself: web :30053 (Cluster policy, on b1), local-web :30080 (Local policy, a1 here and b2 there, health check :32000), remote-only :30081 (Local, no endpoint here, health check :32001)"
     );
     let t = Topology::build_services(&std::env::current_exe()?)?;
     let mut s = checks(&t);

@@ -6,8 +6,8 @@
 //! same node, and b1 reaching itself: hairpin) and from node-a's own
 //! stack, and an empty service is refused at once.
 
-use std::io;
-use std::net::{Ipv4Addr, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::{NODES, PODS, Summary, Topology, tcp_via, udp_via};
@@ -21,6 +21,22 @@ pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 /// The port b1 serves DNS-style traffic on (the services' targetPort).
 pub const DNS_TARGET: u16 = 5353;
+/// A NodePort service (Cluster policy) on b1.
+pub const WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
+/// Its NodePort (UDP and TCP).
+pub const WEB_NODE_PORT: u16 = 30053;
+/// A NodePort service with externalTrafficPolicy Local.
+pub const LOCAL_WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 13);
+/// Its NodePort (UDP and TCP).
+pub const LOCAL_NODE_PORT: u16 = 30080;
+/// Its healthCheckNodePort.
+pub const LOCAL_HEALTH_PORT: u16 = 32000;
+/// A Local-policy service with no endpoint on node-a.
+pub const REMOTE_ONLY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 14);
+/// Its NodePort (UDP).
+pub const REMOTE_ONLY_NODE_PORT: u16 = 30081;
+/// Its healthCheckNodePort.
+pub const REMOTE_ONLY_HEALTH_PORT: u16 = 32001;
 
 /// One Service for the cluster file: namespace, name, ClusterIP, ports
 /// (name, protocol, port, target port) and endpoints (address, node,
@@ -39,6 +55,37 @@ pub struct Svc {
     pub endpoints: Vec<(Ipv4Addr, &'static str, bool, bool, bool)>,
     /// `sessionAffinity: ClientIP` with this timeout.
     pub affinity_secs: Option<u32>,
+    /// Reachable from outside the cluster (type NodePort or LoadBalancer).
+    pub external: Option<Exposure>,
+}
+
+impl Default for Svc {
+    fn default() -> Svc {
+        Svc {
+            namespace: "default",
+            name: "",
+            ip: Ipv4Addr::UNSPECIFIED,
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            affinity_secs: None,
+            external: None,
+        }
+    }
+}
+
+/// How a Service is reached from outside.
+#[derive(Clone, Debug, Default)]
+pub struct Exposure {
+    /// `nodePort` of each port, in the order of [`Svc::ports`].
+    pub node_ports: Vec<u16>,
+    /// `externalTrafficPolicy: Local` (else Cluster).
+    pub local: bool,
+    /// `status.loadBalancer.ingress[0].ip` (type LoadBalancer).
+    pub lb_ip: Option<Ipv4Addr>,
+    /// `loadBalancerSourceRanges`.
+    pub source_ranges: Vec<&'static str>,
+    /// `healthCheckNodePort` (Local policy).
+    pub health_check: Option<u16>,
 }
 
 /// The demo's Services: kube-dns on b1, and an empty one.
@@ -54,7 +101,7 @@ pub fn demo_services() -> Vec<Svc> {
                 ("dns-tcp", "TCP", 53, DNS_TARGET),
             ],
             endpoints: vec![(b1, "node-b", true, true, false)],
-            affinity_secs: None,
+            ..Svc::default()
         },
         Svc {
             namespace: "default",
@@ -62,7 +109,58 @@ pub fn demo_services() -> Vec<Svc> {
             ip: EMPTY_IP,
             ports: vec![("http", "TCP", 80, 8080)],
             endpoints: Vec::new(),
-            affinity_secs: None,
+            ..Svc::default()
+        },
+        // A NodePort (external Cluster policy) served by b1 on node-b.
+        Svc {
+            namespace: "default",
+            name: "web",
+            ip: WEB_IP,
+            ports: vec![
+                ("udp", "UDP", 8053, DNS_TARGET),
+                ("tcp", "TCP", 8053, DNS_TARGET),
+            ],
+            endpoints: vec![(b1, "node-b", true, true, false)],
+            external: Some(Exposure {
+                node_ports: vec![WEB_NODE_PORT, WEB_NODE_PORT],
+                ..Exposure::default()
+            }),
+            ..Svc::default()
+        },
+        // A LoadBalancer with externalTrafficPolicy Local: a1 on node-a,
+        // b2 on node-b.
+        Svc {
+            namespace: "default",
+            name: "local-web",
+            ip: LOCAL_WEB_IP,
+            ports: vec![("udp", "UDP", 80, 8080), ("tcp", "TCP", 80, 8080)],
+            endpoints: vec![
+                (PODS[0].2, "node-a", true, true, false),
+                (PODS[3].2, "node-b", true, true, false),
+            ],
+            external: Some(Exposure {
+                node_ports: vec![LOCAL_NODE_PORT, LOCAL_NODE_PORT],
+                local: true,
+                health_check: Some(LOCAL_HEALTH_PORT),
+                ..Exposure::default()
+            }),
+            ..Svc::default()
+        },
+        // Local policy with no endpoint on node-a: dropped there, and its
+        // health check says so.
+        Svc {
+            namespace: "default",
+            name: "remote-only",
+            ip: REMOTE_ONLY_IP,
+            ports: vec![("udp", "UDP", 80, 8080)],
+            endpoints: vec![(PODS[3].2, "node-b", true, true, false)],
+            external: Some(Exposure {
+                node_ports: vec![REMOTE_ONLY_NODE_PORT],
+                local: true,
+                health_check: Some(REMOTE_ONLY_HEALTH_PORT),
+                ..Exposure::default()
+            }),
+            ..Svc::default()
         },
     ]
 }
@@ -86,15 +184,49 @@ pub fn cluster_yaml(services: &[Svc]) -> String {
                 "    sessionAffinity: ClientIP\n    sessionAffinityConfig: {{clientIP: {{timeoutSeconds: {t}}}}}\n"
             )
         });
+        let (kind, mut spec, mut status) = match &s.external {
+            None => ("ClusterIP", String::new(), String::new()),
+            Some(x) => {
+                let mut spec = format!(
+                    "    externalTrafficPolicy: {}\n",
+                    if x.local { "Local" } else { "Cluster" }
+                );
+                if let Some(h) = x.health_check {
+                    spec += &format!("    healthCheckNodePort: {h}\n");
+                }
+                if !x.source_ranges.is_empty() {
+                    spec += &format!(
+                        "    loadBalancerSourceRanges: [{}]\n",
+                        x.source_ranges.join(", ")
+                    );
+                }
+                let status = x.lb_ip.map_or(String::new(), |ip| {
+                    format!("  status: {{loadBalancer: {{ingress: [{{ip: {ip}}}]}}}}\n")
+                });
+                let kind = if x.lb_ip.is_some() || x.health_check.is_some() {
+                    "LoadBalancer"
+                } else {
+                    "NodePort"
+                };
+                (kind, spec, status)
+            }
+        };
+        spec += &affinity;
         y += &format!(
-            "- apiVersion: v1\n  kind: Service\n  metadata: {{name: {}, namespace: {}}}\n  spec:\n    type: ClusterIP\n    clusterIP: {}\n{affinity}    ports:\n",
+            "- apiVersion: v1\n  kind: Service\n  metadata: {{name: {}, namespace: {}}}\n  spec:\n    type: {kind}\n    clusterIP: {}\n{spec}    ports:\n",
             s.name, s.namespace, s.ip
         );
-        for (name, proto, port, target) in &s.ports {
+        for (i, (name, proto, port, target)) in s.ports.iter().enumerate() {
+            let np = s
+                .external
+                .as_ref()
+                .and_then(|x| x.node_ports.get(i))
+                .map_or(String::new(), |n| format!(", nodePort: {n}"));
             y += &format!(
-                "    - {{name: {name}, protocol: {proto}, port: {port}, targetPort: {target}}}\n"
+                "    - {{name: {name}, protocol: {proto}, port: {port}, targetPort: {target}{np}}}\n"
             );
         }
+        y += &std::mem::take(&mut status);
         y += &format!(
             "- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata:\n    name: {}-1\n    namespace: {}\n    labels: {{kubernetes.io/service-name: {}}}\n  addressType: IPv4\n  ports:\n",
             s.name, s.namespace, s.name
@@ -127,6 +259,88 @@ pub fn refused(t: &Topology, client: &str, to: (Ipv4Addr, u16)) -> io::Result<Du
             Ok(_) => Err(io::Error::other("connected")),
         }
     })
+}
+
+/// An HTTP GET from `client` to `to` (a healthCheckNodePort): the status
+/// code and the body.
+pub fn health_check(t: &Topology, client: &str, to: (Ipv4Addr, u16)) -> io::Result<(u16, String)> {
+    netns::run_in(&t.ns_path(client), move || {
+        let mut c = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
+        c.set_read_timeout(Some(Duration::from_secs(3)))?;
+        write!(c, "GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", to.0)?;
+        let mut r = String::new();
+        c.read_to_string(&mut r)?;
+        let code = r
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("not an HTTP answer: {r:?}")))?;
+        let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        Ok((code, body))
+    })
+}
+
+/// Whether a datagram from `client` to `to` gets any answer within 1 s.
+fn udp_answered(t: &Topology, client: &str, to: (Ipv4Addr, u16)) -> io::Result<bool> {
+    netns::run_in(&t.ns_path(client), move || {
+        let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        c.set_read_timeout(Some(Duration::from_secs(1)))?;
+        c.send_to(b"x", to)?;
+        let mut b = [0u8; 64];
+        Ok(c.recv_from(&mut b).is_ok())
+    })
+}
+
+/// Checks of Services from outside: NodePorts from the external host to
+/// node-a, which serves them itself (`services.node_ports`).
+fn external_checks(t: &Topology, s: &mut Summary) {
+    let node_a = Ipv4Addr::new(192, 168, 77, 1);
+    let (a1, b1) = (PODS[0].2, PODS[2].2);
+    // Cluster policy: to b1 across VXLAN, masqueraded to node-a's gateway
+    // address, answered from the NodePort.
+    let gw_a = Ipv4Addr::new(10, 244, 1, 1);
+    let r = udp_via(t, "ext", "b1", (b1, DNS_TARGET), (node_a, WEB_NODE_PORT));
+    s.check(
+        r.as_ref().is_ok_and(|p| *p == gw_a),
+        format!("nodeport udp external -> node-a:{WEB_NODE_PORT} (Cluster policy, b1 on node-b): b1 saw {r:?} (want {gw_a})"),
+    );
+    match tcp_via(t, "ext", "b1", (b1, DNS_TARGET), (node_a, WEB_NODE_PORT), 1 << 20) {
+        Ok((intact, peer, _)) => s.check(
+            intact && peer == gw_a,
+            format!("nodeport tcp 1 MB external -> node-a:{WEB_NODE_PORT}: intact={intact}, b1 saw {peer} (want {gw_a})"),
+        ),
+        Err(e) => s.check(false, format!("nodeport tcp external -> node-a:{WEB_NODE_PORT}: {e}")),
+    }
+    // Local policy: a1 (node-a's only endpoint) sees the client.
+    let ext = super::EXT;
+    let r = udp_via(t, "ext", "a1", (a1, 8080), (node_a, LOCAL_NODE_PORT));
+    s.check(
+        r.as_ref().is_ok_and(|p| *p == ext),
+        format!("nodeport udp external -> node-a:{LOCAL_NODE_PORT} (Local policy, a1): a1 saw {r:?} (want the client, {ext})"),
+    );
+    match tcp_via(t, "ext", "a1", (a1, 8080), (node_a, LOCAL_NODE_PORT), 1 << 20) {
+        Ok((intact, peer, _)) => s.check(
+            intact && peer == ext,
+            format!("nodeport tcp 1 MB external -> node-a:{LOCAL_NODE_PORT} (Local): intact={intact}, a1 saw {peer} (want {ext})"),
+        ),
+        Err(e) => s.check(false, format!("nodeport tcp external -> node-a:{LOCAL_NODE_PORT}: {e}")),
+    }
+    let r = health_check(t, "ext", (node_a, LOCAL_HEALTH_PORT));
+    s.check(
+        r.as_ref()
+            .is_ok_and(|(c, b)| *c == 200 && b.contains("\"localEndpoints\": 1")),
+        format!("healthCheckNodePort node-a:{LOCAL_HEALTH_PORT} with a local endpoint: {r:?} (want 200, localEndpoints 1)"),
+    );
+    // Local policy, no endpoint here: dropped, and the health check says
+    // 503 so a load balancer stops sending.
+    let h = health_check(t, "ext", (node_a, REMOTE_ONLY_HEALTH_PORT));
+    let answered = udp_answered(t, "ext", (node_a, REMOTE_ONLY_NODE_PORT));
+    s.check(
+        h.as_ref()
+            .is_ok_and(|(c, b)| *c == 503 && b.contains("\"localEndpoints\": 0"))
+            && matches!(answered, Ok(false)),
+        format!("Local policy without a local endpoint: health check {h:?} (want 503), datagram answered: {answered:?} (want dropped)"),
+    );
 }
 
 /// The Service checks, added to `s`.
@@ -168,4 +382,5 @@ pub fn service_checks(t: &Topology, s: &mut Summary) {
         r.as_ref().is_ok_and(|d| *d < Duration::from_secs(1)),
         format!("service with no endpoints refuses at once (ICMP port unreachable): {r:?}"),
     );
+    external_checks(t, s);
 }
