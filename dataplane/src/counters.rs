@@ -277,3 +277,23 @@ mod tests {
         assert_eq!(names.len(), REASONS);
     }
 }
+
+/// One service port's traffic on one worker ([`lb::PortId`] indexes them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcStats {
+    /// New flows balanced to a backend.
+    pub flows: u64,
+    /// Packets of its flows, both directions, as translated.
+    pub packets: u64,
+    /// Their bytes (IP packets, no link header).
+    pub bytes: u64,
+}
+
+impl SvcStats {
+    /// Adds `other`.
+    pub fn add(&mut self, other: &SvcStats) {
+        self.flows += other.flows;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}

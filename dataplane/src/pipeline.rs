@@ -401,6 +401,8 @@ impl Worker {
                         if a.translated {
                             self.counters.nat += 1;
                         }
+                        // A Local-policy backend answering an outside client.
+                        self.count_service_packet(a.service, buf.len());
                     }
                     Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
                     // No service hook here: never refused.

@@ -160,6 +160,7 @@ impl Worker {
         match v {
             Verdict::Accept(a) => {
                 self.count_balanced(balanced);
+                self.count_service_packet(a.service, buf.len());
                 self.counters.svc_translated += u64::from(a.translated);
                 // A backend's answer to an outside client (a NodePort,
                 // externalIP or LB IP flow): out through the uplink, not
@@ -220,6 +221,7 @@ impl Worker {
         match v {
             Verdict::Accept(a) => {
                 self.count_balanced(balanced);
+                self.count_service_packet(a.service, buf.len());
                 self.counters.svc_translated += u64::from(a.translated);
             }
             Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
@@ -257,13 +259,26 @@ impl Worker {
             return;
         };
         self.counters.svc_flows += 1;
+        if let Some(c) = self.svc_slot(id) {
+            c.flows += 1;
+        }
+    }
+
+    /// Counts a packet of `len` bytes of a flow of service port `service`
+    /// ([`nat::Accepted::service`]; 0: none).
+    pub(crate) fn count_service_packet(&mut self, service: u32, len: usize) {
+        if let Some(c) = service.checked_sub(1).and_then(|id| self.svc_slot(id)) {
+            c.packets += 1;
+            c.bytes += len as u64;
+        }
+    }
+
+    fn svc_slot(&mut self, id: lb::PortId) -> Option<&mut crate::counters::SvcStats> {
         let i = id as usize;
-        if self.svc_hits.len() <= i {
-            self.svc_hits.resize(i + 1, 0);
+        if self.svc.len() <= i {
+            self.svc.resize(i + 1, crate::counters::SvcStats::default());
         }
-        if let Some(h) = self.svc_hits.get_mut(i) {
-            *h += 1;
-        }
+        self.svc.get_mut(i)
     }
 
     /// An answer to a client outside the cluster: out through the uplink,
@@ -348,7 +363,8 @@ impl Worker {
         }
         match self.ct.reverse(now, buf.data_mut()) {
             None => Ok(()),
-            Some(Verdict::Accept(_)) => {
+            Some(Verdict::Accept(a)) => {
+                self.count_service_packet(a.service, buf.len());
                 self.counters.svc_translated += 1;
                 Ok(())
             }

@@ -182,9 +182,9 @@ pub struct Worker {
     pub(crate) ct: Conntrack,
     /// Session affinity bindings of the service flows started here.
     pub(crate) affinity: lb::AffinityTable,
-    /// New flows balanced here, by service port ([`lb::PortId`]); grows
+    /// Flows, packets and bytes by service port ([`lb::PortId`]); grows
     /// when a new port index first appears, not per packet.
-    pub svc_hits: Vec<u64>,
+    pub svc: Vec<crate::counters::SvcStats>,
     /// Counters.
     pub counters: Counters,
 }
@@ -209,7 +209,7 @@ impl Worker {
             rx: Vec::with_capacity(BURST),
             ct: Conntrack::new(ct, snat),
             affinity: lb::AffinityTable::new(crate::services::AFFINITY_ENTRIES),
-            svc_hits: Vec::new(),
+            svc: Vec::new(),
             counters: Counters::default(),
         }
     }

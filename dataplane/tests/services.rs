@@ -633,4 +633,29 @@ fn e2e_node_port_with_and_without_kube_proxy_rules() {
     wait_for("node-a balanced it", || {
         stat(&t.sockets[0], "service_flows") > flows
     });
+    // Per service port, in `sluice services` and Prometheus: the datagram
+    // and its answer (1000 bytes of payload each, IP packets of 1028).
+    let listed = request(&t.sockets[0], "services").unwrap();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("service default/web:udp/UDP "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let field = |k: &str| -> u64 {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let i = w.iter().position(|x| *x == k).unwrap();
+        w[i + 1].parse().unwrap()
+    };
+    assert!(
+        field("packets") >= 2 && field("bytes") >= 2 * 1028,
+        "{line}"
+    );
+    let (_, metrics) = demo::http_get(&t, "a", (Ipv4Addr::LOCALHOST, 9420), "/metrics").unwrap();
+    let bytes: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sluice_service_bytes_total{service=\"default/web:udp/UDP\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no service bytes in /metrics"));
+    assert_eq!(bytes, field("bytes"));
 }

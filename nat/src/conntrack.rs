@@ -347,6 +347,7 @@ impl Conntrack {
                     state: CtState::New,
                     dir: Direction::Original,
                     translated: target != c.tuple,
+                    service: nat.service,
                 }));
             }
         };
@@ -394,6 +395,7 @@ impl Conntrack {
             state: CtState::Established,
             dir,
             translated: target != c.tuple,
+            service: e.service,
         }))
     }
 
@@ -439,6 +441,7 @@ impl Conntrack {
                 state: CtState::Related,
                 dir,
                 translated: false,
+                service: e.service,
             });
         }
         let (to, outer) = match dir {
@@ -459,11 +462,13 @@ impl Conntrack {
                 },
             ),
         };
+        let service = e.service;
         rewrite_icmp_error(pkt, l4, quote_at, quoted, &to, outer);
         Ok(Accepted {
             state: CtState::Related,
             dir,
             translated: true,
+            service,
         })
     }
 

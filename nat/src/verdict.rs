@@ -22,6 +22,9 @@ pub struct Accepted {
     pub dir: Direction,
     /// Whether its addresses or ports were rewritten.
     pub translated: bool,
+    /// The service port its entry belongs to ([`crate::Nat::service`];
+    /// 0: none).
+    pub service: u32,
 }
 
 /// The verdict on one packet.

@@ -143,7 +143,10 @@ fn dnat_once_per_flow_and_replies_come_back_from_the_vip() {
     for i in 0..3 {
         let mut p = udp(CLIENT, 40000, VIP, 53);
         let v = ct.process_with(at(i), &mut p, Origin::Pod, &mut lb);
-        assert!(matches!(v, Verdict::Accept(a) if a.translated), "{v:?}");
+        assert!(
+            matches!(v, Verdict::Accept(a) if a.translated && a.service == 7),
+            "{v:?}"
+        );
         assert_eq!(ends(&p), (CLIENT, 40000, B1, 5353), "DNAT, client kept");
     }
     assert_eq!(lb.calls, 1, "asked once, at the first packet");
@@ -154,7 +157,7 @@ fn dnat_once_per_flow_and_replies_come_back_from_the_vip() {
     let v = ct
         .reverse(at(10), &mut r)
         .expect("a reply of a translated flow");
-    assert!(matches!(v, Verdict::Accept(a) if a.translated));
+    assert!(matches!(v, Verdict::Accept(a) if a.translated && a.service == 7));
     assert_eq!(ends(&r), (VIP, 53, CLIENT, 40000));
     // Pod-to-pod traffic that is no reply is left alone.
     let mut other = udp(B2, 9, CLIENT, 40000);

@@ -101,8 +101,8 @@ pub struct StatsView {
     pub pinned_core: Option<usize>,
     /// Snapshot generation it last used.
     pub generation: u64,
-    /// New flows balanced, by service port index.
-    pub svc_hits: Vec<u64>,
+    /// Flows, packets and bytes by service port index.
+    pub svc: Vec<crate::counters::SvcStats>,
 }
 
 /// An attached pod.

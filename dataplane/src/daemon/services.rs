@@ -148,15 +148,15 @@ pub(super) fn status(ctx: &Ctx) -> (Option<bool>, String) {
     (ready, text)
 }
 
-/// New flows balanced per service port, added over the workers.
-fn hits(views: &[StatsView]) -> Vec<u64> {
-    let mut out = Vec::new();
+/// Flows, packets and bytes per service port, added over the workers.
+fn hits(views: &[StatsView]) -> Vec<crate::counters::SvcStats> {
+    let mut out: Vec<crate::counters::SvcStats> = Vec::new();
     for v in views {
-        if out.len() < v.svc_hits.len() {
-            out.resize(v.svc_hits.len(), 0);
+        if out.len() < v.svc.len() {
+            out.resize(v.svc.len(), crate::counters::SvcStats::default());
         }
-        for (a, b) in out.iter_mut().zip(&v.svc_hits) {
-            *a += b;
+        for (a, b) in out.iter_mut().zip(&v.svc) {
+            a.add(b);
         }
     }
     out
@@ -193,10 +193,12 @@ pub(super) fn listing(ctx: &Ctx, views: &[StatsView]) -> String {
         );
         fronts.extend(s.node_port.map(|n| format!("nodeport {n}")));
         out += &format!(
-            "service {} frontends {} hits {}{}{}\n",
+            "service {} frontends {} hits {} packets {} bytes {}{}{}\n",
             s.name,
             fronts.join(","),
-            hits.get(id as usize).copied().unwrap_or(0),
+            hits.get(id as usize).map_or(0, |h| h.flows),
+            hits.get(id as usize).map_or(0, |h| h.packets),
+            hits.get(id as usize).map_or(0, |h| h.bytes),
             s.affinity
                 .map_or(String::new(), |a| format!(" affinity {}s", a.as_secs())),
             if p.has_any { "" } else { " no_endpoints" }
@@ -230,15 +232,34 @@ pub(super) fn metrics(ctx: &Ctx, views: &[StatsView]) -> String {
         return String::new();
     };
     let hits = hits(views);
-    let mut out = String::from(
-        "# HELP sluice_service_flows_total New flows balanced to a backend, per service port.\n# TYPE sluice_service_flows_total counter\n",
-    );
-    for (id, p) in table.ports() {
-        out += &format!(
-            "sluice_service_flows_total{{service=\"{}\"}} {}\n",
-            p.spec.name,
-            hits.get(id as usize).copied().unwrap_or(0)
-        );
+    let mut out = String::new();
+    type Field = fn(&crate::counters::SvcStats) -> u64;
+    let fields: [(&str, &str, Field); 3] = [
+        (
+            "sluice_service_flows_total",
+            "New flows balanced to a backend, per service port.",
+            |h| h.flows,
+        ),
+        (
+            "sluice_service_packets_total",
+            "Packets of service flows (both directions, as translated), per service port.",
+            |h| h.packets,
+        ),
+        (
+            "sluice_service_bytes_total",
+            "Bytes (IP) of service flows, both directions, per service port.",
+            |h| h.bytes,
+        ),
+    ];
+    for (name, help, field) in fields {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n");
+        for (id, p) in table.ports() {
+            out += &format!(
+                "{name}{{service=\"{}\"}} {}\n",
+                p.spec.name,
+                hits.get(id as usize).map_or(0, field)
+            );
+        }
     }
     out += &format!(
         "# HELP sluice_service_ports Service ports in the table.\n# TYPE sluice_service_ports gauge\nsluice_service_ports {}\n",

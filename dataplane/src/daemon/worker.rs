@@ -60,7 +60,7 @@ pub(super) fn worker_main(
                 .collect();
             s.conntrack_entries = w.conntrack().len();
             s.nat_ports = w.conntrack().nat_ports_in_use();
-            s.svc_hits.clone_from(&w.svc_hits);
+            s.svc.clone_from(&w.svc);
             s.pinned_core = pinned;
             last = Instant::now();
         }

@@ -264,10 +264,25 @@ pub fn refused(t: &Topology, client: &str, to: (Ipv4Addr, u16)) -> io::Result<Du
 /// An HTTP GET from `client` to `to` (a healthCheckNodePort): the status
 /// code and the body.
 pub fn health_check(t: &Topology, client: &str, to: (Ipv4Addr, u16)) -> io::Result<(u16, String)> {
+    http_get(t, client, to, "/healthz")
+}
+
+/// An HTTP GET of `path` from `client` to `to`: the status code and the
+/// body.
+pub fn http_get(
+    t: &Topology,
+    client: &str,
+    to: (Ipv4Addr, u16),
+    path: &'static str,
+) -> io::Result<(u16, String)> {
     netns::run_in(&t.ns_path(client), move || {
         let mut c = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
         c.set_read_timeout(Some(Duration::from_secs(3)))?;
-        write!(c, "GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", to.0)?;
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            to.0
+        )?;
         let mut r = String::new();
         c.read_to_string(&mut r)?;
         let code = r

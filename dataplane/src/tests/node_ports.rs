@@ -126,6 +126,22 @@ fn a_node_port_with_cluster_policy_masquerades_and_answers_from_the_node_ip() {
         assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);
     }
     assert_eq!(ws[0].counters.svc_flows + ws[1].counters.svc_flows, 40);
+    // Per service port: 40 flows, 80 packets (each datagram both ways),
+    // 80 IP packets of 20 + 8 + 5 bytes.
+    let mut total = crate::counters::SvcStats::default();
+    for w in &ws {
+        for s in &w.svc {
+            total.add(s);
+        }
+    }
+    assert_eq!(
+        total,
+        crate::counters::SvcStats {
+            flows: 40,
+            packets: 80,
+            bytes: 80 * 33
+        }
+    );
     assert!(
         ws[0].counters.svc_flows > 5 && ws[1].counters.svc_flows > 5,
         "flows live on the worker the client picks, whatever the queue"
@@ -187,6 +203,11 @@ fn a_node_port_with_local_policy_keeps_the_client_address() {
     for w in &ws {
         assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);
     }
+    let packets: u64 = ws.iter().flat_map(|w| &w.svc).map(|s| s.packets).sum();
+    assert_eq!(
+        packets, 80,
+        "requests and the replies handed to their owner"
+    );
     let entries: usize = ws.iter().map(|w| w.conntrack().len()).sum();
     assert_eq!(
         entries, 40,
