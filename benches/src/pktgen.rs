@@ -53,6 +53,11 @@ pub struct Profile {
     /// many flows need not share one destination (a NAT needs a distinct
     /// port per flow towards one destination). 1 or 0: one port.
     pub dst_ports: u16,
+    /// How many consecutive destination addresses (from `dst_ip`) the
+    /// flows spread over after the ports: flow `k` goes to `dst_ip + (k /
+    /// dst_ports) % dst_ips`, from `base_port + k / (dst_ports * dst_ips)`
+    /// (a benchmark of many Services). 1 or 0: one address.
+    pub dst_ips: u32,
     /// Wrap each frame in VXLAN as a remote node would send it.
     pub vxlan: Option<VxlanOuter>,
 }
@@ -188,8 +193,19 @@ impl Generator {
             return;
         };
         let spread = u32::from(self.profile.dst_ports.max(1));
-        let sport = self.profile.base_port.wrapping_add((flow / spread) as u16);
+        let ips = self.profile.dst_ips.max(1);
+        let sport = self
+            .profile
+            .base_port
+            .wrapping_add((flow / spread / ips) as u16);
         let dport = self.profile.dst_port.wrapping_add((flow % spread) as u16);
+        if ips > 1 {
+            let dst = u32::from(self.profile.dst_ip).wrapping_add(flow / spread % ips);
+            f[30..34].copy_from_slice(&dst.to_be_bytes());
+            f[24..26].copy_from_slice(&[0, 0]);
+            let c = internet_checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        }
         f[UDP_AT..UDP_AT + 2].copy_from_slice(&sport.to_be_bytes());
         f[UDP_AT + 2..UDP_AT + 4].copy_from_slice(&dport.to_be_bytes());
         f[PAYLOAD_AT + 4..PAYLOAD_AT + 8].copy_from_slice(&flow.to_be_bytes());
@@ -479,6 +495,7 @@ mod tests {
             base_port: 10000,
             dst_port: 9,
             dst_ports: 1,
+            dst_ips: 1,
             vxlan: None,
         }
     }
@@ -563,6 +580,44 @@ mod tests {
         assert!(ports.contains(&(10002, 10)), "{ports:?}");
         let st = s.stats();
         assert_eq!((st.received, st.foreign, st.lost), (10, 0, 0));
+    }
+
+    #[test]
+    fn flows_spread_over_destination_addresses_with_valid_checksums() {
+        let epoch = Instant::now();
+        let mut p = profile();
+        p.flows = 12;
+        p.dst_ips = 3;
+        p.dst_ports = 2;
+        let mut g = Generator::new(p, epoch);
+        let mut b = Buf::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..12 {
+            g.fill(&mut b);
+            let f = b.data();
+            assert_eq!(internet_checksum(&f[14..34]), 0, "IPv4 checksum");
+            let pkt = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &pkt.net else {
+                panic!("IPv4")
+            };
+            let Some(etherparse::TransportSlice::Udp(u)) = &pkt.transport else {
+                panic!("UDP")
+            };
+            seen.insert((
+                ip.header().destination_addr(),
+                u.destination_port(),
+                u.source_port(),
+            ));
+        }
+        // Flow k: port 9 + k % 2, address .2 + (k / 2) % 3, source port
+        // base + k / 6: 12 distinct tuples over 3 addresses.
+        assert_eq!(seen.len(), 12);
+        let addrs: std::collections::BTreeSet<_> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(addrs.len(), 3);
+        assert!(
+            seen.contains(&(Ipv4Addr::new(10, 0, 0, 4), 10, 10001)),
+            "{seen:?}"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn every_frame_arrives_in_order_with_a_latency() {
         base_port: 20000,
         dst_port: 9,
         dst_ports: 1,
+        dst_ips: 1,
         vxlan: None,
     };
     let held_profile = profile.clone();

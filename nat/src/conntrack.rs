@@ -561,6 +561,24 @@ impl Conntrack {
                 self.allocate(&to, addr, range, random, probes)
                     .ok_or(DropReason::PortExhausted)?
             }
+            // A DNATed flow whose reply tuple another flow holds (one
+            // client port to two services sharing a backend): the source
+            // port is remapped, the address kept, as Linux's
+            // get_unique_tuple does for the implicit source binding.
+            (None, None)
+                if nat.dnat.is_some()
+                    && matches!(orig.proto, ip_proto::TCP | ip_proto::UDP)
+                    && self.index.contains(&self.slots, &to.reversed()) =>
+            {
+                let (range, probes) = self
+                    .snat
+                    .as_ref()
+                    .map_or((crate::config::SNAT_PORTS, 128), |s| {
+                        (s.slice(s.ports), s.max_probes)
+                    });
+                self.allocate(&to, to.src, range, true, probes)
+                    .ok_or(DropReason::PortExhausted)?
+            }
             (None, None) => to.reversed(),
         };
         // Allocation proved a translated reply tuple free. An untranslated

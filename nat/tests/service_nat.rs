@@ -331,3 +331,69 @@ fn two_datagrams_racing_share_one_entry() {
         assert_eq!(ends(&r).0, VIP);
     }
 }
+
+/// Every address of 10.96.0.0/24 is a service on port 53 backed by B1:5353
+/// (service number = last octet).
+struct Shared;
+
+impl Services for Shared {
+    fn generation(&self) -> u32 {
+        1
+    }
+
+    fn new_flow(&mut self, _now: Duration, t: &Tuple) -> Option<Nat> {
+        Some(Nat {
+            dnat: Some((B1, 5353)),
+            masquerade: None,
+            service: u32::from(t.dst.octets()[3]),
+        })
+    }
+
+    fn still_serves(&mut self, _service: u32, _backend: (Ipv4Addr, u16)) -> bool {
+        true
+    }
+}
+
+/// One client port to two services sharing a backend (a resolver's socket
+/// asking two DNS services served by the same pods): after DNAT both flows
+/// have the same tuple, so the second one's source port is remapped, as
+/// Linux's NAT does (get_unique_tuple), instead of being dropped. Each
+/// reply comes back to the client's own port from its own service.
+#[test]
+fn two_services_sharing_a_backend_from_one_client_port() {
+    let mut ct = ct();
+    let (vip_a, vip_b) = (Ipv4Addr::new(10, 96, 0, 10), Ipv4Addr::new(10, 96, 0, 11));
+    let mut lb = Shared;
+    let mut a = udp(CLIENT, 40000, vip_a, 53);
+    let v = ct.process_with(at(0), &mut a, Origin::Pod, &mut lb);
+    assert!(matches!(v, Verdict::Accept(x) if x.service == 10), "{v:?}");
+    assert_eq!(
+        ends(&a),
+        (CLIENT, 40000, B1, 5353),
+        "the first keeps its port"
+    );
+    let mut b = udp(CLIENT, 40000, vip_b, 53);
+    let v = ct.process_with(at(1), &mut b, Origin::Pod, &mut lb);
+    assert!(matches!(v, Verdict::Accept(x) if x.service == 11), "{v:?}");
+    let (src, remapped, dst, dport) = ends(&b);
+    assert_eq!(
+        (src, dst, dport),
+        (CLIENT, B1, 5353),
+        "address kept, DNAT done"
+    );
+    assert_ne!(remapped, 40000, "the source port is remapped");
+    // Later datagrams of each flow keep their translation.
+    let mut b2 = udp(CLIENT, 40000, vip_b, 53);
+    ct.process_with(at(2), &mut b2, Origin::Pod, &mut lb);
+    assert_eq!(ends(&b2).1, remapped);
+    // The backend answers both; each reply reaches the client's port from
+    // the service it asked.
+    for (port, vip) in [(40000, vip_a), (remapped, vip_b)] {
+        let mut r = udp(B1, 5353, CLIENT, port);
+        let v = ct
+            .reverse(at(3), &mut r)
+            .expect("a reply of a translated flow");
+        assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+        assert_eq!(ends(&r), (vip, 53, CLIENT, 40000));
+    }
+}

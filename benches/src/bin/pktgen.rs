@@ -124,6 +124,7 @@ fn profile(dev: &str, g: &Gen) -> Result<Profile, String> {
         base_port: 20000,
         dst_port: g.dst_port,
         dst_ports: 1,
+        dst_ips: 1,
         vxlan: None,
     })
 }

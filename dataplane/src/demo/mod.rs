@@ -27,7 +27,7 @@ mod services;
 pub use services::{
     DNS_IP, DNS_TARGET, EMPTY_IP, Exposure, LOCAL_HEALTH_PORT, LOCAL_NODE_PORT, LOCAL_WEB_IP,
     REMOTE_ONLY_HEALTH_PORT, REMOTE_ONLY_NODE_PORT, SERVICE_CIDR, Svc, WEB_IP, WEB_NODE_PORT,
-    demo_services, health_check, http_get, refused, service_checks,
+    cluster_yaml_with, demo_services, health_check, http_get, refused, service_checks,
 };
 
 const NODES: [(&str, &str, &str, &str); 2] = [

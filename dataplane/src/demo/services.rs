@@ -168,14 +168,25 @@ pub fn demo_services() -> Vec<Svc> {
 /// The cluster file: both Nodes (with Sluice's VTEP annotation) and the
 /// Services with one EndpointSlice each.
 pub fn cluster_yaml(services: &[Svc]) -> String {
+    let nodes: Vec<(String, &str, &str)> = NODES
+        .iter()
+        .map(|(tag, _, ip, cidr)| (format!("node-{tag}"), *ip, *cidr))
+        .collect();
+    cluster_yaml_with(&nodes, services)
+}
+
+/// [`cluster_yaml`] for other Nodes: (name, InternalIP, podCIDR), each
+/// with VTEP MAC 0a:58 and the address's four bytes (as the demo and the
+/// harness give their nodes).
+pub fn cluster_yaml_with(nodes: &[(String, &str, &str)], services: &[Svc]) -> String {
     let mut y = String::from("apiVersion: v1\nkind: List\nitems:\n");
-    for (tag, _, ip, cidr) in NODES {
+    for (name, ip, cidr) in nodes {
         let o: Vec<u8> = ip.split('.').filter_map(|x| x.parse().ok()).collect();
         let mac = o
             .iter()
             .fold(String::from("0a:58"), |s, b| format!("{s}:{b:02x}"));
         y += &format!(
-            "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: node-{tag}\n    annotations: {{sluice.dev/vtep-mac: \"{mac}\"}}\n  spec: {{podCIDR: {cidr}}}\n  status: {{addresses: [{{type: InternalIP, address: {ip}}}]}}\n"
+            "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    annotations: {{sluice.dev/vtep-mac: \"{mac}\"}}\n  spec: {{podCIDR: {cidr}}}\n  status: {{addresses: [{{type: InternalIP, address: {ip}}}]}}\n"
         );
     }
     for s in services {

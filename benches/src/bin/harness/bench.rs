@@ -27,6 +27,9 @@ pub(crate) enum Direction {
     Decap,
     /// pod -> external: conntrack + SNAT to the node IP.
     Snat,
+    /// pod -> a Service's ClusterIP: DNAT to a remote pod, VXLAN encap
+    /// out of up0 (`Scenario::services` services).
+    Service,
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +41,8 @@ pub(crate) struct Scenario {
     pub(crate) flows: u32,
     /// Every packet opens a new flow (SNAT port allocation each time).
     pub(crate) new_flows: bool,
+    /// Services on the node ([`Direction::Service`]; else 0).
+    pub(crate) services: u32,
 }
 
 pub(crate) fn scenarios(smoke: bool) -> Vec<Scenario> {
@@ -49,6 +54,7 @@ pub(crate) fn scenarios(smoke: bool) -> Vec<Scenario> {
         frame,
         flows,
         new_flows,
+        services: 0,
     };
     let mut v = vec![
         s(
@@ -237,6 +243,17 @@ impl Bench {
     }
 
     pub(crate) fn build(dp: Dataplane, sluice: &Path) -> Result<Bench, String> {
+        Self::build_with(dp, sluice, None)
+    }
+
+    /// [`Bench::build`] with `services` Services on the node: Sluice
+    /// reads them from a cluster file, the kernel path gets kube-proxy's
+    /// rules for them (`proxy`: iptables or nftables mode).
+    pub(crate) fn build_with(
+        dp: Dataplane,
+        sluice: &Path,
+        services: Option<(u32, services::Proxy)>,
+    ) -> Result<Bench, String> {
         let prefix = format!(
             "slh{}-{}",
             std::process::id(),
@@ -304,8 +321,19 @@ impl Bench {
             ],
         )?;
         match dp {
-            Dataplane::Sluice => b.start_sluice(sluice)?,
-            Dataplane::Kernel => b.configure_kernel()?,
+            Dataplane::Sluice => {
+                let cluster = match services {
+                    Some((n, _)) => Some(services::cluster_file(&b.dir, n)?),
+                    None => None,
+                };
+                b.start_sluice(sluice, cluster.as_deref(), services.map_or(0, |s| s.0))?;
+            }
+            Dataplane::Kernel => {
+                b.configure_kernel()?;
+                if let Some((n, proxy)) = services {
+                    services::program_kube_proxy(&b.ns("node"), &b.dir, n, proxy)?;
+                }
+            }
         }
         b.pod_mac = mac_of(&b.ns("pod"), "eth0")?;
         b.host_mac = mac_of(&b.ns("node"), HOST_DEV)?;
@@ -334,8 +362,31 @@ impl Bench {
         Ok(b)
     }
 
-    fn start_sluice(&mut self, exe: &Path) -> Result<(), String> {
+    /// Starts Sluice with the remote node as its peer, from the static
+    /// config or (with Services) from `cluster`, and waits until it has
+    /// the pod, the peer and `services` service ports.
+    fn start_sluice(
+        &mut self,
+        exe: &Path,
+        cluster: Option<&Path>,
+        services: u32,
+    ) -> Result<(), String> {
         let cfg = self.dir.join("bench.yaml");
+        let source = match cluster {
+            Some(c) => format!(
+                "cluster_file: {}\nservices:\n  cidrs: [{}]",
+                c.display(),
+                services::SERVICE_CIDR
+            ),
+            None => format!(
+                "peers:
+  - name: remote
+    ip: {REMOTE_IP}
+    vtep_mac: \"{}\"
+    pod_cidrs: [10.244.2.0/24]",
+                mac_str(REMOTE_VTEP)
+            ),
+        };
         let text = format!(
             "node:
   name: bench
@@ -345,11 +396,7 @@ impl Bench {
   vtep_mac: \"{vtep}\"
   gateway: {REMOTE_IP}
 cluster_cidrs: [10.244.0.0/16]
-peers:
-  - name: remote
-    ip: {REMOTE_IP}
-    vtep_mac: \"{rvtep}\"
-    pod_cidrs: [10.244.2.0/24]
+{source}
 workers:
   cores: [{NODE_CORE}]
 admin:
@@ -357,7 +404,6 @@ admin:
   state_dir: {dir}/state
 ",
             vtep = mac_str(NODE_VTEP),
-            rvtep = mac_str(REMOTE_VTEP),
             sock = self.socket.display(),
             dir = self.dir.display()
         );
@@ -385,10 +431,14 @@ admin:
         if !reply.starts_with("ok") {
             return Err(format!("pods add: {reply}"));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = daemon::request(&self.socket, "routes").map_err(|e| e.to_string())?;
-            if r.contains("\npeer ") && !r.contains("unresolved") {
+            let st = daemon::request(&self.socket, "status").map_err(|e| e.to_string())?;
+            if r.contains("\npeer ")
+                && !r.contains("unresolved")
+                && (services == 0 || st.contains(&format!("service_ports {services}\n")))
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -571,11 +621,21 @@ admin:
             base_port: 20000,
             dst_port,
             dst_ports: spread,
+            dst_ips: 1,
             vxlan: None,
         };
         match sc.dir {
             Direction::Encap => pod_side(REMOTE_POD),
             Direction::Snat => pod_side(EXTERNAL),
+            // Flow k to service k % n (one ClusterIP each, port 80); the
+            // half-rate run takes other source ports, so its flows are new.
+            Direction::Service => Profile {
+                dst_port: services::SERVICE_PORT,
+                dst_ports: 1,
+                dst_ips: sc.services,
+                base_port: if dst_port == 1000 { 20000 } else { 45000 },
+                ..pod_side(services::FIRST_CLUSTER_IP)
+            },
             Direction::Decap => Profile {
                 frame_len: sc.frame,
                 flows: sc.flows,
@@ -586,6 +646,7 @@ admin:
                 base_port: 20000,
                 dst_port,
                 dst_ports: spread,
+                dst_ips: 1,
                 vxlan: Some(VxlanOuter {
                     src_mac: self.r0_mac,
                     dst_mac: self.up_mac,

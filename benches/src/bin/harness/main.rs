@@ -92,6 +92,7 @@ struct Cli {
 }
 
 mod bench;
+mod services;
 
 use bench::{Accounting, Bench, Dataplane, Measure, scenarios};
 
@@ -367,6 +368,17 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         None
     };
+    // Services against kube-proxy's rule sets (three nodes under test:
+    // its own table). `--dataplane` selects the two-way comparison only.
+    let svc = if cli.dataplane.is_none() {
+        let t = services::run(&sluice, runs, secs, cli.smoke, cli.only.as_deref())?;
+        if !t.is_empty() {
+            println!("{t}");
+        }
+        Some(t).filter(|t| !t.is_empty())
+    } else {
+        None
+    };
     let scale = if cli.no_scaling {
         None
     } else {
@@ -405,6 +417,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 let _ = writeln!(
                     doc,
                     "## TCP through TUN pods\n\n| scenario | Sluice | kernel | ratio (per-run) |\n|---|---|---|---|\n{l}\n"
+                );
+            }
+            if let Some(t) = svc {
+                let _ = writeln!(
+                    doc,
+                    "## Services: pod -> ClusterIP -> remote pod, against kube-proxy's rules\n\nN Services (one ClusterIP each, UDP port 80, one endpoint each on the remote node); flow k goes to service k % N. Established: every flow sent once before the measurement. New flows: every packet opens a flow. CPU: the node's core-seconds per million packets delivered, as above.\n\n{t}"
                 );
             }
             if let Some(t) = scale {
