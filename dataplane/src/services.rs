@@ -18,8 +18,9 @@
 //!   service address, for TCP too) or drop, each counted by reason.
 //! - From outside (`services.node_ports`: the XDP program steers NodePorts,
 //!   externalIPs and LB IPs here): [`Worker::services_ingress`]. The flow
-//!   lives on the worker a hash of the client's address and port picks
-//!   ([`client_owner`]), whichever queue it arrived on: a Local-policy
+//!   lives on the worker a hash of the client's address picks
+//!   ([`client_owner`]), whichever queue it arrived on: every flow of one
+//!   client meets one worker's session affinity table; a Local-policy
 //!   backend's replies carry that address as their destination, so its
 //!   worker hands them there ([`Worker::external_reply_owner`]); Cluster
 //!   policy masquerades to the gateway address with a port from that
@@ -41,10 +42,11 @@ use crate::pipeline::{check_ipv4, push_ethernet, strip_ethernet};
 use crate::route::{Route, Snapshot};
 use crate::worker::{Handoff, Out, Worker};
 
-/// The worker (of `n`) owning a service flow from an outside client at
-/// `ip`:`port`. Any function of the pair works if every worker uses it.
-pub(crate) fn client_owner(ip: Ipv4Addr, port: u16, n: usize) -> u8 {
-    let k = (u64::from(u32::from(ip)) << 16 | u64::from(port)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// The worker (of `n`) owning the service flows of an outside client at
+/// `ip`. Its address alone, not its port: sessionAffinity ClientIP binds
+/// all of a client's flows, and a worker's affinity table sees only its own.
+pub(crate) fn client_owner(ip: Ipv4Addr, n: usize) -> u8 {
+    let k = u64::from(u32::from(ip)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     ((k >> 32) % n.max(1) as u64) as u8
 }
 
@@ -198,8 +200,7 @@ impl Worker {
         let client_mac = eth.src();
         let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| Reason::Malformed)?;
         let (src, frontend) = (ip.src_addr(), ip.dst_addr());
-        let (sport, _) = ports(&ip).ok_or(Reason::Malformed)?;
-        let owner = client_owner(src, sport, self.workers());
+        let owner = client_owner(src, self.workers());
         if !handed && owner != self.id() {
             return Ok(Out::Worker(owner, Handoff::Uplink));
         }
@@ -303,10 +304,10 @@ impl Worker {
             return None;
         }
         let ip = Ipv4Packet::new_unchecked(buf.data());
-        let (sport, dport) = ports(&ip)?;
+        let (sport, _) = ports(&ip)?;
         snap.services
             .external_local_backend(ip.src_addr(), ip.protocol(), sport)
-            .then(|| client_owner(ip.dst_addr(), dport, n))
+            .then(|| client_owner(ip.dst_addr(), n))
     }
 
     /// kube-proxy's reject for a frontend reached from outside: ICMP port

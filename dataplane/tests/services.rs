@@ -527,75 +527,67 @@ fn kube_proxy_hits(t: &Topology, node: &str) -> u64 {
         .sum()
 }
 
-/// kube-proxy's iptables rules for the demo's NodePort 30053 (UDP, on b1),
-/// in miniature: KUBE-NODEPORTS from PREROUTING for local addresses, the
-/// masquerade mark, DNAT to the endpoint, KUBE-POSTROUTING masquerading
-/// marked packets.
-fn program_kube_proxy(t: &Topology, node: &str) {
-    let rules: [&[&str]; 11] = [
-        &["-N", "KUBE-MARK-MASQ"],
-        &["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"],
-        &["-N", "KUBE-POSTROUTING"],
-        &["-A", "POSTROUTING", "-j", "KUBE-POSTROUTING"],
-        &[
-            "-A",
-            "KUBE-POSTROUTING",
-            "-m",
-            "mark",
-            "!",
-            "--mark",
-            "0x4000/0x4000",
-            "-j",
-            "RETURN",
-        ],
-        &[
-            "-A",
-            "KUBE-POSTROUTING",
-            "-j",
-            "MARK",
-            "--xor-mark",
-            "0x4000",
-        ],
-        &["-A", "KUBE-POSTROUTING", "-j", "MASQUERADE"],
-        &["-N", "KUBE-NODEPORTS"],
-        &[
-            "-A",
-            "PREROUTING",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "KUBE-NODEPORTS",
-        ],
-        &[
-            "-A",
-            "KUBE-NODEPORTS",
-            "-p",
-            "udp",
-            "--dport",
-            "30053",
-            "-j",
-            "KUBE-MARK-MASQ",
-        ],
-        &[
-            "-A",
-            "KUBE-NODEPORTS",
-            "-p",
-            "udp",
-            "--dport",
-            "30053",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            "10.244.2.2:5353",
-        ],
-    ];
-    for r in rules {
-        let mut args = vec!["iptables", "-t", "nat"];
-        args.extend_from_slice(r);
-        t.exec(node, &args).unwrap();
+/// A service rule for [`program_kube_proxy`]: protocol, ClusterIP (`None`:
+/// a NodePort), port, DNAT target (`None`: KUBE-MARK-DROP, a Local policy
+/// with no endpoint on the node), masquerade.
+type KubeRule = (
+    &'static str,
+    Option<&'static str>,
+    u16,
+    Option<&'static str>,
+    bool,
+);
+
+/// kube-proxy's iptables rules in miniature on `node`: KUBE-SERVICES from
+/// PREROUTING and OUTPUT, one match per ClusterIP port, KUBE-NODEPORTS for
+/// local addresses, the masquerade and drop marks, DNAT to the endpoint,
+/// KUBE-POSTROUTING masquerading marked packets (iptables-restore, as
+/// kube-proxy loads them).
+fn program_kube_proxy(t: &Topology, node: &str, rules: &[KubeRule]) {
+    let mut r = String::from(
+        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n\
+         :KUBE-MARK-DROP - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
+         -A PREROUTING -j KUBE-SERVICES\n-A OUTPUT -j KUBE-SERVICES\n\
+         -A POSTROUTING -j KUBE-POSTROUTING\n\
+         -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n-A KUBE-MARK-DROP -j MARK --or-mark 0x8000\n\
+         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+         -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n-A KUBE-POSTROUTING -j MASQUERADE\n",
+    );
+    for (proto, cluster_ip, port, to, masq) in rules {
+        let (chain, m) = match cluster_ip {
+            Some(ip) => ("KUBE-SERVICES", format!("-d {ip}/32 ")),
+            None => ("KUBE-NODEPORTS", String::new()),
+        };
+        let m = format!("{m}-p {proto} -m {proto} --dport {port}");
+        if *masq {
+            let from = if cluster_ip.is_some() {
+                "! -s 10.244.0.0/16 "
+            } else {
+                ""
+            };
+            r += &format!("-A {chain} {from}{m} -j KUBE-MARK-MASQ\n");
+        }
+        r += &match to {
+            Some(ep) => format!("-A {chain} {m} -j DNAT --to-destination {ep}\n"),
+            None => format!("-A {chain} {m} -j KUBE-MARK-DROP\n"),
+        };
     }
+    r += "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\nCOMMIT\n\
+          *filter\n:KUBE-FIREWALL - [0:0]\n-A INPUT -j KUBE-FIREWALL\n-A FORWARD -j KUBE-FIREWALL\n\
+          -A KUBE-FIREWALL -m mark --mark 0x8000/0x8000 -j DROP\nCOMMIT\n";
+    let file = std::env::temp_dir().join(format!("kube-proxy-{}-{node}.rules", t.ns(node)));
+    std::fs::write(&file, r).unwrap();
+    let load = format!("iptables-restore --noflush < {}", file.display());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.ns(node), "sh", "-c", &load])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A NodePort with kube-proxy's rules on both nodes: node-b
@@ -608,7 +600,11 @@ fn program_kube_proxy(t: &Topology, node: &str) {
 fn e2e_node_port_with_and_without_kube_proxy_rules() {
     let Some(t) = start() else { return };
     for node in ["a", "b"] {
-        program_kube_proxy(&t, node);
+        program_kube_proxy(
+            &t,
+            node,
+            &[("udp", None, 30053, Some("10.244.2.2:5353"), true)],
+        );
     }
     let flows = stat(&t.sockets[0], "service_flows");
     let bind = (B1, demo::DNS_TARGET);
@@ -658,4 +654,90 @@ fn e2e_node_port_with_and_without_kube_proxy_rules() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no service bytes in /metrics"));
     assert_eq!(bytes, field("bytes"));
+}
+
+/// Everything the demo checks of Services, with kube-proxy's iptables
+/// rules for the demo's Services on both nodes (a node where kube-proxy
+/// still runs beside Sluice): pods never cross netfilter, node-a's
+/// NodePorts are taken by XDP before it (its rules count nothing), and the
+/// node's own queries are DNATed by the kernel first, then routed by
+/// Sluice.
+#[test]
+fn the_demo_services_work_with_kube_proxy_rules_on_both_nodes() {
+    let Some(t) = start() else { return };
+    for (node, local) in [("a", "10.244.1.2:8080"), ("b", "10.244.2.3:8080")] {
+        let mut rules: Vec<KubeRule> = vec![
+            ("udp", Some("10.96.0.10"), 53, Some("10.244.2.2:5353"), true),
+            ("tcp", Some("10.96.0.10"), 53, Some("10.244.2.2:5353"), true),
+            (
+                "udp",
+                None,
+                demo::WEB_NODE_PORT,
+                Some("10.244.2.2:5353"),
+                true,
+            ),
+            (
+                "tcp",
+                None,
+                demo::WEB_NODE_PORT,
+                Some("10.244.2.2:5353"),
+                true,
+            ),
+            ("udp", None, demo::LOCAL_NODE_PORT, Some(local), false),
+            ("tcp", None, demo::LOCAL_NODE_PORT, Some(local), false),
+        ];
+        if node == "a" {
+            rules.push(("udp", None, demo::REMOTE_ONLY_NODE_PORT, None, false));
+        }
+        program_kube_proxy(&t, node, &rules);
+    }
+    let mut s = demo::Summary::default();
+    demo::service_checks(&t, &mut s);
+    assert!(s.failed().is_empty(), "failed: {:?}", s.failed());
+    assert_eq!(
+        kube_proxy_hits(&t, "a"),
+        0,
+        "node-a's NodePorts never reached netfilter"
+    );
+}
+
+/// e2e "should have session affinity work for NodePort service" and
+/// "should be able to switch session affinity for NodePort service": new
+/// flows from the external host (each from its own source port) through
+/// node-a's NodePort, which node-a serves itself on two workers, hold one
+/// backend while affinity is on and spread when it is off.
+#[test]
+fn e2e_session_affinity_for_a_node_port_from_outside() {
+    let Some(t) = start() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    for (pod, ip) in [("a2", A2), ("b1", B1), ("b2", B2)] {
+        serve_udp(&t, pod, (ip, 8080), stop.clone());
+    }
+    let with = |affinity| {
+        let mut s = svc("sticky-np", vec![("p", "UDP", 80, 8080)]);
+        s.endpoints = vec![
+            ready(A2, "node-a"),
+            ready(B1, "node-b"),
+            ready(B2, "node-b"),
+        ];
+        s.affinity_secs = affinity;
+        s.external = Some(demo::Exposure {
+            node_ports: vec![30092],
+            ..demo::Exposure::default()
+        });
+        s
+    };
+    let backends = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n)
+            .map(|_| ask(&t, "ext", (NODE_A, 30092)).expect("answered").0)
+            .collect()
+    };
+    publish(&t, vec![with(Some(60))]);
+    let held = backends(40);
+    assert_eq!(held.len(), 1, "40 flows, one backend: {held:?}");
+    publish(&t, vec![with(None)]);
+    assert!(backends(30).len() > 1, "affinity off");
+    publish(&t, vec![with(Some(60))]);
+    assert_eq!(backends(30).len(), 1, "affinity on again");
+    stop.store(true, Ordering::Relaxed);
 }

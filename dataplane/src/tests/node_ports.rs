@@ -51,11 +51,21 @@ fn routes_with(ports: Vec<ServicePort>) -> Routes {
 
 /// A frame from an outside client to `dst:dport`.
 fn from_outside(sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    from_client(OUTSIDE, sport, dst, dport)
+}
+
+/// A frame from the outside client at `src`.
+fn from_client(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     eth(
         node().uplink_mac,
         CLIENT_MAC,
-        &udp_from(OUTSIDE, sport, dst, dport),
+        &udp_from(src, sport, dst, dport),
     )
+}
+
+/// The client of port `p` (16 addresses).
+fn client(p: u16) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, 100 + (p % 16) as u8)
 }
 
 /// The IP packet of a frame the uplink sent to the gateway.
@@ -65,10 +75,11 @@ fn to_gateway(f: &[u8]) -> &[u8] {
     &f[14..]
 }
 
-/// External Cluster policy: clients on any queue are balanced over the
-/// backend here (worker 1) and the one behind VXLAN, masqueraded to the
-/// gateway address; every answer leaves the uplink from NODE_IP:NODE_PORT
-/// to the client, whichever worker and path it came back by.
+/// External Cluster policy: clients (16 addresses) on any queue are
+/// balanced over the backend here (worker 1) and the one behind VXLAN,
+/// masqueraded to the gateway address; every answer leaves the uplink from
+/// NODE_IP:NODE_PORT to its client, whichever worker and path it came back
+/// by; all flows of one client live on one worker.
 #[test]
 fn a_node_port_with_cluster_policy_masquerades_and_answers_from_the_node_ip() {
     let n = node();
@@ -80,7 +91,7 @@ fn a_node_port_with_cluster_policy_masquerades_and_answers_from_the_node_ip() {
     let (mut ws, ups, pods) = two_workers(&routes, None);
     let (mut local, mut remote) = (Vec::new(), Vec::new());
     for sport in 41000..41040u16 {
-        ups[usize::from(sport % 2)].inject(from_outside(sport, n.ip, NODE_PORT));
+        ups[usize::from(sport % 2)].inject(from_client(client(sport), sport, n.ip, NODE_PORT));
         run_all(&mut ws);
         for f in pods[1].take_sent() {
             let (s, mport, d, dp) = ends(&f);
@@ -112,15 +123,16 @@ fn a_node_port_with_cluster_policy_masquerades_and_answers_from_the_node_ip() {
         .into_iter()
         .chain(ups[1].take_sent())
         .collect();
-    let got: BTreeSet<u16> = out
+    let got: BTreeSet<(Ipv4Addr, u16)> = out
         .iter()
         .map(|f| {
             let (s, sp, d, dp) = ends(to_gateway(f));
-            assert_eq!((s, sp, d), (n.ip, NODE_PORT, OUTSIDE), "from the NodePort");
-            dp
+            assert_eq!((s, sp), (n.ip, NODE_PORT), "from the NodePort");
+            (d, dp)
         })
         .collect();
-    assert_eq!(got, (41000..41040).collect(), "every client answered once");
+    let want: BTreeSet<(Ipv4Addr, u16)> = (41000..41040).map(|p| (client(p), p)).collect();
+    assert_eq!(got, want, "every client answered once");
     assert_eq!(out.len(), 40);
     for w in &ws {
         assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);
@@ -146,6 +158,14 @@ fn a_node_port_with_cluster_policy_masquerades_and_answers_from_the_node_ip() {
         ws[0].counters.svc_flows > 5 && ws[1].counters.svc_flows > 5,
         "flows live on the worker the client picks, whatever the queue"
     );
+    // Every flow of one client on one worker (its affinity table).
+    for p in 41000..41016u16 {
+        let on = ws
+            .iter()
+            .filter(|w| w.conntrack().entries().any(|e| e.orig.src == client(p)))
+            .count();
+        assert_eq!(on, 1, "client {}", client(p));
+    }
 }
 
 /// External Local policy: the client's address reaches the backend, only
