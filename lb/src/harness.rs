@@ -8,7 +8,8 @@
 //!   exactly when the lookup said so or the client is the backend;
 //!   session affinity never picks outside the set;
 //! - the incrementally updated table answers every probe as a table built
-//!   from scratch from the same ports does.
+//!   from scratch from the same ports does, steers the same frontends and
+//!   names the same Local-policy backends.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -247,6 +248,28 @@ pub fn table_ops(data: &[u8]) -> Exercised {
                             }
                         }
                     }
+                }
+                // What the uplink steers and the Local-policy backends
+                // (kept incrementally) match the rebuilt table's, and a
+                // frontend is steered exactly when it answers outside.
+                assert_eq!(t.steered(), fresh.steered());
+                for a in 0..8u8 {
+                    for port in 8080..8084u16 {
+                        let ep = Ipv4Addr::new(10, 244, 1 + a % 2, 2 + a / 2 % 4);
+                        for p in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
+                            assert_eq!(
+                                t.external_local_backend(ep, p.number(), port),
+                                fresh.external_local_backend(ep, p.number(), port),
+                                "{ep}:{port}"
+                            );
+                        }
+                    }
+                }
+                for (ip, p, port) in t.steered() {
+                    assert!(
+                        t.is_frontend(ip, p, port),
+                        "{ip}:{port} steered, no frontend"
+                    );
                 }
                 ex.rebuilds += 1;
             }
