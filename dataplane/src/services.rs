@@ -148,6 +148,34 @@ impl Worker {
         {
             return Ok(Some(Out::Worker(w, Handoff::Masqueraded)));
         }
+        match self.track_service(snap, now, origin, buf)? {
+            Ok(a) => {
+                // A backend's answer to an outside client (a NodePort,
+                // externalIP or LB IP flow): out through the uplink, not
+                // through SNAT again.
+                if a.dir == Direction::Reply && a.translated {
+                    let to = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
+                    if to != snap.node.ip && matches!(snap.route(to), Route::External) {
+                        return self.out_uplink(snap, buf).map(Some);
+                    }
+                }
+                Ok(None)
+            }
+            Err(r) => self.reject(snap, from, dst, r, buf).map(Some),
+        }
+    }
+
+    /// Conntrack with the service table as its hook, and the counting of
+    /// what it did. `Ok(Ok(_))`: accepted (translated as the entry says);
+    /// `Ok(Err(r))`: to be rejected with ICMP port unreachable; `Err`: a
+    /// drop with its reason.
+    fn track_service(
+        &mut self,
+        snap: &Snapshot,
+        now: Duration,
+        origin: Origin,
+        buf: &mut Buf,
+    ) -> Result<Result<nat::Accepted, lb::LbReject>, Reason> {
         let mut hooks = Hooks {
             table: &snap.services,
             affinity: &mut self.affinity,
@@ -164,20 +192,11 @@ impl Worker {
                 self.count_balanced(balanced);
                 self.count_service_packet(a.service, buf.len());
                 self.counters.svc_translated += u64::from(a.translated);
-                // A backend's answer to an outside client (a NodePort,
-                // externalIP or LB IP flow): out through the uplink, not
-                // through SNAT again.
-                if a.dir == Direction::Reply && a.translated {
-                    let to = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
-                    if to != snap.node.ip && matches!(snap.route(to), Route::External) {
-                        return self.out_uplink(snap, buf).map(Some);
-                    }
-                }
-                Ok(None)
+                Ok(Ok(a))
             }
             Verdict::Drop(r) => Err(Reason::Conntrack(r)),
             Verdict::Refused => match refused {
-                Some(lb::Verdict::Reject(r)) => self.reject(snap, from, dst, r, buf).map(Some),
+                Some(lb::Verdict::Reject(r)) => Ok(Err(r)),
                 Some(lb::Verdict::Drop(d)) => Err(Reason::Service(d)),
                 _ => Err(Reason::Service(lb::LbDrop::UnallocatedClusterIp)),
             },
@@ -206,35 +225,10 @@ impl Worker {
         }
         strip_ethernet(buf)?;
         check_ipv4(buf)?;
-        let mut hooks = Hooks {
-            table: &snap.services,
-            affinity: &mut self.affinity,
-            masquerade: snap.node.gateway_ip,
-            refused: None,
-            balanced: None,
-        };
         // Host: the entry may be created, and is translated only as the
         // service says (DNAT, masquerade), never by SNAT policy.
-        let v = self
-            .ct
-            .process_with(now, buf.data_mut(), Origin::Host, &mut hooks);
-        let (refused, balanced) = (hooks.refused, hooks.balanced);
-        match v {
-            Verdict::Accept(a) => {
-                self.count_balanced(balanced);
-                self.count_service_packet(a.service, buf.len());
-                self.counters.svc_translated += u64::from(a.translated);
-            }
-            Verdict::Drop(r) => return Err(Reason::Conntrack(r)),
-            Verdict::Refused => {
-                return match refused {
-                    Some(lb::Verdict::Reject(r)) => {
-                        self.reject_outside(snap, client_mac, frontend, r, buf)
-                    }
-                    Some(lb::Verdict::Drop(d)) => Err(Reason::Service(d)),
-                    _ => Err(Reason::Service(lb::LbDrop::UnallocatedClusterIp)),
-                };
-            }
+        if let Err(r) = self.track_service(snap, now, Origin::Host, buf)? {
+            return self.reject_outside(snap, client_mac, frontend, r, buf);
         }
         let dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
         match snap.route(dst) {

@@ -68,6 +68,11 @@ fn client(p: u16) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 100 + (p % 16) as u8)
 }
 
+/// What both workers' uplink queues sent.
+fn both(ups: &[FakeHandle]) -> Vec<Vec<u8>> {
+    ups.iter().flat_map(FakeHandle::take_sent).collect()
+}
+
 /// The IP packet of a frame the uplink sent to the gateway.
 fn to_gateway(f: &[u8]) -> &[u8] {
     assert_eq!(&f[0..6], &node().gateway_mac.unwrap().0, "to the gateway");
@@ -98,7 +103,7 @@ fn a_node_port_with_cluster_policy_masquerades_and_answers_from_the_node_ip() {
             assert_eq!((s, d, dp), (n.gateway_ip, POD2, 5353), "masqueraded DNAT");
             local.push((sport, mport));
         }
-        for mut f in ups[0].take_sent().into_iter().chain(ups[1].take_sent()) {
+        for mut f in both(&ups) {
             let d = vxlan::decap::decapsulate(&mut f, &VxlanConfig::default()).unwrap();
             assert_eq!(d.outer_dst, PEER);
             let (s, mport, d, dp) = ends(&f[d.inner.start + 14..d.inner.end]);
@@ -118,11 +123,7 @@ fn a_node_port_with_cluster_policy_masquerades_and_answers_from_the_node_ip() {
         ups[i % 2].inject(v);
     }
     run_all(&mut ws);
-    let out: Vec<Vec<u8>> = ups[0]
-        .take_sent()
-        .into_iter()
-        .chain(ups[1].take_sent())
-        .collect();
+    let out: Vec<Vec<u8>> = both(&ups);
     let got: BTreeSet<(Ipv4Addr, u16)> = out
         .iter()
         .map(|f| {
@@ -205,11 +206,7 @@ fn a_node_port_with_local_policy_keeps_the_client_address() {
         }
     }
     run_all(&mut ws);
-    let out: Vec<Vec<u8>> = ups[0]
-        .take_sent()
-        .into_iter()
-        .chain(ups[1].take_sent())
-        .collect();
+    let out: Vec<Vec<u8>> = both(&ups);
     let got: BTreeSet<u16> = out
         .iter()
         .map(|f| {
@@ -260,11 +257,7 @@ fn from_outside_rejects_and_drops_where_kube_proxy_does() {
     // The client port picks worker 0 or 1; inject on both queues.
     ups[0].inject(from_outside(43000, n.ip, NODE_PORT));
     run_all(&mut ws);
-    let icmp: Vec<Vec<u8>> = ups[0]
-        .take_sent()
-        .into_iter()
-        .chain(ups[1].take_sent())
-        .collect();
+    let icmp: Vec<Vec<u8>> = both(&ups);
     assert_eq!(icmp.len(), 1);
     assert_eq!(&icmp[0][0..6], &CLIENT_MAC.0, "back to the sender");
     let ip = ip_of(&icmp[0][14..]);
