@@ -1,15 +1,33 @@
-//! Next-hop MACs from the kernel's IPv4 neighbour table (/proc/net/arp),
-//! and nudging the kernel to resolve one it does not know yet.
+//! Next-hop MACs from the kernel's IPv4 neighbour table (rtnetlink, or
+//! /proc/net/arp without the I/O backends), and nudging the kernel to
+//! resolve one it does not know yet. The daemon also follows the table's
+//! changes as netlink events (`netcfg::NeighbourWatch`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, UdpSocket};
 
 use encap::MacAddr;
 
-/// Complete entries of /proc/net/arp for `dev` (all devices if `None`).
+/// Resolved entries for `dev` (all devices if `None`).
 pub fn read(dev: Option<&str>) -> HashMap<Ipv4Addr, MacAddr> {
+    #[cfg(feature = "io")]
+    if let Ok(m) = read_netlink(dev) {
+        return m;
+    }
     let text = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
     parse(&text, dev)
+}
+
+/// [`read`] over rtnetlink (a neighbour dump).
+#[cfg(feature = "io")]
+fn read_netlink(dev: Option<&str>) -> std::io::Result<HashMap<Ipv4Addr, MacAddr>> {
+    let index = dev.map(netcfg::if_index).transpose()?;
+    Ok(netcfg::Rtnl::new()?
+        .neighbours()?
+        .into_iter()
+        .filter(|n| index.is_none_or(|i| n.index == i))
+        .filter_map(|n| Some((n.ip, MacAddr(n.mac?))))
+        .collect())
 }
 
 /// Parses the /proc/net/arp format: `IP HWtype Flags HWaddr Mask Device`;

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::Run;
 use dataplane::demo::Topology;
 use rscni_types::types::{CNIResultWithVersion, ErrorResult};
 use serde_json::{Value, json};
@@ -21,20 +22,14 @@ const CNI: &str = env!("CARGO_BIN_EXE_sluice-cni");
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 const CNI_PLUGINS: &str = "/usr/lib/cni";
 
-/// What a plugin run printed and its exit status.
-struct Run {
-    code: i32,
-    out: String,
-}
-
 /// Runs plugin `exe` with `CNI_COMMAND=cmd` and the other `CNI_*` from
 /// `env`, `conf` on stdin: what a runtime does.
 fn plugin(exe: &str, cmd: &str, env: &[(&str, &str)], conf: &Value) -> Run {
     run_plugin(None, exe, cmd, env, conf)
 }
 
-/// [`plugin`], run inside the namespace `netns` when given (as a runtime
-/// runs plugins on the node).
+/// [`common::cni_plugin`] with the node's usual `PATH` and the reference
+/// plugins and ours on `CNI_PATH`.
 fn run_plugin(
     netns: Option<&str>,
     exe: &str,
@@ -42,38 +37,16 @@ fn run_plugin(
     env: &[(&str, &str)],
     conf: &Value,
 ) -> Run {
-    let mut c = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, exe]);
-            c
-        }
-        None => Command::new(exe),
-    };
-    c.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_PATH", format!("{CNI_PLUGINS}:{}", bin_dir().display()));
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        out: String::from_utf8_lossy(&o.stdout).into_owned(),
-    }
+    let cni_path = format!("{CNI_PLUGINS}:{}", bin_dir().display());
+    common::cni_plugin(
+        netns,
+        exe,
+        cmd,
+        env,
+        conf,
+        "/usr/sbin:/usr/bin:/sbin:/bin",
+        &cni_path,
+    )
 }
 
 fn bin_dir() -> PathBuf {

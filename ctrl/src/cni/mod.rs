@@ -834,38 +834,50 @@ impl<'a> Plugin<'a> {
             )));
         }
         // Inside the pod: the interface with the address, the MTU, the
-        // default route through it.
-        let link = in_netns(&netns, &["ip", "-j", "addr", "show", "dev", &ifname])?;
-        let link: Value =
-            serde_json::from_str(&link).map_err(|e| Error::FailedToDecode(e.to_string()))?;
-        let l = link
-            .get(0)
-            .ok_or_else(|| mismatch(format!("no interface {ifname} in {}", netns.display())))?;
-        let mtu = l.get("mtu").and_then(Value::as_u64).unwrap_or(0);
-        if mtu != u64::from(node.mtu) {
+        // default route through it (read over rtnetlink in the pod's
+        // namespace: the host may have no `ip`).
+        let dev = ifname.clone();
+        let seen = netcfg::netns::run_in(&netns, move || {
+            let index = netcfg::if_index(&dev)?;
+            let mut nl = netcfg::Rtnl::new()?;
+            let mtu = nl.link_mtu(&dev)?;
+            let addrs: Vec<Ipv4Addr> = nl
+                .addrs()?
+                .into_iter()
+                .filter(|a| a.index == index)
+                .map(|a| a.net.addr())
+                .collect();
+            let default_via_dev = nl
+                .routes()?
+                .iter()
+                .any(|r| r.dst.prefix_len() == 0 && r.oif == Some(index));
+            Ok((mtu, addrs, default_via_dev))
+        });
+        let (mtu, addrs, default_via_dev) = match seen {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(mismatch(format!(
+                    "no interface {ifname} in {}: {e}",
+                    netns.display()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::IOFailure(format!(
+                    "reading {}: {e}",
+                    netns.display()
+                )));
+            }
+        };
+        if mtu != node.mtu {
             return Err(mismatch(format!(
                 "{ifname} has MTU {mtu}, the overlay's is {}",
                 node.mtu
             )));
         }
-        let has_addr = l
-            .get("addr_info")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|a| a.get("local").and_then(Value::as_str) == Some(&want.to_string()));
-        if !has_addr {
+        if !addrs.contains(&want) {
             return Err(mismatch(format!("{ifname} does not have {want}")));
         }
-        let routes = in_netns(&netns, &["ip", "-j", "route", "show", "default"])?;
-        let routes: Value =
-            serde_json::from_str(&routes).map_err(|e| Error::FailedToDecode(e.to_string()))?;
-        let via_dev = routes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| r.get("dev").and_then(Value::as_str) == Some(ifname.as_str()));
-        if !via_dev {
+        if !default_via_dev {
             return Err(mismatch(format!("no default route through {ifname}")));
         }
         Ok(())
@@ -947,24 +959,6 @@ impl DaemonPod {
             _ => None,
         }
     }
-}
-
-/// Runs a command inside the network namespace at `netns` (nsenter takes
-/// any path, not only names under /var/run/netns).
-fn in_netns(netns: &Path, args: &[&str]) -> Result<String, Error> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args(args)
-        .output()
-        .map_err(|e| Error::IOFailure(format!("nsenter: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::IOFailure(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Replaces `"usePodCidr"` in an IPAM object's `subnet` and in its

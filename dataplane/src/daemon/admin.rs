@@ -15,9 +15,9 @@ use super::{
     veth_host_name,
 };
 use crate::counters::Reason;
+use crate::neigh;
 use crate::route::PeerSpec;
 use crate::shaper::PodLimits;
-use crate::{neigh, netns};
 
 /// The `pods add` request's form.
 const PODS_ADD: &str = "pods add NAME IP NETNS [tun|veth [IFNAME]] [ingress_rate=BITS/S ingress_burst=BITS] [egress_rate=BITS/S egress_burst=BITS]";
@@ -201,7 +201,10 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 found |= rrx.recv_timeout(Duration::from_secs(2)).unwrap_or(false);
             }
             // A veth pod's pair goes with it (deleting one end deletes both).
-            let _ = netns::cmd(&["ip", "link", "del", &veth_host_name(ip)]);
+            if let Err(e) = netcfg::Rtnl::new().and_then(|mut nl| nl.link_del(&veth_host_name(ip)))
+            {
+                tracing::warn!("pod {ip}: {e}");
+            }
             if let Ok(mut ctl) = ctx.control.lock() {
                 ctl.pods.remove(&ip);
                 ctl.publish();

@@ -243,7 +243,8 @@ impl std::fmt::Debug for Daemon {
 /// network through it, so the node reaches pods (kubelet probes, traffic
 /// it DNATs) and pods reach the node.
 fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
-    let _ = netns::cmd(&["ip", "link", "del", name]);
+    let mut nl = netcfg::Rtnl::new()?;
+    nl.link_del(name)?;
     let mtu = cfg.uplink_mtu.saturating_sub(encap::vxlan::OVERHEAD as u16);
     let port = TunPort::create_here(name, cfg.gateway_ip(), mtu, cfg.tun_offload)
         .map_err(|e| std::io::Error::new(e.kind(), format!("host device {name}: {e}")))?;
@@ -251,22 +252,22 @@ fn open_host_device(cfg: &Config, name: &str) -> std::io::Result<TunPort> {
     // directly: /proc/sys/net is this process's namespace's, and the image
     // need not carry sysctl.)
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
-    netns::cmd(&["ip", "link", "set", name, "up"])?;
+    nl.link_up(name)?;
     // The pod network: the cluster CIDRs holding this node's pod CIDR (not
     // the service CIDR, which kube-proxy handles), and the pod CIDR itself.
-    let mut nets: Vec<String> = cfg
+    let mut nets: Vec<ipnet::Ipv4Net> = cfg
         .cluster_cidrs
         .iter()
         .filter(|c| c.contains(&cfg.pod_cidr))
-        .map(ToString::to_string)
+        .copied()
         .collect();
-    nets.push(cfg.pod_cidr.to_string());
+    nets.push(cfg.pod_cidr);
     // The service CIDRs: the node's own clients (kubelet, hostNetwork
     // pods) reach Sluice's balancer through here when no kube-proxy DNATs
     // them first.
-    nets.extend(cfg.service_cidrs.iter().map(ToString::to_string));
+    nets.extend(cfg.service_cidrs.iter().copied());
     for n in nets {
-        netns::cmd(&["ip", "route", "replace", &n, "dev", name])?;
+        nl.route_replace(n.trunc(), name, None, false)?;
     }
     // The node forwards between its uplink and the host device (hostPort,
     // NodePort); Kubernetes nodes run with this on, Calico's Felix turns
@@ -282,15 +283,11 @@ fn resolve_uplink(cfg: &mut Config) -> std::io::Result<()> {
     if cfg.uplink != "auto" {
         return Ok(());
     }
-    let out = std::process::Command::new("ip")
-        .args(["-o", "-4", "addr", "show"])
-        .output()?;
-    let want = format!("inet {}/", cfg.ip);
-    let dev = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.contains(&want))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(|d| d.split('@').next().unwrap_or(d).to_string());
+    let dev = netcfg::Rtnl::new()?
+        .addrs()?
+        .into_iter()
+        .find(|a| a.net.addr() == cfg.ip)
+        .and_then(|a| netcfg::if_name(a.index).ok());
     match dev {
         Some(d) => {
             tracing::info!("uplink {d} (holds {})", cfg.ip);
@@ -525,14 +522,7 @@ impl Daemon {
         threads.push(
             std::thread::Builder::new()
                 .name("sluice-control".into())
-                .spawn(move || {
-                    while !c.stop.load(Ordering::Relaxed) {
-                        if let Ok(mut ctl) = c.control.lock() {
-                            ctl.refresh_neighbours();
-                        }
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                })?,
+                .spawn(move || neighbour_main(&c))?,
         );
         let c = ctx.clone();
         admin.set_nonblocking(true)?;
@@ -589,6 +579,43 @@ impl Daemon {
             tracing::warn!("giving back the reserved SNAT ports: {e}");
         }
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The neighbour thread: the next hops' MACs follow the kernel's table as
+/// its change events arrive (a peer's new MAC reaches the snapshot within
+/// the event's delivery), and every 500 ms regardless (which also asks the
+/// kernel to resolve what it lacks).
+fn neighbour_main(c: &Ctx) {
+    let mut watch = match netcfg::NeighbourWatch::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("neighbour events: {e}; polling every 500 ms");
+            None
+        }
+    };
+    let mut last = Instant::now();
+    while !c.stop.load(Ordering::Relaxed) {
+        let changed = match &mut watch {
+            Some(w) => match w.wait(Duration::from_millis(100)) {
+                Ok(events) => !events.is_empty(),
+                Err(e) => {
+                    tracing::warn!("neighbour events: {e}; polling every 500 ms");
+                    watch = None;
+                    false
+                }
+            },
+            None => {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        };
+        if changed || last.elapsed() >= Duration::from_millis(500) {
+            last = Instant::now();
+            if let Ok(mut ctl) = c.control.lock() {
+                ctl.refresh_neighbours();
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! to a worker.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use encap::MacAddr;
@@ -75,25 +75,6 @@ pub(super) fn veth_host_name(ip: Ipv4Addr) -> String {
     format!("slp-{c}-{d}")
 }
 
-/// `ip link set DEV netns X` takes a name under /var/run/netns or a PID.
-pub(super) fn netns_arg(path: &Path) -> Result<String, String> {
-    let s = path.to_string_lossy();
-    for dir in ["/var/run/netns/", "/run/netns/"] {
-        if let Some(name) = s.strip_prefix(dir) {
-            return Ok(name.to_string());
-        }
-    }
-    if let Some(pid) = s
-        .strip_prefix("/proc/")
-        .and_then(|r| r.strip_suffix("/ns/net"))
-    {
-        return Ok(pid.to_string());
-    }
-    Err(format!(
-        "{s}: a veth pod's netns must be /var/run/netns/NAME or /proc/PID/ns/net"
-    ))
-}
-
 /// Creates a veth pod: the pair, the pod end as `eth0` with `ip/32`, the
 /// MTU and a default route via the gateway; the host end steered entirely
 /// to an AF_XDP socket. Returns the port and the pod's MAC.
@@ -104,46 +85,28 @@ pub(super) fn create_veth_pod(
 ) -> std::io::Result<(XdpPort, MacAddr)> {
     let host = veth_host_name(p.ip);
     let tmp = format!("{host}p");
-    let ns = netns_arg(&p.netns).map_err(std::io::Error::other)?;
-    let _ = netns::cmd(&["ip", "link", "del", &host]);
-    let mtu_s = mtu.to_string();
-    netns::cmd(&[
-        "ip", "link", "add", &host, "mtu", &mtu_s, "type", "veth", "peer", "name", &tmp, "mtu",
-        &mtu_s,
-    ])?;
-    netns::cmd(&["ip", "link", "set", &tmp, "netns", &ns])?;
-    netns::cmd(&["ip", "link", "set", &host, "up"])?;
+    let ns = std::fs::File::open(&p.netns)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("netns {}: {e}", p.netns.display())))?;
+    let mut nl = netcfg::Rtnl::new()?;
+    nl.link_del(&host)?;
+    nl.veth_add(&host, &tmp, u32::from(mtu))?;
+    nl.link_set_netns(&tmp, std::os::fd::AsRawFd::as_raw_fd(&ns))?;
+    nl.link_up(&host)?;
+    drop(ns);
     let (ip, gw, ifname) = (p.ip, gateway, p.ifname.clone());
     let mac = netns::run_in(&p.netns, move || {
         let dev = ifname.as_str();
-        netns::cmd(&["ip", "link", "set", &tmp, "name", dev])?;
-        netns::cmd(&["ip", "addr", "add", &format!("{ip}/32"), "dev", dev])?;
-        netns::cmd(&["ip", "link", "set", "lo", "up"])?;
-        netns::cmd(&["ip", "link", "set", dev, "up"])?;
-        netns::cmd(&[
-            "ip",
-            "route",
-            "replace",
-            "default",
-            "via",
-            &gw.to_string(),
-            "dev",
-            dev,
-            "onlink",
-        ])?;
+        let mut nl = netcfg::Rtnl::new()?;
+        nl.link_rename(&tmp, dev)?;
+        nl.addr_add(dev, ipnet::Ipv4Net::from(ip))?;
+        nl.link_up("lo")?;
+        nl.link_up(dev)?;
+        nl.route_replace(ipnet::Ipv4Net::default(), dev, Some(gw), true)?;
         // Frames reach AF_XDP (copy mode) as the pod's kernel left them: a
         // TCP/UDP checksum left for offload would never be finished.
-        netns::cmd(&["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
-        // Not /sys/class/net: sysfs shows the namespace of whoever mounted
-        // it, and this thread only joined the pod's.
-        let out = std::process::Command::new("ip")
-            .args(["-br", "link", "show", "dev", dev])
-            .output()?;
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .nth(2)
-            .and_then(|m| m.parse::<MacAddr>().ok())
-            .ok_or_else(|| std::io::Error::other("pod MAC"))
+        netcfg::ethtool::set_tx_checksum(dev, false)?;
+        netcfg::ethtool::set_gro(dev, true)?;
+        nl.link_mac(dev).map(MacAddr)
     })?;
     let prog = SteerProgram::attach(&host, SteerConfig::all())?;
     let port = XdpPort::open(&host, 0, Some(Arc::new(prog)))?;

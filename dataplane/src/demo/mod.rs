@@ -63,6 +63,8 @@ pub struct Topology {
     kube: Option<PathBuf>,
     /// Peers and Services from this cluster file (`cluster_file`).
     cluster: Option<PathBuf>,
+    /// The daemons' `PATH` (`None`: the caller's).
+    daemon_path: Option<std::ffi::OsString>,
 }
 
 static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -153,7 +155,20 @@ impl Topology {
             b_kind: "veth",
             kube: None,
             cluster: None,
+            daemon_path: None,
         })
+    }
+
+    /// [`Topology::build`] with the daemons started with a `PATH` that
+    /// holds nothing (no `ip`, `ethtool`, `nsenter`, `sysctl`): what a node
+    /// without iproute2 or util-linux gives them.
+    pub fn build_without_tools(sluice: &Path) -> io::Result<Topology> {
+        let mut t = Self::empty(2)?;
+        let empty = t.dir.join("empty-path");
+        std::fs::create_dir_all(&empty)?;
+        t.daemon_path = Some(empty.into_os_string());
+        build(&mut t, sluice)?;
+        Ok(t)
     }
 
     fn build_full(sluice: &Path, workers_a: usize, kube: Option<PathBuf>) -> io::Result<Topology> {
@@ -442,7 +457,7 @@ fn spawn_daemon(t: &Topology, i: usize, exe: &Path) -> io::Result<Child> {
         .create(true)
         .append(true)
         .open(t.dir.join(format!("{tag}.log")))?;
-    spawn_sluice(&t.ns(tag), exe, &cfg, log)
+    spawn_sluice_with(&t.ns(tag), exe, &cfg, log, t.daemon_path.as_deref())
 }
 
 /// Waits up to 5 s for a daemon asked to shut down to exit, then kills
@@ -458,14 +473,36 @@ pub fn reap_sluice(d: &mut Child) {
 
 /// Runs `exe run --config cfg` inside namespace `ns`, stderr to `log`.
 pub fn spawn_sluice(ns: &str, exe: &Path, cfg: &Path, log: std::fs::File) -> io::Result<Child> {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
+    spawn_sluice_with(ns, exe, cfg, log, None)
+}
+
+/// [`spawn_sluice`] with the daemon's `PATH` set to `path` (`ip netns
+/// exec`, which also mounts the namespace's /sys, is found in ours).
+pub fn spawn_sluice_with(
+    ns: &str,
+    exe: &Path,
+    cfg: &Path,
+    log: std::fs::File,
+    path: Option<&std::ffi::OsStr>,
+) -> io::Result<Child> {
+    let ip = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("ip"))
+                .find(|f| f.exists())
+        })
+        .unwrap_or_else(|| PathBuf::from("ip"));
+    let mut c = Command::new(ip);
+    c.args(["netns", "exec", ns])
         .arg(exe)
         .args(["run", "--config"])
         .arg(cfg)
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
+        .stderr(log);
+    if let Some(p) = path {
+        c.env("PATH", p);
+    }
+    c.spawn()
 }
 
 fn pattern(n: usize) -> Vec<u8> {

@@ -107,8 +107,9 @@ impl TunPort {
         let n = name.to_string();
         netns::run_in(netns, move || {
             let port = TunPort::create_here(&n, addr, mtu, offload)?;
-            netns::cmd(&["ip", "link", "set", "lo", "up"])?;
-            netns::cmd(&["ip", "route", "replace", "default", "dev", &n])?;
+            let mut nl = netcfg::Rtnl::new()?;
+            nl.link_up("lo")?;
+            nl.route_replace(ipnet::Ipv4Net::default(), &n, None, false)?;
             Ok(port)
         })
     }

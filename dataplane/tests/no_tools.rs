@@ -1,0 +1,90 @@
+//! The daemon and sluice-cni run on nodes without iproute2, ethtool or
+//! util-linux (Talos, Bottlerocket, a distroless image): here both run
+//! with a `PATH` that holds nothing, and still attach TUN and veth pods
+//! (links, addresses, routes, offloads), find their next hops, and answer
+//! a runtime's ADD, CHECK and DEL. The test itself builds the topology with
+//! `ip`, as a node's provisioning would.
+
+mod common;
+#[path = "../../encap/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+
+use dataplane::demo::{self, Topology};
+use serde_json::{Value, json};
+use support::require_root;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+const CNI: &str = env!("CARGO_BIN_EXE_sluice-cni");
+
+#[test]
+fn the_daemon_and_the_cni_plugin_need_no_ip_ethtool_or_nsenter() {
+    if !require_root("the_daemon_and_the_cni_plugin_need_no_ip_ethtool_or_nsenter") {
+        return;
+    }
+    let mut t = Topology::build_without_tools(Path::new(SLUICE)).expect("topology");
+    // TUN pods on node-a, veth pods (made by the daemon: pair, namespace,
+    // rename, address, route, offloads) on node-b, across VXLAN with next
+    // hops from the neighbour table.
+    for (client, server, addr) in [("a1", "b1", "10.244.2.2"), ("b2", "a2", "10.244.1.3")] {
+        let r = demo::udp(&t, client, server, addr.parse().unwrap());
+        assert!(r.is_ok(), "udp {client} -> {server}: {r:?}");
+    }
+    // The CNI plugin, run as a runtime runs it, with nothing on PATH but an
+    // empty directory and only its own directory on CNI_PATH.
+    let empty = std::env::temp_dir().join(format!("no-tools-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let data = empty.join("ipam");
+    let bin = Path::new(CNI).parent().unwrap().display().to_string();
+    t.add_ns("c1").unwrap();
+    let netns = t.ns_path("c1").display().to_string();
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "no-tools",
+        "type": "sluice-cni",
+        "socket": t.sockets[0],
+        "mode": "veth",
+        "ipam": {
+            "type": "sluice-cni",
+            "subnet": "usePodCidr",
+            "rangeStart": "10.244.1.140",
+            "rangeEnd": "10.244.1.150",
+            "dataDir": data,
+        }
+    });
+    let env = [
+        ("CNI_CONTAINERID", "notools1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let node = t.ns("a");
+    let path = empty.display().to_string();
+    let run = |cmd: &str, conf: &Value| {
+        common::cni_plugin(Some(&node), CNI, cmd, &env, conf, &path, &bin)
+    };
+    let add = run("ADD", &conf);
+    assert_eq!(add.code, 0, "ADD: {}", add.out);
+    let result: Value = serde_json::from_str(&add.out).unwrap();
+    let ip = result["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.244.1.14"), "{ip}");
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = result;
+    let check = run("CHECK", &check_conf);
+    assert_eq!(
+        check.code, 0,
+        "CHECK (reads the pod over rtnetlink): {}",
+        check.out
+    );
+    // The pod reaches a pod on the other node.
+    let pod_ip = ip.split('/').next().unwrap().to_string();
+    let r = t.exec("c1", &["ping", "-c", "1", "-W", "2", "10.244.2.3"]);
+    assert!(r.is_ok(), "ping from the CNI pod {pod_ip}: {r:?}");
+    let del = run("DEL", &conf);
+    assert_eq!(del.code, 0, "DEL: {}", del.out);
+    assert!(
+        t.ip("c1", &["link", "show", "dev", "eth0"]).is_err(),
+        "DEL removed the pod's interface"
+    );
+    let _ = std::fs::remove_dir_all(&empty);
+}
