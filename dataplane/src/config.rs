@@ -188,6 +188,8 @@ struct RawAdmin {
     metrics: Option<String>,
     #[serde(default)]
     state_dir: Option<String>,
+    #[serde(default)]
+    lock_wait_secs: Option<u64>,
 }
 
 /// A validated configuration.
@@ -249,6 +251,10 @@ pub struct Config {
     pub metrics: SocketAddr,
     /// Where pod attachments are recorded.
     pub state_dir: PathBuf,
+    /// How long a starting daemon waits for another one holding the node
+    /// (`admin.lock_wait_secs`, default 30: a rolling update's old pod
+    /// stopping) before it refuses.
+    pub lock_wait: std::time::Duration,
     /// Peers from Kubernetes Node objects (`None`: the static `peers`).
     pub kubernetes: Option<KubeConfig>,
     /// Peers from a YAML file, re-read when it changes (ctrl's static
@@ -627,6 +633,7 @@ impl Config {
             ),
             metrics,
             state_dir: PathBuf::from(r.admin.state_dir.as_deref().unwrap_or("/var/lib/sluice")),
+            lock_wait: std::time::Duration::from_secs(r.admin.lock_wait_secs.unwrap_or(30)),
             kubernetes,
             peers_file,
             cluster_file,

@@ -154,6 +154,11 @@ fn xdp_attached(ns: &Netns, dev: &str) -> bool {
     text.contains("prog/xdp") || text.contains(" xdp")
 }
 
+/// Whether the admin socket answers `status`.
+fn request_ok(sock: &Path) -> bool {
+    dataplane::daemon::request(sock, "status").is_ok_and(|r| r.starts_with("ok"))
+}
+
 fn config(dir: &Path, kubeconfig: &Path) -> String {
     format!(
         "node:
@@ -313,6 +318,52 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
         sample(&m1, unknown),
         unk0 + STRAY as f64,
         "exactly the strays"
+    );
+
+    // A second daemon on the node (a rolling update's surge, a second
+    // start by hand): it waits for the node lock, then refuses naming the
+    // holder, having touched nothing: the first keeps its program, its
+    // admin socket and its readiness.
+    let first = d.0.as_ref().unwrap().id();
+    let cfg2 = dir.join("second.yaml");
+    std::fs::write(&cfg2, format!("{}  lock_wait_secs: 1\n", config(&dir, &kc))).unwrap();
+    let log2 = dir.join("second.log");
+    let mut second = dataplane::demo::spawn_sluice(
+        &node.name,
+        Path::new(SLUICE),
+        &cfg2,
+        std::fs::File::create(&log2).unwrap(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second daemon did not give up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(&log2).unwrap();
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("another sluice daemon") && said.contains(&format!("pid {first}")),
+        "the refusal names the holder: {said}"
+    );
+    assert!(
+        xdp_attached(&node, "up0"),
+        "the first daemon's program is still on up0"
+    );
+    assert_eq!(
+        get(&node, "/readyz").map(|r| r.0),
+        Some(200),
+        "the first is still ready"
+    );
+    assert!(
+        request_ok(&dir.join("a.sock")),
+        "the first's admin socket still answers"
     );
 
     // A clean exit (SIGTERM, as the kubelet stops a pod): exit 0, the XDP

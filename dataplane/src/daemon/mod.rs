@@ -35,6 +35,7 @@ use crate::worker::{IdlePolicy, Role, Worker};
 use crate::{neigh, netns};
 
 mod admin;
+mod lock;
 mod metrics;
 mod node_ports;
 mod pods;
@@ -219,6 +220,8 @@ struct Ctx {
     svc_sync: Mutex<Option<ctrl::service_sync::ServiceSyncHandle>>,
     /// NodePorts, externalIPs and LB IPs from outside (`services.node_ports`).
     node_ports: Option<node_ports::NodePorts>,
+    /// The uplink's XDP program (readiness checks it is still attached).
+    steer: Arc<SteerProgram>,
 }
 
 /// A running daemon.
@@ -228,6 +231,8 @@ pub struct Daemon {
     socket: PathBuf,
     /// The SNAT ports reserved from the host, released on a clean stop.
     reserved: Option<crate::reserved_ports::Reservation>,
+    /// This node is ours while it is held ([`lock::NodeLock`]).
+    lock: Option<lock::NodeLock>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -312,6 +317,9 @@ fn uplink_mac(dev: &str) -> std::io::Result<MacAddr> {
 impl Daemon {
     /// Starts the daemon in the current network namespace.
     pub fn start(mut cfg: Config) -> std::io::Result<Daemon> {
+        // First, before anything another daemon may be using.
+        let lock = lock::NodeLock::acquire(&cfg.state_dir, cfg.lock_wait)?;
+        tracing::info!("holding {}", lock.path().display());
         if cfg.pod_cidr_from_api
             && let Some(k) = &cfg.kubernetes
         {
@@ -454,7 +462,6 @@ impl Daemon {
         } else {
             None
         };
-        drop(prog);
 
         let (cmd_tx, cmd_rx): (Vec<_>, Vec<_>) = (0..n)
             .map(|_| crossbeam_channel::bounded::<Cmd>(256))
@@ -470,6 +477,7 @@ impl Daemon {
             cluster: Mutex::new(None),
             svc_sync: Mutex::new(None),
             node_ports,
+            steer: prog.clone(),
         });
         if let Some(path) = &cfg.peers_file {
             let weak = Arc::downgrade(&ctx);
@@ -543,6 +551,7 @@ impl Daemon {
             threads,
             socket: cfg.socket,
             reserved,
+            lock: Some(lock),
         })
     }
 
@@ -579,6 +588,12 @@ impl Daemon {
             tracing::warn!("giving back the reserved SNAT ports: {e}");
         }
         let _ = std::fs::remove_file(&self.socket);
+        // The node lock goes last: the XDP program (held by the context)
+        // is detached first, so a daemon that takes over never has its own
+        // program detached by this one's exit.
+        let lock = self.lock.take();
+        drop(self);
+        drop(lock);
     }
 }
 
@@ -751,7 +766,19 @@ fn control_status(ctx: &Ctx) -> (bool, String) {
     };
     let (svc_ready, svc_text) = services::status(ctx);
     text += &svc_text;
-    (ready && svc_ready.unwrap_or(true), text)
+    // Forwarding needs the uplink's program: detached or replaced, nothing
+    // reaches the workers however healthy the rest looks.
+    let uplink = ctx.steer.still_attached();
+    text += &format!(
+        "uplink_program {}\n",
+        match &uplink {
+            Ok(true) => "attached".to_string(),
+            Ok(false) => "detached".to_string(),
+            Err(e) => format!("unknown ({e})"),
+        }
+    );
+    let uplink = uplink.unwrap_or(false);
+    (ready && svc_ready.unwrap_or(true) && uplink, text)
 }
 
 /// Sends one admin request to the daemon at `socket`; returns the reply.

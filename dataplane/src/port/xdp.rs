@@ -90,6 +90,8 @@ pub struct SteerProgram {
     xdp_flags: u32,
     xsks_fd: i32,
     frontends_fd: i32,
+    /// The kernel's id of the attached program (0 until attached).
+    prog_id: u32,
 }
 
 // SAFETY: the bpf_object is only touched at creation and in Drop; libbpf
@@ -124,6 +126,7 @@ impl SteerProgram {
                 xdp_flags: 0,
                 xsks_fd: -1,
                 frontends_fd: -1,
+                prog_id: 0,
             };
             let rc = libbpf_sys::bpf_object__load(obj);
             if rc != 0 {
@@ -167,8 +170,33 @@ impl SteerProgram {
                 return Err(os_err(&format!("attaching XDP to {ifname}"), rc));
             }
             p.xdp_flags = flags;
+            p.prog_id = p.attached_id().unwrap_or(0);
             Ok(p)
         }
+    }
+
+    /// The id of the program attached to the interface in driver mode now
+    /// (0: none).
+    fn attached_id(&self) -> io::Result<u32> {
+        let mut id = 0u32;
+        // SAFETY: `id` is a live u32 the call writes.
+        let rc = unsafe {
+            libbpf_sys::bpf_xdp_query_id(
+                self.ifindex as i32,
+                libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
+                &mut id,
+            )
+        };
+        if rc != 0 {
+            return Err(os_err("querying the uplink's XDP program", rc));
+        }
+        Ok(id)
+    }
+
+    /// Whether this program is still the one on the interface (someone may
+    /// have detached or replaced it: then nothing reaches the workers).
+    pub fn still_attached(&self) -> io::Result<bool> {
+        Ok(self.prog_id != 0 && self.attached_id()? == self.prog_id)
     }
 
     /// Directs queue `queue`'s steered frames to the AF_XDP socket `fd`.

@@ -1,9 +1,13 @@
-//! The daemon and sluice-cni run on nodes without iproute2, ethtool or
-//! util-linux (Talos, Bottlerocket, a distroless image): here both run
-//! with a `PATH` that holds nothing, and still attach TUN and veth pods
-//! (links, addresses, routes, offloads), find their next hops, and answer
-//! a runtime's ADD, CHECK and DEL. The test itself builds the topology with
-//! `ip`, as a node's provisioning would.
+//! The daemon's life on a node (issue 16), in the netns topology with
+//! real daemons:
+//! - it and sluice-cni run on nodes without iproute2, ethtool or
+//!   util-linux (Talos, Bottlerocket, a distroless image): here both run
+//!   with a `PATH` that holds nothing, and still attach TUN and veth pods
+//!   (links, addresses, routes, offloads), find their next hops, and answer
+//!   a runtime's ADD, CHECK and DEL (the test itself builds the topology
+//!   with `ip`, as a node's provisioning would);
+//! - a peer's MAC change reaches the snapshot from a netlink event;
+//! - readiness follows the uplink's XDP program.
 
 mod common;
 #[path = "../../encap/tests/support/mod.rs"]
@@ -143,4 +147,24 @@ fn a_peer_mac_change_reaches_the_snapshot_from_a_netlink_event() {
         delays[delays.len() / 2],
         delays[delays.len() - 1]
     );
+}
+
+/// Issue 16 item 2: readiness follows forwarding. With node-b's uplink
+/// program detached behind the daemon's back nothing reaches its workers,
+/// and `/readyz` turns 503 naming it (computed per request).
+#[test]
+fn readiness_follows_the_uplink_program() {
+    if !require_root("readiness_follows_the_uplink_program") {
+        return;
+    }
+    let t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let readyz = || demo::http_get(&t, "b", (std::net::Ipv4Addr::LOCALHOST, 9420), "/readyz");
+    let (code, body) = readyz().unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("uplink_program attached"), "{body}");
+    t.ip("b", &["link", "set", "dev", "up-b", "xdp", "off"])
+        .unwrap();
+    let (code, body) = readyz().unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("uplink_program detached"), "{body}");
 }
