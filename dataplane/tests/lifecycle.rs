@@ -168,3 +168,38 @@ fn readiness_follows_the_uplink_program() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("uplink_program detached"), "{body}");
 }
+
+/// Issue 16: a daemon killed (SIGKILL) and started again at once comes
+/// back, five times running: the new one's AF_XDP binds are retried while
+/// the kernel releases the old sockets (it exited at once with an AF_XDP
+/// error and no errno before), it waits for the old one's node lock, and
+/// after each restart a pod on node-a reaches a pod on node-b again.
+#[test]
+fn a_daemon_killed_and_started_at_once_comes_back() {
+    if !require_root("a_daemon_killed_and_started_at_once_comes_back") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    for round in 0..5 {
+        t.kill_and_restart_at_once(0, Path::new(SLUICE))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let ready = demo::http_get(&t, "a", (std::net::Ipv4Addr::LOCALHOST, 9420), "/readyz")
+                .is_ok_and(|r| r.0 == 200);
+            if ready {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: not ready again"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let r = demo::udp(&t, "a1", "b1", "10.244.2.2".parse().unwrap());
+        assert!(
+            r.is_ok(),
+            "round {round}: a1 -> b1 after the restart: {r:?}"
+        );
+    }
+}

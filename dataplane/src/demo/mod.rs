@@ -194,6 +194,22 @@ impl Topology {
         d.wait().map(|_| ())
     }
 
+    /// Sends node `i`'s daemon SIGKILL and starts the next one at once,
+    /// before the old one is gone (what `kill -9; sluice run` in a shell,
+    /// or a restarting container runtime, does); reaps the old one, then
+    /// waits for the new one's admin socket.
+    pub fn kill_and_restart_at_once(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
+        self.daemons
+            .get_mut(i)
+            .ok_or_else(|| io::Error::other("no such daemon"))?
+            .kill()?;
+        let next = spawn_daemon(self, i, sluice)?;
+        if let Some(d) = self.daemons.get_mut(i) {
+            std::mem::replace(d, next).wait()?;
+        }
+        self.wait_admin(i)
+    }
+
     /// Starts node `i`'s daemon again (after [`Topology::kill_daemon`]) and
     /// waits for its admin socket.
     pub fn restart_daemon(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
@@ -201,6 +217,11 @@ impl Topology {
         if let Some(d) = self.daemons.get_mut(i) {
             *d = child;
         }
+        self.wait_admin(i)
+    }
+
+    /// Waits up to 15 s for node `i`'s admin socket to answer.
+    fn wait_admin(&self, i: usize) -> io::Result<()> {
         let s = self
             .sockets
             .get(i)

@@ -303,6 +303,9 @@ impl Drop for SteerProgram {
 /// Frames in a port's UMEM: half for receiving, half for sending.
 const FRAMES: u32 = 4096;
 
+/// How long a busy queue's bind is retried.
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An AF_XDP socket on one queue of an interface.
 pub struct XdpPort {
     name: String,
@@ -345,18 +348,56 @@ impl XdpPort {
         let io_err =
             |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let frames = NonZeroU32::new(FRAMES).ok_or_else(|| io::Error::other("frames"))?;
-        let (umem, mut descs) =
-            Umem::new(UmemConfig::default(), frames, false).map_err(|e| io_err("UMEM", &e))?;
         let cfg = SocketConfig::builder()
             .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
             .xdp_flags(XdpFlags::XDP_FLAGS_DRV_MODE)
             .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
             .build();
         let iface = ifname.parse().map_err(|e| io_err("interface name", &e))?;
-        // SAFETY: this UMEM is new and bound to no other socket; the pair
-        // (interface, queue) gets one socket from this daemon.
-        let (tx, rx, fqcq) = unsafe { Socket::new(cfg, &umem, &iface, queue) }
-            .map_err(|e| io_err("AF_XDP socket", &e))?;
+        // A queue still bound by a process that is exiting (a restart right
+        // after a kill) refuses the bind with EBUSY until the kernel has
+        // released it: retried for a bounded time, every error with its
+        // errno.
+        let deadline = std::time::Instant::now() + BIND_RETRY;
+        let (umem, mut descs, tx, rx, fqcq) = loop {
+            let (umem, descs) =
+                Umem::new(UmemConfig::default(), frames, false).map_err(|e| io_err("UMEM", &e))?;
+            // SAFETY: this UMEM is new and bound to no other socket; the
+            // pair (interface, queue) gets one socket from this daemon.
+            match unsafe { Socket::new(cfg, &umem, &iface, queue) } {
+                Ok((tx, rx, fqcq)) => break (umem, descs, tx, rx, fqcq),
+                Err(e) => {
+                    let errno = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<io::Error>())
+                        .and_then(io::Error::raw_os_error);
+                    let retry = matches!(errno, Some(libc::EBUSY | libc::EAGAIN | libc::EEXIST));
+                    if retry && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                    let why = match errno {
+                        Some(n) => format!("{e}: {}", io::Error::from_raw_os_error(n)),
+                        None => e.to_string(),
+                    };
+                    return Err(io::Error::new(
+                        errno.map_or(io::ErrorKind::Other, |n| {
+                            io::Error::from_raw_os_error(n).kind()
+                        }),
+                        format!(
+                            "AF_XDP socket on {ifname} queue {queue}: {why}{}",
+                            if retry {
+                                format!(
+                                    " (still busy after {}s: is another process bound to it?)",
+                                    BIND_RETRY.as_secs()
+                                )
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    ));
+                }
+            }
+        };
         let (mut fq, cq) = fqcq.ok_or_else(|| io::Error::other("no fill/completion queue"))?;
         let fd = rx.fd().as_raw_fd();
         if let Some(p) = &prog {
