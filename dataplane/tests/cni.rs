@@ -326,17 +326,41 @@ fn a_killed_daemon_comes_back_with_its_pods_and_no_address_twice() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
+    let index = |ns: String| -> String {
+        let out = Command::new("ip")
+            .args(["-n", &ns, "-o", "link", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before: Vec<String> = (0..3).map(|i| index(t.ns(&format!("r{i}")))).collect();
     t.kill_daemon(0).unwrap();
-    // The kernel took the TUN devices with the process.
-    assert!(link(&t, "r1", "eth0").is_none(), "TUN gone with the daemon");
+    // The TUN devices are persistent: each pod keeps its interface, its
+    // address and its routes while no daemon runs.
+    for (i, a) in addrs.iter().enumerate() {
+        let tag = format!("r{i}");
+        let (got, _) = link(&t, &tag, "eth0").expect("the pod keeps its interface");
+        assert_eq!(&got[..], std::slice::from_ref(a));
+        assert_eq!(default_route_dev(&t, &tag).as_deref(), Some("eth0"));
+    }
     std::thread::sleep(std::time::Duration::from_secs(1));
     t.restart_daemon(0, sluice).unwrap();
-    // Re-attached from the daemon's state on disk, no ADD repeated.
+    // Re-attached from the daemon's state on disk to the same devices, no
+    // ADD repeated.
     for (i, a) in addrs.iter().enumerate() {
         let tag = format!("r{i}");
         let (got, mtu) = link(&t, &tag, "eth0").expect("re-attached");
         assert_eq!((&got[..], mtu), (std::slice::from_ref(a), 1450));
         assert_eq!(default_route_dev(&t, &tag).as_deref(), Some("eth0"));
+        assert_eq!(
+            index(t.ns(&tag)),
+            before[i],
+            "r{i}: the same device, not a new one"
+        );
     }
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

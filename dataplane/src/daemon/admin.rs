@@ -194,16 +194,27 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             let Ok(ip) = ip.parse::<Ipv4Addr>() else {
                 return format!("error: {ip:?} is not an IPv4 address\n");
             };
+            let rec = ctx
+                .control
+                .lock()
+                .ok()
+                .and_then(|c| c.pods.get(&ip).map(|a| a.rec.clone()));
             let mut found = false;
             for tx in &ctx.cmds {
                 let (rtx, rrx) = crossbeam_channel::bounded(1);
                 let _ = tx.send(Cmd::DelPod { ip, reply: rtx });
                 found |= rrx.recv_timeout(Duration::from_secs(2)).unwrap_or(false);
             }
-            // A veth pod's pair goes with it (deleting one end deletes both).
+            // A veth pod's pair goes with it (deleting one end deletes both);
+            // a TUN pod's device is persistent: deleted in its namespace.
             if let Err(e) = netcfg::Rtnl::new().and_then(|mut nl| nl.link_del(&veth_host_name(ip)))
             {
                 tracing::warn!("pod {ip}: {e}");
+            }
+            if let Some(r) = rec.filter(|r| r.kind == PodKind::Tun)
+                && let Err(e) = crate::port::tun::TunPort::remove(&r.netns, &r.ifname)
+            {
+                tracing::warn!("pod {ip}: removing its TUN device {}: {e}", r.ifname);
             }
             if let Ok(mut ctl) = ctx.control.lock() {
                 ctl.pods.remove(&ip);

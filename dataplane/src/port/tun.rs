@@ -96,7 +96,10 @@ impl TunPort {
     /// Creates TUN device `name` in the network namespace at `netns`, with
     /// `addr/32`, `mtu`, up, and the default route through it; with
     /// segmentation offload when `offload` is set and the kernel accepts
-    /// it (falls back to plain TUN otherwise).
+    /// it (falls back to plain TUN otherwise). The device is persistent
+    /// (TUNSETPERSIST): it outlives this process, so a pod keeps its
+    /// interface, address and routes while the daemon restarts, and the
+    /// next daemon attaches to it by name. [`TunPort::remove`] deletes it.
     pub fn create(
         netns: &Path,
         name: &str,
@@ -107,6 +110,9 @@ impl TunPort {
         let n = name.to_string();
         netns::run_in(netns, move || {
             let port = TunPort::create_here(&n, addr, mtu, offload)?;
+            port.dev
+                .persist()
+                .map_err(|e| io::Error::new(e.kind(), format!("{n}: TUNSETPERSIST: {e}")))?;
             let mut nl = netcfg::Rtnl::new()?;
             nl.link_up("lo")?;
             nl.route_replace(ipnet::Ipv4Net::default(), &n, None, false)?;
@@ -114,14 +120,25 @@ impl TunPort {
         })
     }
 
+    /// Deletes the (persistent) pod device `name` in `netns`; a namespace
+    /// or device already gone is no error.
+    pub fn remove(netns: &Path, name: &str) -> io::Result<()> {
+        if !netns.exists() {
+            return Ok(());
+        }
+        let n = name.to_string();
+        netns::run_in(netns, move || netcfg::Rtnl::new()?.link_del(&n).map(|_| ()))
+    }
+
     /// Creates TUN device `name` in the current network namespace with
     /// `addr/32` and `mtu`, up, and no routes (the node's host device; the
     /// caller routes what it should carry).
     pub fn create_here(name: &str, addr: Ipv4Addr, mtu: u16, offload: bool) -> io::Result<TunPort> {
+        // The address and state over rtnetlink after: the same whether the
+        // device is new or a persistent one a previous daemon left.
         let build = |offload: bool| {
             DeviceBuilder::new()
                 .name(name)
-                .ipv4(addr, 32u8, None)
                 .mtu(mtu)
                 .packet_information(false)
                 .offload(offload)
@@ -133,6 +150,9 @@ impl TunPort {
             Err(e) => return Err(e),
         };
         dev.set_nonblocking(true)?;
+        let mut nl = netcfg::Rtnl::new()?;
+        nl.addr_add(name, ipnet::Ipv4Net::from(addr))?;
+        nl.link_up(name)?;
         let offload = dev.tcp_gso().then(Offload::new);
         Ok(TunPort {
             dev,
