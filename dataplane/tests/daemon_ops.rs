@@ -154,6 +154,23 @@ fn xdp_attached(ns: &Netns, dev: &str) -> bool {
     text.contains("prog/xdp") || text.contains(" xdp")
 }
 
+/// Waits up to `secs` for `child` to exit; kills it and returns `None` if
+/// it does not.
+fn wait_exit(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether the admin socket answers `status`.
 fn request_ok(sock: &Path) -> bool {
     dataplane::daemon::request(sock, "status").is_ok_and(|r| r.starts_with("ok"))
@@ -335,17 +352,7 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
         std::fs::File::create(&log2).unwrap(),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = second.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("the second daemon did not give up");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut second, 15).expect("the second daemon gives up");
     let said = std::fs::read_to_string(&log2).unwrap();
     assert!(!status.success(), "{said}");
     assert!(
@@ -373,17 +380,8 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
     let mut child = d.0.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the daemon did not stop on SIGTERM: {}", logs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child, 10)
+        .unwrap_or_else(|| panic!("the daemon did not stop on SIGTERM: {}", logs()));
     assert!(status.success(), "exit: {status:?}: {}", logs());
     assert!(!xdp_attached(&node, "up0"), "XDP program left on up0");
     let after = reserved_ports(&node);

@@ -68,20 +68,6 @@ fn os_err(what: &str, rc: i32) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-fn ifindex(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| io::Error::other("interface name has a NUL"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {name}"),
-        ))
-    } else {
-        Ok(i)
-    }
-}
-
 /// The steering program attached to an interface; detached on drop.
 #[derive(Debug)]
 pub struct SteerProgram {
@@ -106,7 +92,7 @@ impl SteerProgram {
     /// Loads the program, writes its configuration and attaches it to
     /// `ifname` in native (driver) mode, which veth supports.
     pub fn attach(ifname: &str, cfg: SteerConfig) -> io::Result<SteerProgram> {
-        let ifindex = ifindex(ifname)?;
+        let ifindex = netcfg::if_index(ifname)?;
         let name = CString::new("sluice_steer").map_err(|_| io::Error::other("name"))?;
         // SAFETY: the buffer outlives the call (libbpf copies the ELF), the
         // opts pointer may be null, and every returned pointer is checked
