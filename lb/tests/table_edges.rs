@@ -12,7 +12,8 @@ use lb::{AffinityTable, Backend, LbDrop, LbReject};
 fn concerns_follows_frontends_shared_by_two_ports() {
     let f = facts(&[NODE_IP]);
     let t = ServiceTable::new(f.clone(), []);
-    assert!(t.is_empty() && t.len() == 0);
+    assert!(t.is_empty());
+    assert_eq!(t.len(), 0);
     // Empty table, but service CIDRs: their addresses still concern it
     // (an unallocated ClusterIP is dropped), nothing else does.
     assert!(t.concerns(ip("172.30.9.9")));
