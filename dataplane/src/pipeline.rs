@@ -490,6 +490,11 @@ impl Worker {
                 .payload()
                 .get(2..4)
                 .is_some_and(|b| b == snap.vxlan.dst_port.to_be_bytes());
+        // VXLAN to the node IP first: the overlay's frames never pay the
+        // service lookup.
+        if vxlan_port && ip.dst_addr() == snap.node.ip {
+            return self.decap(snap, now, buf);
+        }
         // NodePorts, externalIPs and LB IPs the XDP program steered here
         // (`services.node_ports`).
         let frontend = !snap.services.is_empty()
@@ -503,14 +508,11 @@ impl Worker {
                     snap.services
                         .is_frontend(ip.dst_addr(), ip.protocol(), u16::from_be_bytes(p))
                 });
-        if ip.dst_addr() != snap.node.ip && !frontend {
-            return Err(Reason::NotOurs);
-        }
-        if vxlan_port && !frontend {
-            return self.decap(snap, now, buf);
-        }
         if frontend {
             return self.services_ingress(snap, now, buf, handed);
+        }
+        if ip.dst_addr() != snap.node.ip {
+            return Err(Reason::NotOurs);
         }
         // A reply arriving on another worker's queue: conntrack lives with
         // the flow's owner.
