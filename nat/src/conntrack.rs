@@ -15,6 +15,7 @@ use encap::ip_proto;
 use crate::config::{ConntrackConfig, PortRange, SnatConfig};
 use crate::index::{Index, prefetch};
 use crate::packet::{Classified, Kind, OuterAddr, classify, rewrite, rewrite_icmp_error};
+use crate::persist::Mirror;
 use crate::service::{Nat, NoServices, Services};
 use crate::tcp::{self, Sender, TcpState, Transition};
 use crate::tuple::{Direction, Tuple};
@@ -72,6 +73,32 @@ pub(crate) fn test_entry(orig: Tuple, reply: Tuple) -> Entry {
 }
 
 impl Entry {
+    /// An entry read back from a state file (`crate::persist`): its
+    /// service port is looked up again on its next packet.
+    pub(crate) fn restored(
+        orig: Tuple,
+        reply: Tuple,
+        proto: ProtoState,
+        expires_ms: u64,
+        seen_reply: bool,
+        service: u32,
+    ) -> Entry {
+        Entry {
+            orig,
+            reply,
+            proto,
+            expires_ms,
+            seen_reply,
+            service,
+            service_gen: crate::persist::RESTORED,
+        }
+    }
+
+    /// When it expires, in milliseconds.
+    pub(crate) fn expires_ms(&self) -> u64 {
+        self.expires_ms
+    }
+
     /// Whether the entry is translated.
     pub fn is_nat(&self) -> bool {
         self.reply.reversed() != self.orig
@@ -119,12 +146,14 @@ pub struct Counters {
 /// The connection tracker and NAT engine of one worker.
 #[derive(Debug)]
 pub struct Conntrack {
-    cfg: ConntrackConfig,
+    pub(crate) cfg: ConntrackConfig,
     snat: Option<SnatConfig>,
-    slots: Vec<Option<Entry>>,
-    free: Vec<u32>,
-    index: Index,
-    live: usize,
+    pub(crate) slots: Vec<Option<Entry>>,
+    pub(crate) free: Vec<u32>,
+    pub(crate) index: Index,
+    pub(crate) live: usize,
+    /// The table's copy in a state file, when it has one.
+    pub(crate) mirror: Option<Mirror>,
     expiry_cursor: usize,
     evict_cursor: usize,
     rng: u64,
@@ -132,11 +161,7 @@ pub struct Conntrack {
 }
 
 /// Milliseconds of a `Duration`, without `as_millis`'s 128-bit arithmetic.
-fn ms(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1000)
-        .saturating_add(u64::from(d.subsec_millis()))
-}
+use crate::persist::ms;
 
 impl Conntrack {
     /// A tracker; with `snat`, also a masquerading NAT. Allocates the whole
@@ -153,6 +178,7 @@ impl Conntrack {
             cfg,
             snat,
             live: 0,
+            mirror: None,
             expiry_cursor: 0,
             evict_cursor: 0,
             rng,
@@ -386,6 +412,9 @@ impl Conntrack {
             e.seen_reply = true;
         }
         e.expires_ms = ms(now.saturating_add(timeout));
+        if let Some(m) = &mut self.mirror {
+            m.update(slot, e);
+        }
         let target = match dir {
             Direction::Original => e.reply.reversed(),
             Direction::Reply => e.orig.reversed(),
@@ -406,6 +435,16 @@ impl Conntrack {
     fn revalidate<S: Services>(&mut self, slot: u32, services: &mut S) -> Option<()> {
         let current = services.generation();
         let e = self.entry_mut(slot)?;
+        if e.service_gen == crate::persist::RESTORED {
+            // Made by the daemon before a restart: its backend stands (the
+            // flow carries on); its service port is looked up again, the
+            // old process's numbering being gone.
+            if e.service != 0 {
+                e.service = services.service_of(&e.orig);
+            }
+            e.service_gen = current;
+            return Some(());
+        }
         if e.service == 0 || e.service_gen == current || e.orig.proto != ip_proto::UDP {
             return Some(());
         }
@@ -626,6 +665,9 @@ impl Conntrack {
         }
         self.live += 1;
         self.counters.created += 1;
+        if let (Some(m), Some(Some(e))) = (&mut self.mirror, self.slots.get(slot as usize)) {
+            m.create(slot, e);
+        }
         Ok(slot)
     }
 
@@ -741,6 +783,9 @@ impl Conntrack {
     fn release(&mut self, slot: u32) {
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = None;
+        }
+        if let Some(m) = &mut self.mirror {
+            m.remove(slot);
         }
         self.free.push(slot);
     }

@@ -34,6 +34,7 @@ mod conntrack;
 pub mod harness;
 mod index;
 mod packet;
+mod persist;
 mod service;
 pub mod tcp;
 mod tuple;
@@ -41,6 +42,7 @@ mod verdict;
 
 pub use config::{ConntrackConfig, PortRange, SnatConfig, Timeouts};
 pub use conntrack::{BURST, Conntrack, Counters, Entry, Origin, ProtoState};
+pub use persist::{RECORD as STATE_RECORD, Restored, VERSION as STATE_VERSION, spec as state_spec};
 pub use service::{Nat, NoServices, Services};
 pub use tuple::{Direction, Tuple};
 pub use verdict::{Accepted, CtState, DropReason, Verdict};

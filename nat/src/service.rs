@@ -49,6 +49,13 @@ pub trait Services {
     /// `service` ([`Nat::service`]). If not, the UDP entry is removed and
     /// the packet is a new flow.
     fn still_serves(&mut self, service: u32, backend: (Ipv4Addr, u16)) -> bool;
+
+    /// The service port ([`Nat::service`]) a flow with original tuple `t`
+    /// was balanced to, from its frontend, or 0: how an entry restored
+    /// after a restart finds its service port again.
+    fn service_of(&mut self, _t: &Tuple) -> u32 {
+        0
+    }
 }
 
 /// No services: every new flow is tracked with SNAT policy only.

@@ -11,15 +11,15 @@ use etherparse::PacketBuilder;
 
 use crate::*;
 
-const POD_A: [u8; 4] = [10, 244, 1, 2];
-const POD_B: [u8; 4] = [10, 244, 1, 3];
-const REMOTE_POD: [u8; 4] = [10, 244, 2, 9];
-const SERVICE: [u8; 4] = [10, 96, 0, 10];
-const NODE: [u8; 4] = [192, 0, 2, 10];
-const OUTSIDE: [u8; 4] = [198, 51, 100, 7];
-const ROUTER: [u8; 4] = [203, 0, 113, 1];
+pub(crate) const POD_A: [u8; 4] = [10, 244, 1, 2];
+pub(crate) const POD_B: [u8; 4] = [10, 244, 1, 3];
+pub(crate) const REMOTE_POD: [u8; 4] = [10, 244, 2, 9];
+pub(crate) const SERVICE: [u8; 4] = [10, 96, 0, 10];
+pub(crate) const NODE: [u8; 4] = [192, 0, 2, 10];
+pub(crate) const OUTSIDE: [u8; 4] = [198, 51, 100, 7];
+pub(crate) const ROUTER: [u8; 4] = [203, 0, 113, 1];
 
-fn snat() -> SnatConfig {
+pub(crate) fn snat() -> SnatConfig {
     SnatConfig::new(
         vec!["10.244.1.0/24".parse().unwrap()],
         vec![
@@ -38,12 +38,12 @@ fn ct() -> Conntrack {
     ct_with(ConntrackConfig::default(), snat())
 }
 
-fn secs(s: u64) -> Duration {
+pub(crate) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
 #[derive(Clone, Copy)]
-enum F {
+pub(crate) enum F {
     Syn,
     SynAck,
     Ack,
@@ -55,7 +55,7 @@ enum F {
     clippy::too_many_arguments,
     reason = "a packet literal: every field is named at the call"
 )]
-fn tcp(
+pub(crate) fn tcp(
     src: [u8; 4],
     sp: u16,
     dst: [u8; 4],
@@ -78,7 +78,7 @@ fn tcp(
     v
 }
 
-fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     PacketBuilder::ipv4(src, dst, 64)
         .udp(sp, dp)
@@ -87,7 +87,7 @@ fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> 
     v
 }
 
-fn echo(src: [u8; 4], dst: [u8; 4], id: u16, request: bool) -> Vec<u8> {
+pub(crate) fn echo(src: [u8; 4], dst: [u8; 4], id: u16, request: bool) -> Vec<u8> {
     let mut v = Vec::new();
     let b = PacketBuilder::ipv4(src, dst, 64);
     if request {
@@ -100,7 +100,7 @@ fn echo(src: [u8; 4], dst: [u8; 4], id: u16, request: bool) -> Vec<u8> {
 }
 
 /// (src, sport, dst, dport) of a TCP/UDP packet, checking every checksum.
-fn ends(p: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+pub(crate) fn ends(p: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     let ip = Ipv4Packet::new_checked(p).unwrap();
     assert!(ip.verify_checksum(), "IPv4 header checksum");
     let (s, d) = (ip.src_addr(), ip.dst_addr());
