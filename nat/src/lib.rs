@@ -28,6 +28,7 @@
     )
 )]
 
+mod alloc;
 mod config;
 mod conntrack;
 #[doc(hidden)]
