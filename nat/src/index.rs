@@ -81,8 +81,11 @@ fn hash_tuple(key: u64, t: &Tuple) -> u64 {
     let r = u128::from(a ^ key)
         .wrapping_mul(u128::from(b ^ 0xe703_7ed1_a0b4_28db ^ key.rotate_left(32)));
     let h = (r as u64) ^ ((r >> 64) as u64);
-    // The home bucket is the low bits: fold the middle of the product
-    // (which every field of the tuple reaches) down into them.
+    // One more odd multiply spreads every bit of that upward (the tag is
+    // bits 40..48: with some keys, flows differing only in source port
+    // once reached a third of the tags), then the home bucket, the low
+    // bits, takes the high half folded down.
+    let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     h ^ (h >> 32)
 }
 
