@@ -12,7 +12,8 @@
 // `frontends` map (NodePorts on the node IP, externalIPs, LoadBalancer
 // IPs: filled only when Sluice serves NodePorts, `services.node_ports`).
 // Fragments, ARP, IPv6, SSH, kubelet and the rest go to the kernel.
-// On a pod's veth (config `all`), every frame is Sluice's.
+// On a pod's veth (config `all`), every frame is Sluice's. What Sluice
+// owns is dropped while no socket is bound (see `steer`).
 //
 // Built by dataplane/build.rs with clang -target bpf; helpers are declared
 // here so that only the kernel's UAPI headers are needed.
@@ -118,6 +119,17 @@ snat_port(void *l4, void *end, __u8 proto, int dst, struct steer_config *c)
 	return 0;
 }
 
+// What Sluice owns goes to the queue's socket. With no socket there (the
+// daemon restarting: the old one's sockets closed, the new one's not yet
+// bound) it is dropped, not passed: the kernel has no state for these
+// flows and would answer a masqueraded connection's reply with a RST,
+// killing a transfer that the next daemon would have carried on. TCP
+// retransmits what the gap dropped.
+static __attribute__((always_inline)) int steer(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
+}
+
 SEC("xdp")
 int sluice_steer(struct xdp_md *ctx)
 {
@@ -129,7 +141,7 @@ int sluice_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	if (c->all)
-		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+		return steer(ctx);
 
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(ETH_P_IP))
@@ -154,7 +166,7 @@ int sluice_steer(struct xdp_md *ctx)
 			.pad = 0,
 		};
 		if (bpf_map_lookup_elem(&frontends, &k))
-			return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+			return steer(ctx);
 	}
 	if (ip->daddr != c->node_ip)
 		return XDP_PASS;
@@ -184,7 +196,7 @@ int sluice_steer(struct xdp_md *ctx)
 	}
 	if (!ours)
 		return XDP_PASS;
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return steer(ctx);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -190,6 +190,8 @@ struct RawAdmin {
     state_dir: Option<String>,
     #[serde(default)]
     lock_wait_secs: Option<u64>,
+    #[serde(default)]
+    run_dir: Option<String>,
 }
 
 /// A validated configuration.
@@ -255,6 +257,10 @@ pub struct Config {
     /// (`admin.lock_wait_secs`, default 30: a rolling update's old pod
     /// stopping) before it refuses.
     pub lock_wait: std::time::Duration,
+    /// Where the flow tables (conntrack, NAT, session affinity) live as
+    /// mapped files that outlive the process (`admin.run_dir`, default
+    /// `/run/sluice`: tmpfs, emptied at boot).
+    pub run_dir: PathBuf,
     /// Peers from Kubernetes Node objects (`None`: the static `peers`).
     pub kubernetes: Option<KubeConfig>,
     /// Peers from a YAML file, re-read when it changes (ctrl's static
@@ -634,6 +640,7 @@ impl Config {
             metrics,
             state_dir: PathBuf::from(r.admin.state_dir.as_deref().unwrap_or("/var/lib/sluice")),
             lock_wait: std::time::Duration::from_secs(r.admin.lock_wait_secs.unwrap_or(30)),
+            run_dir: PathBuf::from(r.admin.run_dir.as_deref().unwrap_or("/run/sluice")),
             kubernetes,
             peers_file,
             cluster_file,

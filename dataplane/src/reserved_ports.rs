@@ -102,6 +102,36 @@ impl Reservation {
         Ok(Reservation { added })
     }
 
+    /// Records what this reservation added in `file`, for a daemon that
+    /// takes over after this one stops or dies ([`Reservation::inherit`]):
+    /// the last daemon's clean stop then gives back exactly what the first
+    /// one added.
+    pub fn record(&self, file: &std::path::Path) -> io::Result<()> {
+        std::fs::write(file, format!("{}\n", format(&self.added)))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))
+    }
+
+    /// The reservation recorded in `file`, if there is one.
+    pub fn recorded(file: &std::path::Path) -> Option<Reservation> {
+        let s = std::fs::read_to_string(file).ok()?;
+        Some(Reservation {
+            added: parse(s.trim()),
+        })
+    }
+
+    /// The ports it holds, as the kernel lists them.
+    pub fn ranges(&self) -> String {
+        format(&self.added)
+    }
+
+    /// Adds to this reservation what a previous daemon recorded in `file`
+    /// ([`Reservation::record`]).
+    pub fn inherit(&mut self, file: &std::path::Path) {
+        if let Ok(s) = std::fs::read_to_string(file) {
+            self.added = union(&self.added, &parse(s.trim()));
+        }
+    }
+
     /// Removes the ports [`Reservation::take`] added (as the list stands
     /// now). Runs in the namespace the reservation was taken in.
     pub fn release(&self) -> io::Result<()> {

@@ -193,6 +193,7 @@ workers:
 admin:
   socket: {dir}/a.sock
   state_dir: {dir}/state
+  run_dir: {dir}/run
 ",
         kc = kubeconfig.display(),
         dir = dir.display()
@@ -373,8 +374,9 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
         "the first's admin socket still answers"
     );
 
-    // A clean exit (SIGTERM, as the kubelet stops a pod): exit 0, the XDP
-    // program detached, the reserved range given back.
+    // SIGTERM (kubelet stopping the pod for a restart or a rolling
+    // update): exit 0, handing the node over: the XDP program stays on the
+    // uplink and the SNAT range stays reserved, for the next daemon.
     let pid = d.0.as_ref().unwrap().id();
     // `ip netns exec` execs the daemon: the child is the daemon itself.
     // SAFETY: kill(2) on our own child's pid.
@@ -383,8 +385,21 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
     let status = wait_exit(&mut child, 10)
         .unwrap_or_else(|| panic!("the daemon did not stop on SIGTERM: {}", logs()));
     assert!(status.success(), "exit: {status:?}: {}", logs());
+    assert!(logs().contains("handed over"), "{}", logs());
+    assert!(xdp_attached(&node, "up0"), "the program stays for the next daemon");
+    assert!(reserved_ports(&node).contains("61000"), "the SNAT range stays reserved");
+    // `sluice cleanup` (Sluice leaving the node) undoes both, and says so.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &node.name, SLUICE, "cleanup", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("detached the XDP program from up0"), "{said}");
+    assert!(said.contains("gave back reserved ports 61000"), "{said}");
     assert!(!xdp_attached(&node, "up0"), "XDP program left on up0");
     let after = reserved_ports(&node);
-    assert!(!after.contains("61000"), "reserved after exit: {after:?}");
+    assert!(!after.contains("61000"), "reserved after cleanup: {after:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,6 +6,7 @@
 //!         [--ingress-rate BITS/S --ingress-burst BITS]
 //!         [--egress-rate BITS/S --egress-burst BITS] | pods del IP
 //!     sluice peers add NAME IP VTEP_MAC CIDR[,CIDR] | peers del NAME
+//!     sluice shutdown | cleanup --config FILE
 //!     sluice demo
 //!
 //! Admin commands talk to the daemon over its Unix socket (`--socket`,
@@ -69,8 +70,18 @@ enum Cmd {
         #[command(subcommand)]
         op: PeerOp,
     },
-    /// Stop the daemon.
+    /// Stop the daemon cleanly: its XDP program detached, the SNAT ports
+    /// it reserved given back. (SIGTERM instead hands the node over to the
+    /// next daemon, leaving both in place.)
     Shutdown,
+    /// After the last daemon (Sluice leaving the node): detach the XDP
+    /// program a handing-over daemon left, give back the reserved SNAT
+    /// ports, remove the flow tables. Refused while a daemon runs.
+    Cleanup {
+        /// YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Build a two-node cluster in network namespaces, run Sluice on both
     /// nodes, send traffic between every pod and to an external host, print
     /// a summary, and remove everything.
@@ -149,10 +160,17 @@ fn run(config: &std::path::Path) -> ExitCode {
     };
     eprintln!("sluice: running");
     while !SIGNALLED.load(Ordering::Relaxed) && !d.stopping() {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(5));
     }
-    d.join();
-    eprintln!("sluice: stopped");
+    // A signal (kubelet's SIGTERM: a restart or a rolling update) hands
+    // the node over to the next daemon; `sluice shutdown` stops cleanly.
+    if SIGNALLED.load(Ordering::Relaxed) {
+        d.hand_over();
+        eprintln!("sluice: stopped, node handed over (XDP program, flows and pods left in place)");
+    } else {
+        d.join();
+        eprintln!("sluice: stopped");
+    }
     ExitCode::SUCCESS
 }
 
@@ -204,6 +222,19 @@ fn main() -> ExitCode {
         Cmd::Conntrack => admin(&cli.socket, "conntrack"),
         Cmd::Services => admin(&cli.socket, "services"),
         Cmd::Shutdown => admin(&cli.socket, "shutdown"),
+        Cmd::Cleanup { config } => match Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| daemon::cleanup(&c).map_err(|e| e.to_string()))
+        {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Pods {
             op:
                 PodOp::Add {

@@ -185,7 +185,7 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 ifname: ifname.to_string(),
                 limits,
             };
-            match attach_pod(ctx, &rec) {
+            match attach_pod(ctx, &rec, None) {
                 Ok(links) => format!("ok\n{links}"),
                 Err(e) => format!("error: {e}\n"),
             }

@@ -35,6 +35,8 @@ use crate::worker::{IdlePolicy, Role, Worker};
 use crate::{neigh, netns};
 
 mod admin;
+mod flows;
+mod lifecycle;
 mod lock;
 mod metrics;
 mod neighbours;
@@ -223,6 +225,8 @@ struct Ctx {
     node_ports: Option<node_ports::NodePorts>,
     /// The uplink's XDP program (readiness checks it is still attached).
     steer: Arc<SteerProgram>,
+    /// What the flow tables' restore found (`sluice status`).
+    flows: String,
 }
 
 /// A running daemon.
@@ -232,9 +236,13 @@ pub struct Daemon {
     socket: PathBuf,
     /// The SNAT ports reserved from the host, released on a clean stop.
     reserved: Option<crate::reserved_ports::Reservation>,
+    /// Where the flow tables and the reservation record live.
+    run_dir: PathBuf,
     /// This node is ours while it is held ([`lock::NodeLock`]).
     lock: Option<lock::NodeLock>,
 }
+
+pub use lifecycle::cleanup;
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -339,7 +347,12 @@ impl Daemon {
         // The SNAT range out of the host's ephemeral ports (given back on
         // a clean stop).
         let reserved = if cfg.reserve_ports && cfg.snat {
-            Some(crate::reserved_ports::Reservation::take(cfg.snat_ports)?)
+            let mut r = crate::reserved_ports::Reservation::take(cfg.snat_ports)?;
+            let file = cfg.run_dir.join(lifecycle::RESERVED_FILE);
+            r.inherit(&file);
+            std::fs::create_dir_all(&cfg.run_dir)?;
+            r.record(&file)?;
+            Some(r)
         } else {
             None
         };
@@ -458,6 +471,8 @@ impl Daemon {
             }
             workers.push(w);
         }
+        // The flows of the daemon before this one, if it left them.
+        let flows = flows::restore(&cfg.run_dir, &ct, &mut workers)?;
         let node_ports = if cfg.node_ports {
             Some(node_ports::NodePorts::new(prog.clone(), cfg.ip)?)
         } else {
@@ -479,6 +494,7 @@ impl Daemon {
             svc_sync: Mutex::new(None),
             node_ports,
             steer: prog.clone(),
+            flows,
         });
         if let Some(path) = &cfg.peers_file {
             let weak = Arc::downgrade(&ctx);
@@ -499,9 +515,9 @@ impl Daemon {
         }
         services::start(&ctx, &cfg)?;
         // Pods served before a restart come back from the state directory.
-        for p in load_pods(&cfg) {
+        for (p, worker) in load_pods(&cfg) {
             if p.netns.exists()
-                && let Err(e) = attach_pod(&ctx, &p)
+                && let Err(e) = attach_pod(&ctx, &p, worker)
             {
                 tracing::warn!("re-attaching pod {} ({}): {e}", p.name, p.ip);
             }
@@ -552,6 +568,7 @@ impl Daemon {
             threads,
             socket: cfg.socket,
             reserved,
+            run_dir: cfg.run_dir.clone(),
             lock: Some(lock),
         })
     }
@@ -565,36 +582,6 @@ impl Daemon {
     /// `shutdown` command).
     pub fn stopping(&self) -> bool {
         self.ctx.stop.load(Ordering::Relaxed)
-    }
-
-    /// Stops and waits for every thread; the XDP program is detached and
-    /// the pods' TUN devices removed as their ports drop, and the reserved
-    /// SNAT ports are given back.
-    pub fn join(mut self) {
-        self.stop();
-        let sync = self.ctx.sync.lock().ok().and_then(|mut s| s.take());
-        if let Some(h) = sync {
-            h.stop();
-        }
-        drop(self.ctx.file.lock().ok().and_then(|mut f| f.take()));
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        if let Some(np) = &self.ctx.node_ports {
-            np.stop();
-        }
-        if let Some(r) = self.reserved.take()
-            && let Err(e) = r.release()
-        {
-            tracing::warn!("giving back the reserved SNAT ports: {e}");
-        }
-        let _ = std::fs::remove_file(&self.socket);
-        // The node lock goes last: the XDP program (held by the context)
-        // is detached first, so a daemon that takes over never has its own
-        // program detached by this one's exit.
-        let lock = self.lock.take();
-        drop(self);
-        drop(lock);
     }
 }
 
@@ -730,6 +717,7 @@ fn control_status(ctx: &Ctx) -> (bool, String) {
     };
     let (svc_ready, svc_text) = services::status(ctx);
     text += &svc_text;
+    text += &ctx.flows;
     // Forwarding needs the uplink's program: detached or replaced, nothing
     // reaches the workers however healthy the rest looks.
     let uplink = ctx.steer.still_attached();

@@ -117,12 +117,14 @@ pub(super) fn pods_dir(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("pods")
 }
 
-pub(super) fn save_pod(cfg: &Config, p: &PodRecord) {
+/// Records pod `p`, attached to `worker` (line 7: a restarted daemon puts
+/// it back on the same worker, which holds its flows).
+pub(super) fn save_pod(cfg: &Config, p: &PodRecord, worker: u8) {
     let dir = pods_dir(cfg);
     let _ = std::fs::create_dir_all(&dir);
     let tmp = dir.join(format!(".{}", p.ip));
     let body = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}\n",
+        "{}\n{}\n{}\n{}\n{}\n{}\n{worker}\n",
         p.name,
         p.ip,
         p.netns.display(),
@@ -135,7 +137,8 @@ pub(super) fn save_pod(cfg: &Config, p: &PodRecord) {
     }
 }
 
-pub(super) fn load_pods(cfg: &Config) -> Vec<PodRecord> {
+/// The recorded pods, each with the worker it was on (if recorded).
+pub(super) fn load_pods(cfg: &Config) -> Vec<(PodRecord, Option<u8>)> {
     let Ok(rd) = std::fs::read_dir(pods_dir(cfg)) else {
         return Vec::new();
     };
@@ -143,7 +146,7 @@ pub(super) fn load_pods(cfg: &Config) -> Vec<PodRecord> {
         .filter_map(|e| {
             let t = std::fs::read_to_string(e.path()).ok()?;
             let mut l = t.lines();
-            Some(PodRecord {
+            let rec = PodRecord {
                 name: l.next()?.to_string(),
                 ip: l.next()?.parse().ok()?,
                 netns: PathBuf::from(l.next()?),
@@ -152,14 +155,17 @@ pub(super) fn load_pods(cfg: &Config) -> Vec<PodRecord> {
                 // A record that cannot be read back is not re-attached
                 // unlimited.
                 limits: PodLimits::parse(l.next().unwrap_or("").split_whitespace()).ok()?,
-            })
+            };
+            Some((rec, l.next().and_then(|w| w.parse().ok())))
         })
         .collect()
 }
 
-/// Attaches pod `p` (or finds it attached); returns what `pods add`
-/// answers about its links.
-pub(super) fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<String, String> {
+/// Attaches pod `p` (or finds it attached), to worker `prefer` if it
+/// exists (a pod re-attached after a restart goes back to the worker whose
+/// table holds its flows), else to the least loaded; returns what
+/// `pods add` answers about its links.
+pub(super) fn attach_pod(ctx: &Ctx, p: &PodRecord, prefer: Option<u8>) -> Result<String, String> {
     let (mtu, cidr, cfg) = {
         let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
         (
@@ -221,7 +227,9 @@ pub(super) fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<String, String> {
         _ => String::new(),
     };
     // Spread pods over the workers: the one with the fewest.
-    let worker = {
+    let worker = if let Some(w) = prefer.filter(|w| usize::from(*w) < ctx.cmds.len()) {
+        w
+    } else {
         let ctl = ctx.control.lock().map_err(|_| "control state poisoned")?;
         let mut load = vec![0usize; ctx.cmds.len()];
         for (ip, a) in &ctl.pods {
@@ -257,7 +265,7 @@ pub(super) fn attach_pod(ctx: &Ctx, p: &PodRecord) -> Result<String, String> {
             limits: p.limits,
         })
         .map_err(|_| "worker stopped")?;
-    save_pod(&cfg, p);
+    save_pod(&cfg, p, worker);
     if let Ok(mut ctl) = ctx.control.lock() {
         ctl.pods.insert(
             p.ip,

@@ -22,7 +22,6 @@ pub(super) fn worker_main(
 ) {
     let pinned = core
         .and_then(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }).then_some(c));
-    let t0 = Instant::now();
     let mut last = Instant::now();
     let between = |w: &mut Worker| {
         while let Ok(cmd) = rx.try_recv() {
@@ -65,7 +64,7 @@ pub(super) fn worker_main(
             last = Instant::now();
         }
     };
-    if let Err(e) = w.run(&ctx.stop, idle, || t0.elapsed(), between) {
+    if let Err(e) = w.run(&ctx.stop, idle, super::flows::monotonic, between) {
         tracing::error!("worker {index} failed: {e}");
         ctx.stop.store(true, Ordering::Relaxed);
     }

@@ -346,6 +346,7 @@ workers:
 admin:
   socket: {dir}/{tag}.sock
   state_dir: {dir}/state-{tag}
+  run_dir: {dir}/run-{tag}
 ",
         dir = dir.display()
     )

@@ -78,6 +78,8 @@ pub struct SteerProgram {
     frontends_fd: i32,
     /// The kernel's id of the attached program (0 until attached).
     prog_id: u32,
+    /// Left attached when dropped ([`SteerProgram::leave_attached`]).
+    keep: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the bpf_object is only touched at creation and in Drop; libbpf
@@ -113,6 +115,7 @@ impl SteerProgram {
                 xsks_fd: -1,
                 frontends_fd: -1,
                 prog_id: 0,
+                keep: std::sync::atomic::AtomicBool::new(false),
             };
             let rc = libbpf_sys::bpf_object__load(obj);
             if rc != 0 {
@@ -185,6 +188,14 @@ impl SteerProgram {
         Ok(self.prog_id != 0 && self.attached_id()? == self.prog_id)
     }
 
+    /// Leaves the program on the interface when this is dropped: a daemon
+    /// handing over to the next one keeps steering (and, with no socket
+    /// bound, dropping) what Sluice owns until the next program replaces
+    /// this one, so the kernel never sees, and resets, Sluice's flows.
+    pub fn leave_attached(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Directs queue `queue`'s steered frames to the AF_XDP socket `fd`.
     pub fn register(&self, queue: u32, fd: RawFd) -> io::Result<()> {
         let v = fd as u32;
@@ -203,6 +214,32 @@ impl SteerProgram {
             Ok(())
         }
     }
+}
+
+/// Detaches whatever XDP program is attached to `ifname` in driver mode
+/// (`sluice cleanup`: the program a handing-over daemon left). Returns
+/// whether there was one.
+pub fn detach(ifname: &str) -> io::Result<bool> {
+    let ifindex = netcfg::if_index(ifname)?;
+    let mut id = 0u32;
+    // SAFETY: `id` is a live u32 the call writes.
+    let rc = unsafe {
+        libbpf_sys::bpf_xdp_query_id(ifindex as i32, libbpf_sys::XDP_FLAGS_DRV_MODE as i32, &mut id)
+    };
+    if rc != 0 {
+        return Err(os_err(&format!("querying {ifname}'s XDP program"), rc));
+    }
+    if id == 0 {
+        return Ok(false);
+    }
+    // SAFETY: no pointers; null opts are allowed.
+    let rc = unsafe {
+        libbpf_sys::bpf_xdp_detach(ifindex as i32, libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(os_err(&format!("detaching {ifname}'s XDP program"), rc));
+    }
+    Ok(true)
 }
 
 /// `struct frontend_key`.
@@ -278,7 +315,7 @@ impl Drop for SteerProgram {
         // detaching with the flags used to attach is harmless if already
         // detached.
         unsafe {
-            if self.xdp_flags != 0 {
+            if self.xdp_flags != 0 && !self.keep.load(std::sync::atomic::Ordering::Relaxed) {
                 libbpf_sys::bpf_xdp_detach(self.ifindex as i32, self.xdp_flags, std::ptr::null());
             }
             libbpf_sys::bpf_object__close(self.obj);

@@ -402,6 +402,7 @@ workers:
 admin:
   socket: {sock}
   state_dir: {dir}/state
+  run_dir: {dir}/run
 ",
             vtep = mac_str(NODE_VTEP),
             sock = self.socket.display(),
