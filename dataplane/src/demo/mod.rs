@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::{daemon, netns};
 
+mod restart;
 mod services;
 pub use services::{
     DNS_IP, DNS_TARGET, EMPTY_IP, Exposure, LOCAL_HEALTH_PORT, LOCAL_NODE_PORT, LOCAL_WEB_IP,
@@ -176,72 +177,6 @@ impl Topology {
         t.kube = kube;
         build(&mut t, sluice)?;
         Ok(t)
-    }
-
-    /// Process id of node `i`'s daemon (0: node-a, 1: node-b).
-    pub fn daemon_pid(&self, i: usize) -> Option<u32> {
-        self.daemons.get(i).map(Child::id)
-    }
-
-    /// Kills node `i`'s daemon with SIGKILL (no cleanup runs: a crash)
-    /// and reaps it.
-    pub fn kill_daemon(&mut self, i: usize) -> io::Result<()> {
-        let d = self
-            .daemons
-            .get_mut(i)
-            .ok_or_else(|| io::Error::other("no such daemon"))?;
-        d.kill()?;
-        d.wait().map(|_| ())
-    }
-
-    /// Sends node `i`'s daemon SIGKILL and starts the next one at once,
-    /// before the old one is gone (what `kill -9; sluice run` in a shell,
-    /// or a restarting container runtime, does); reaps the old one, then
-    /// waits for the new one's admin socket.
-    pub fn kill_and_restart_at_once(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
-        self.daemons
-            .get_mut(i)
-            .ok_or_else(|| io::Error::other("no such daemon"))?
-            .kill()?;
-        let next = spawn_daemon(self, i, sluice)?;
-        if let Some(d) = self.daemons.get_mut(i) {
-            std::mem::replace(d, next).wait()?;
-        }
-        self.wait_admin(i)
-    }
-
-    /// Starts node `i`'s daemon again (after [`Topology::kill_daemon`]) and
-    /// waits for its admin socket.
-    pub fn restart_daemon(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
-        let child = spawn_daemon(self, i, sluice)?;
-        if let Some(d) = self.daemons.get_mut(i) {
-            *d = child;
-        }
-        self.wait_admin(i)
-    }
-
-    /// Waits up to 15 s for node `i`'s admin socket to answer.
-    fn wait_admin(&self, i: usize) -> io::Result<()> {
-        let s = self
-            .sockets
-            .get(i)
-            .cloned()
-            .ok_or_else(|| io::Error::other("no such daemon"))?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while daemon::request(&s, "status").is_err() {
-            if Instant::now() > deadline {
-                return Err(io::Error::other("daemon did not come back"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
-    }
-
-    /// Whether node `i`'s daemon is still running.
-    pub fn daemon_alive(&mut self, i: usize) -> bool {
-        self.daemons
-            .get_mut(i)
-            .is_some_and(|d| matches!(d.try_wait(), Ok(None)))
     }
 
     /// The namespace name for `tag` (wire, a, b, ext, a1, a2, b1, b2, or
@@ -472,7 +407,7 @@ fn start(t: &mut Topology, exe: &Path) -> io::Result<()> {
 
 /// Starts node `i`'s daemon with its written configuration (its log is
 /// appended to, so a restart keeps the first run's lines).
-fn spawn_daemon(t: &Topology, i: usize, exe: &Path) -> io::Result<Child> {
+pub(crate) fn spawn_daemon(t: &Topology, i: usize, exe: &Path) -> io::Result<Child> {
     let tag = NODES.get(i).map_or("a", |n| n.0);
     let cfg = t.dir.join(format!("{tag}.yaml"));
     let log = std::fs::OpenOptions::new()

@@ -1,0 +1,144 @@
+//! Stopping and starting a topology's daemons as a node's life does:
+//! crashes (SIGKILL), restarts, and graceful hand-overs (SIGTERM), with the
+//! next daemon started after the old one exits or before.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use super::{NODES, Topology, spawn_daemon};
+use crate::daemon;
+
+impl Topology {
+    /// Process id of node `i`'s daemon (0: node-a, 1: node-b).
+    pub fn daemon_pid(&self, i: usize) -> Option<u32> {
+        self.daemons.get(i).map(Child::id)
+    }
+
+    /// Kills node `i`'s daemon with SIGKILL (no cleanup runs: a crash)
+    /// and reaps it.
+    pub fn kill_daemon(&mut self, i: usize) -> io::Result<()> {
+        let d = self
+            .daemons
+            .get_mut(i)
+            .ok_or_else(|| io::Error::other("no such daemon"))?;
+        d.kill()?;
+        d.wait().map(|_| ())
+    }
+
+    /// Sends node `i`'s daemon SIGKILL and starts the next one at once,
+    /// before the old one is gone (what `kill -9; sluice run` in a shell,
+    /// or a restarting container runtime, does); reaps the old one, then
+    /// waits for the new one's admin socket.
+    pub fn kill_and_restart_at_once(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
+        self.daemons
+            .get_mut(i)
+            .ok_or_else(|| io::Error::other("no such daemon"))?
+            .kill()?;
+        let next = spawn_daemon(self, i, sluice)?;
+        if let Some(d) = self.daemons.get_mut(i) {
+            std::mem::replace(d, next).wait()?;
+        }
+        self.wait_admin(i)
+    }
+
+    /// Starts node `i`'s daemon again (after [`Topology::kill_daemon`]) and
+    /// waits for its admin socket.
+    pub fn restart_daemon(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
+        let child = spawn_daemon(self, i, sluice)?;
+        if let Some(d) = self.daemons.get_mut(i) {
+            *d = child;
+        }
+        self.wait_admin(i)
+    }
+
+    /// Waits up to 15 s for node `i`'s admin socket to answer.
+    fn wait_admin(&self, i: usize) -> io::Result<()> {
+        let s = self
+            .sockets
+            .get(i)
+            .cloned()
+            .ok_or_else(|| io::Error::other("no such daemon"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while daemon::request(&s, "status").is_err() {
+            if Instant::now() > deadline {
+                return Err(io::Error::other("daemon did not come back"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Whether node `i`'s daemon is still running.
+    pub fn daemon_alive(&mut self, i: usize) -> bool {
+        self.daemons
+            .get_mut(i)
+            .is_some_and(|d| matches!(d.try_wait(), Ok(None)))
+    }
+
+    /// Node `i`'s daemon log so far (every run's lines).
+    pub fn daemon_log(&self, i: usize) -> String {
+        let tag = NODES.get(i).map_or("a", |n| n.0);
+        std::fs::read_to_string(self.dir.join(format!("{tag}.log"))).unwrap_or_default()
+    }
+
+    /// Node `i`'s `admin.run_dir` (its flow tables).
+    pub fn run_dir(&self, i: usize) -> PathBuf {
+        let tag = NODES.get(i).map_or("a", |n| n.0);
+        self.dir.join(format!("run-{tag}"))
+    }
+
+    /// A graceful restart of node `i`'s daemon, as a rolling update does
+    /// it: SIGTERM (the daemon hands the node over and exits), and the next
+    /// daemon started after the old one exits or, with `new_first`, before
+    /// (it waits for the node lock, and takes over the moment the old one
+    /// releases it). Waits for the new one's admin socket.
+    pub fn graceful_restart(&mut self, i: usize, sluice: &Path, new_first: bool) -> io::Result<()> {
+        let pid = self
+            .daemons
+            .get(i)
+            .map(Child::id)
+            .ok_or_else(|| io::Error::other("no such daemon"))?;
+        let term = || {
+            // SAFETY: kill(2) on our own child's pid (`ip netns exec`
+            // execs the daemon: the child is the daemon).
+            if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        let next = if new_first {
+            let next = spawn_daemon(self, i, sluice)?;
+            // Let it reach the lock before the old one goes.
+            std::thread::sleep(Duration::from_millis(300));
+            term()?;
+            next
+        } else {
+            term()?;
+            if let Some(d) = self.daemons.get_mut(i) {
+                wait_exit(d, Duration::from_secs(10))?;
+            }
+            spawn_daemon(self, i, sluice)?
+        };
+        if let Some(d) = self.daemons.get_mut(i) {
+            let mut old = std::mem::replace(d, next);
+            wait_exit(&mut old, Duration::from_secs(10))?;
+        }
+        self.wait_admin(i)
+    }
+}
+
+/// Waits up to `limit` for `child` to exit (it was asked to).
+fn wait_exit(child: &mut Child, limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other("the daemon did not exit on SIGTERM"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
