@@ -386,8 +386,14 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
         .unwrap_or_else(|| panic!("the daemon did not stop on SIGTERM: {}", logs()));
     assert!(status.success(), "exit: {status:?}: {}", logs());
     assert!(logs().contains("handed over"), "{}", logs());
-    assert!(xdp_attached(&node, "up0"), "the program stays for the next daemon");
-    assert!(reserved_ports(&node).contains("61000"), "the SNAT range stays reserved");
+    assert!(
+        xdp_attached(&node, "up0"),
+        "the program stays for the next daemon"
+    );
+    assert!(
+        reserved_ports(&node).contains("61000"),
+        "the SNAT range stays reserved"
+    );
     // `sluice cleanup` (Sluice leaving the node) undoes both, and says so.
     let out = Command::new("ip")
         .args(["netns", "exec", &node.name, SLUICE, "cleanup", "--config"])
@@ -395,11 +401,18 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(said.contains("detached the XDP program from up0"), "{said}");
     assert!(said.contains("gave back reserved ports 61000"), "{said}");
     assert!(!xdp_attached(&node, "up0"), "XDP program left on up0");
     let after = reserved_ports(&node);
-    assert!(!after.contains("61000"), "reserved after cleanup: {after:?}");
+    assert!(
+        !after.contains("61000"),
+        "reserved after cleanup: {after:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

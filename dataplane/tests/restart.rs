@@ -75,7 +75,10 @@ struct Transfer {
     client: JoinHandle<Result<(), String>>,
 }
 
-#[allow(clippy::too_many_arguments, reason = "a transfer literal: each named at the call")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a transfer literal: each named at the call"
+)]
 fn start(
     t: &Topology,
     what: &'static str,
@@ -214,8 +217,26 @@ fn transfers_survive(name: &str, how: Restart) {
     for round in 0..rounds {
         let total = mb << 20;
         let port = 7100 + round as u16;
-        let snat = start(&t, "a1 -> external host (SNAT)", "a1", "ext", EXT, port, total, round);
-        let vxlan = start(&t, "a2 -> b1 (VXLAN)", "a2", "b1", B1, port, total, round + 99);
+        let snat = start(
+            &t,
+            "a1 -> external host (SNAT)",
+            "a1",
+            "ext",
+            EXT,
+            port,
+            total,
+            round,
+        );
+        let vxlan = start(
+            &t,
+            "a2 -> b1 (VXLAN)",
+            "a2",
+            "b1",
+            B1,
+            port,
+            total,
+            round + 99,
+        );
         // Mid-transfer: a third of the way through both.
         wait_share(&[&snat, &vxlan], 1.0 / 3.0);
         let restarted = match how {

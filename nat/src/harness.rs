@@ -75,6 +75,13 @@ impl Exercised {
     reason = "indices into [_; 3] arrays are taken modulo 3"
 )]
 pub fn conntrack_ops(data: &[u8]) -> Exercised {
+    let (cfg, snat) = setup();
+    let mut ct = Conntrack::new(cfg, Some(snat));
+    run_ops(&mut ct, Duration::from_secs(1), data).0
+}
+
+/// The tracker the targets run: a small table, eight SNAT ports.
+fn setup() -> (ConntrackConfig, SnatConfig) {
     let cfg = ConntrackConfig {
         max_entries: LIMIT,
         expiry_budget: 8,
@@ -90,8 +97,16 @@ pub fn conntrack_ops(data: &[u8]) -> Exercised {
         min: 61000,
         max: 61007,
     };
-    let mut ct = Conntrack::new(cfg, Some(snat));
-    let mut now = Duration::from_secs(1);
+    (cfg, snat)
+}
+
+/// Runs the operations in `data` on `ct` from time `now`; returns what
+/// they exercised and the time they ended at.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "indices into [_; 3] arrays are taken modulo 3"
+)]
+fn run_ops(ct: &mut Conntrack, mut now: Duration, data: &[u8]) -> (Exercised, Duration) {
     let mut seen = Exercised::default();
     // The reply to the last translated pod packet, as the peer sends it.
     let mut last_reply: Option<Vec<u8>> = None;
@@ -101,7 +116,7 @@ pub fn conntrack_ops(data: &[u8]) -> Exercised {
         match op % 4 {
             0 => {
                 let Some((&len, tail)) = rest.split_first() else {
-                    return seen;
+                    return (seen, now);
                 };
                 let n = usize::from(len).min(tail.len());
                 let (raw, tail) = tail.split_at(n);
@@ -123,7 +138,7 @@ pub fn conntrack_ops(data: &[u8]) -> Exercised {
             }
             1 => {
                 let Some((&[at, xor], tail)) = rest.split_first_chunk::<2>() else {
-                    return seen;
+                    return (seen, now);
                 };
                 rest = tail;
                 let Some(mut p) = last_reply.clone() else {
@@ -138,7 +153,7 @@ pub fn conntrack_ops(data: &[u8]) -> Exercised {
             }
             2 => {
                 let Some((&dt, tail)) = rest.split_first() else {
-                    return seen;
+                    return (seen, now);
                 };
                 rest = tail;
                 now += Duration::from_secs(u64::from(dt));
@@ -148,7 +163,7 @@ pub fn conntrack_ops(data: &[u8]) -> Exercised {
             _ => {
                 // A structured valid packet from the pod side.
                 let Some(fields) = rest.get(..8) else {
-                    return seen;
+                    return (seen, now);
                 };
                 rest = rest.get(8..).unwrap_or(&[]);
                 let original = build(fields);
@@ -177,7 +192,110 @@ pub fn conntrack_ops(data: &[u8]) -> Exercised {
         assert!(ct.len() <= LIMIT, "occupancy {} over the limit", ct.len());
         assert_eq!(ct.entries().count(), ct.len());
     }
-    seen
+    (seen, now)
+}
+
+/// Fuzz harness body for the `state_loader` target: a state file is never
+/// trusted.
+///
+/// With bit 7 of the first byte set, the rest is a whole state file: it is
+/// loaded, and if it passes the header check, restored into a tracker that
+/// then runs traffic. Otherwise the first byte counts 4-byte groups of
+/// [`conntrack_ops`] operations, run on a tracker mirrored to a state
+/// region; the region's bytes are then changed by the (offset, value)
+/// triples that follow (a 16-bit offset into the file, one byte), loaded
+/// back and restored. Invariants: no panic; every restored entry is
+/// internally consistent (the protocol state matches the protocol, window
+/// scales at most 14, live at restore time); the tracker holds what the
+/// restore reported; with no change to the bytes, exactly the live entries
+/// come back; and the restored tracker runs the same operations again.
+/// Returns the restore's report, if the file was accepted.
+pub fn state_loader(data: &[u8]) -> Option<crate::Restored> {
+    let (cfg, snat) = setup();
+    let spec = crate::state_spec(&cfg, Some(&snat), [7; 16]);
+    let (&first, rest) = data.split_first()?;
+    let now = Duration::from_secs(1);
+    if first & 0x80 != 0 {
+        let region = persist::Region::from_bytes(&spec, rest).ok()?;
+        let (mut ct, r) = Conntrack::with_state(cfg, Some(snat), region, now);
+        check_restored(&ct, &r, now);
+        run_ops(&mut ct, now, rest.get(..256).unwrap_or(rest));
+        return Some(r);
+    }
+    let n = (usize::from(first) * 4).min(rest.len());
+    let (ops, changes) = rest.split_at(n);
+    let region = persist::Region::anonymous(&spec).ok()?;
+    let (mut ct, _) = Conntrack::with_state(cfg.clone(), Some(snat.clone()), region, now);
+    let (_, end) = run_ops(&mut ct, now, ops);
+    let mut bytes = ct.state()?.bytes().to_vec();
+    let mut changed = false;
+    for c in changes.chunks_exact(3) {
+        let &[lo, hi, v] = c else { continue };
+        // Offsets into the header's first bytes and the records alike.
+        let at = usize::from(u16::from_le_bytes([lo, hi])) % bytes.len().max(1);
+        if let Some(b) = bytes.get_mut(at)
+            && *b != v
+        {
+            *b = v;
+            changed = true;
+        }
+    }
+    let region = persist::Region::from_bytes(&spec, &bytes).ok()?;
+    let (mut back, r) = Conntrack::with_state(cfg, Some(snat), region, end);
+    check_restored(&back, &r, end);
+    if !changed {
+        let shape = |c: &Conntrack| {
+            let mut v: Vec<_> = c
+                .entries()
+                .filter(|e| e.expires() > end)
+                .map(|e| {
+                    (
+                        e.orig,
+                        e.reply,
+                        e.proto,
+                        e.seen_reply,
+                        e.expires(),
+                        e.service,
+                    )
+                })
+                .collect();
+            v.sort_by_key(|x| (x.0, x.1));
+            v
+        };
+        assert_eq!(
+            shape(&back),
+            shape(&ct),
+            "an unchanged file restores the table"
+        );
+        assert_eq!(r.torn + r.invalid + r.duplicate, 0, "{r:?}");
+    }
+    run_ops(&mut back, end, ops);
+    Some(r)
+}
+
+fn check_restored(ct: &Conntrack, r: &crate::Restored, now: Duration) {
+    use crate::ProtoState;
+    assert_eq!(ct.len(), r.entries, "{r:?}");
+    assert_eq!(ct.entries().count(), r.entries);
+    for e in ct.entries() {
+        assert!(e.expires() > now, "an expired entry restored");
+        assert_eq!(e.orig.proto, e.reply.proto);
+        match e.proto {
+            ProtoState::Tcp { senders, .. } => {
+                assert_eq!(e.orig.proto, ip_proto::TCP);
+                assert!(senders.iter().all(|s| s.scale <= 14));
+            }
+            ProtoState::Udp => assert_eq!(e.orig.proto, ip_proto::UDP),
+            ProtoState::Icmp => {
+                assert_eq!(e.orig.proto, ip_proto::ICMP);
+                assert_eq!((e.orig.dst_port, e.reply.dst_port), (0, 0));
+            }
+            ProtoState::Other => {
+                assert!(!matches!(e.orig.proto, ip_proto::TCP | ip_proto::UDP));
+                assert_eq!((e.orig.src_port, e.orig.dst_port), (0, 0));
+            }
+        }
+    }
 }
 
 /// A valid IPv4 packet from 8 bytes: protocol, pod, destination, ports,

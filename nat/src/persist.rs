@@ -234,11 +234,25 @@ fn decode(dynamic: &[u8], stat: &[u8]) -> Result<Entry, Bad> {
         },
         (1, ip_proto::UDP) => ProtoState::Udp,
         (2, ip_proto::ICMP) => ProtoState::Icmp,
-        (3, p) if !matches!(p, ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP) => ProtoState::Other,
+        // ICMP messages other than echo and errors are tracked as "other".
+        (3, p) if !matches!(p, ip_proto::TCP | ip_proto::UDP) => ProtoState::Other,
         _ => return Err(Bad::Invalid),
     };
     if !matches!(proto, ProtoState::Tcp { .. }) && state != NO_TCP {
         return Err(inv(()));
+    }
+    // The tuples' shape per protocol, as `classify` and allocation make
+    // them: ICMP carries the identifier as the source port and no
+    // destination port; other protocols no ports. (An ICMP entry with a
+    // destination port would translate requests whose replies it never
+    // matches.)
+    let portless = |t: &Tuple| match proto {
+        ProtoState::Icmp => t.dst_port == 0,
+        ProtoState::Other => t.src_port == 0 && t.dst_port == 0,
+        _ => true,
+    };
+    if !portless(&orig) || !portless(&reply) {
+        return Err(Bad::Invalid);
     }
     Ok(Entry::restored(
         orig, reply, proto, expires_ms, seen, service,
@@ -348,6 +362,11 @@ pub(crate) fn ms(d: Duration) -> u64 {
 }
 
 impl Conntrack {
+    /// The state region the table is mirrored to, if any.
+    pub fn state(&self) -> Option<&Region> {
+        self.mirror.as_ref().map(|m| &m.region)
+    }
+
     /// A tracker (as [`Conntrack::new`]) whose table lives on in `region`,
     /// a state file laid out by [`spec`] for the same `cfg` and `snat`:
     /// the entries it holds that are whole, valid and alive at `now` are

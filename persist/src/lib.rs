@@ -178,6 +178,11 @@ impl Region {
         Ok(r)
     }
 
+    /// The whole mapping: header and records, as a file holds them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     /// The file it maps, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

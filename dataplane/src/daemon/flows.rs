@@ -28,7 +28,10 @@ pub(crate) fn monotonic() -> Duration {
     // SAFETY: `ts` is a live timespec the call writes; CLOCK_MONOTONIC
     // always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// The state file of worker `i`'s conntrack.

@@ -91,7 +91,11 @@ pub fn cleanup(cfg: &Config) -> std::io::Result<String> {
         out += &format!("gave back reserved ports {}\n", r.ranges());
         let _ = std::fs::remove_file(&file);
     }
-    for e in std::fs::read_dir(&cfg.run_dir).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(&cfg.run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "state") && std::fs::remove_file(&p).is_ok() {
             out += &format!("removed {}\n", p.display());
@@ -99,4 +103,3 @@ pub fn cleanup(cfg: &Config) -> std::io::Result<String> {
     }
     Ok(out)
 }
-

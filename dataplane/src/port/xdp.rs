@@ -224,7 +224,11 @@ pub fn detach(ifname: &str) -> io::Result<bool> {
     let mut id = 0u32;
     // SAFETY: `id` is a live u32 the call writes.
     let rc = unsafe {
-        libbpf_sys::bpf_xdp_query_id(ifindex as i32, libbpf_sys::XDP_FLAGS_DRV_MODE as i32, &mut id)
+        libbpf_sys::bpf_xdp_query_id(
+            ifindex as i32,
+            libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
+            &mut id,
+        )
     };
     if rc != 0 {
         return Err(os_err(&format!("querying {ifname}'s XDP program"), rc));
@@ -234,7 +238,11 @@ pub fn detach(ifname: &str) -> io::Result<bool> {
     }
     // SAFETY: no pointers; null opts are allowed.
     let rc = unsafe {
-        libbpf_sys::bpf_xdp_detach(ifindex as i32, libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null())
+        libbpf_sys::bpf_xdp_detach(
+            ifindex as i32,
+            libbpf_sys::XDP_FLAGS_DRV_MODE,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(os_err(&format!("detaching {ifname}'s XDP program"), rc));

@@ -92,6 +92,7 @@ struct Cli {
 }
 
 mod bench;
+mod restart;
 mod services;
 
 use bench::{Accounting, Bench, Dataplane, Measure, scenarios};
@@ -379,6 +380,15 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         None
     };
+    // The forwarding gap of daemon restarts (the demo topology).
+    let restarts =
+        if cli.dataplane.is_none() && cli.only.as_deref().is_none_or(|o| "restart".contains(o)) {
+            let t = restart::run(&sluice, if cli.smoke { 1 } else { 5 }, cli.smoke)?;
+            println!("{t}");
+            Some(t)
+        } else {
+            None
+        };
     let scale = if cli.no_scaling {
         None
     } else {
@@ -423,6 +433,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 let _ = writeln!(
                     doc,
                     "## Services: pod -> ClusterIP -> remote pod, against kube-proxy's rules\n\nN Services (one ClusterIP each, UDP port 80, one endpoint each on the remote node); flow k goes to service k % N. Established: every flow sent once before the measurement. New flows: every packet opens a flow. CPU: the node's core-seconds per million packets delivered, as above.\n\n{t}"
+                );
+            }
+            if let Some(t) = restarts {
+                let _ = writeln!(
+                    doc,
+                    "## Restarts: the forwarding gap\n\nThe demo topology (two Sluice nodes, an external host); pod a1 on node-a pings pod b1 across VXLAN and the external host through SNAT every 10 ms while node-a's daemon restarts. Gap: the longest run of unanswered pings times 10 ms. Goals (issue 16): < 200 ms for kill -9 and an immediate start, < 50 ms for a graceful restart.\n\n{t}"
                 );
             }
             if let Some(t) = scale {
