@@ -90,14 +90,15 @@ fn manifests_parse_into_the_official_types() {
         (live.path.as_deref(), ready.path.as_deref()),
         (Some("/healthz"), Some("/readyz"))
     );
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let cfg = daemon_config();
     for p in [&live, &ready] {
         let at = format!(
             "{}:{}",
             p.host.clone().unwrap_or_default(),
             match &p.port {
-                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
-                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+                IntOrString::Int(i) => i.to_string(),
+                IntOrString::String(s) => s.clone(),
             }
         );
         assert_eq!(
@@ -106,6 +107,43 @@ fn manifests_parse_into_the_official_types() {
             "probe hits the metrics listener"
         );
     }
+    // Hitless updates (issue 16): the old pod goes first (a surge pod would
+    // wait on the node lock, never ready, holding the old one back), and
+    // the flow tables live on a hostPath that outlives the pod, where the
+    // config puts them.
+    let ru = ds
+        .spec
+        .update_strategy
+        .clone()
+        .unwrap()
+        .rolling_update
+        .unwrap();
+    assert_eq!(ru.max_surge, Some(IntOrString::Int(0)));
+    assert_eq!(ru.max_unavailable, Some(IntOrString::Int(1)));
+    let grace = pod.termination_grace_period_seconds.unwrap();
+    assert!(
+        (5..=60).contains(&grace),
+        "terminationGracePeriodSeconds {grace}"
+    );
+    let run = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| Path::new(&m.mount_path) == cfg.run_dir)
+        .unwrap_or_else(|| panic!("admin.run_dir {} is not mounted", cfg.run_dir.display()));
+    let vol = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == run.name)
+        .unwrap();
+    assert_eq!(
+        vol.host_path.as_ref().map(|h| h.path.as_str()),
+        Some("/run/sluice"),
+        "the flow tables outlive the pod on the host's tmpfs"
+    );
 }
 
 /// The ConfigMap's daemon configuration, as a node would read it.

@@ -289,3 +289,65 @@ fn transfers_survive_the_new_daemon_starting_before_the_old_one_exits() {
         Restart::NewFirst,
     );
 }
+
+/// Issue 16 item 1d: state files that cannot be trusted (random bytes, a
+/// file from another layout version, a truncated one) are discarded with a
+/// log line naming the file and the reason; the daemon starts clean and
+/// forwards.
+#[test]
+fn corrupted_and_foreign_state_files_are_discarded_with_a_log_line() {
+    if !require_root("corrupted_and_foreign_state_files_are_discarded_with_a_log_line") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    t.kill_daemon(0).unwrap();
+    let run = t.run_dir(0);
+    // Random bytes where worker 0's table was.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let junk: Vec<u8> = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(run.join("conntrack-0.state"), &junk).unwrap();
+    // A well-formed file of a layout version this daemon does not know.
+    let foreign = persist::Spec {
+        kind: "conntrack",
+        version: 99,
+        record_len: 64,
+        records: 128,
+        epoch: persist::boot_id(),
+        params: Vec::new(),
+    };
+    std::fs::remove_file(run.join("conntrack-1.state")).unwrap();
+    let (r, _) = persist::Region::open(&run.join("conntrack-1.state"), &foreign).unwrap();
+    drop(r);
+    // Cut short.
+    let aff = run.join("affinity-0.state");
+    let bytes = std::fs::read(&aff).unwrap();
+    std::fs::write(&aff, &bytes[..5000]).unwrap();
+    let before = t.daemon_log(0).len();
+    t.restart_daemon(0, Path::new(SLUICE)).unwrap();
+    let log = t.daemon_log(0)[before..].to_string();
+    for (file, why) in [
+        ("conntrack-0.state", "not a sluice state file"),
+        ("conntrack-1.state", "version is 99 in the file, 1 now"),
+        ("affinity-0.state", "5000 bytes where the layout needs"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(file) && l.contains("discarded") && l.contains(why)),
+            "no log line for {file} ({why}):\n{log}"
+        );
+    }
+    assert_eq!(status_value(&t, "flow_files_discarded"), 3);
+    assert_eq!(status_value(&t, "flows_restored"), 0);
+    // Started clean: it forwards across VXLAN and through SNAT.
+    let r = dataplane::demo::udp(&t, "a1", "b1", B1);
+    assert!(r.is_ok(), "a1 -> b1: {r:?}");
+    let r = dataplane::demo::tcp(&t, "a1", "ext", EXT, 1 << 20);
+    assert!(r.is_ok_and(|r| r.0), "a1 -> external host through SNAT");
+}

@@ -273,6 +273,51 @@ fn e2e_session_affinity_holds_times_out_and_switches() {
     stop.store(true, Ordering::Relaxed);
 }
 
+/// Session affinity across daemon restarts (issue 16): a client bound to
+/// one of three backends stays bound through five kill -9 restarts of its
+/// node's daemon: the bindings live in `admin.run_dir` with the flows. (A
+/// daemon that lost them would rebalance: the same backend five times by
+/// chance is 1 in 243.)
+#[test]
+fn session_affinity_survives_daemon_restarts() {
+    let Some(mut t) = start() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    for (pod, ip) in [("a2", A2), ("b1", B1), ("b2", B2)] {
+        serve_udp(&t, pod, (ip, 8080), stop.clone());
+    }
+    let mut s = svc("sticky", vec![("p", "UDP", 80, 8080)]);
+    s.endpoints = vec![
+        ready(A2, "node-a"),
+        ready(B1, "node-b"),
+        ready(B2, "node-b"),
+    ];
+    s.affinity_secs = Some(600);
+    publish(&t, vec![s]);
+    let backends = |t: &Topology, n: usize| -> std::collections::BTreeSet<String> {
+        (0..n)
+            .map(|_| ask(t, "a1", (VIP, 80)).expect("answered").0)
+            .collect()
+    };
+    let held = backends(&t, 10);
+    assert_eq!(held.len(), 1, "{held:?}");
+    for round in 0..5 {
+        t.kill_and_restart_at_once(0, std::path::Path::new(SLUICE))
+            .unwrap();
+        wait_for("node-a ready after the restart", || {
+            demo::http_get(&t, "a", (Ipv4Addr::LOCALHOST, 9420), "/readyz")
+                .is_ok_and(|r| r.0 == 200)
+        });
+        let after = backends(&t, 5);
+        assert_eq!(after, held, "round {round}: the client was rebalanced");
+    }
+    let status = dataplane::daemon::request(&t.sockets[0], "status").unwrap();
+    assert!(
+        status.lines().any(|l| l.strip_prefix("affinity_restored ").is_some_and(|n| n != "0")),
+        "{status}"
+    );
+    stop.store(true, Ordering::Relaxed);
+}
+
 /// e2e "should preserve UDP traffic when server pod cycles for a
 /// ClusterIP service" and "should be rejected when no endpoints exist":
 /// one connected UDP socket sends every 100 ms while the service's only

@@ -102,6 +102,9 @@ pub struct Compiled {
     pub has_any: bool,
     /// The table generation that compiled it.
     pub generation: u64,
+    /// Its stable key ([`crate::affinity::port_key`]): what session
+    /// affinity bindings are keyed by.
+    pub key: u64,
 }
 
 impl Compiled {
@@ -124,6 +127,7 @@ impl Compiled {
             local: set(c.local),
             has_any: c.has_any,
             generation,
+            key: crate::affinity::port_key(&spec.name),
             spec,
         }
     }

@@ -7,6 +7,9 @@
 //! `conntrack.max_entries`) is discarded with a log line naming what
 //! changed, and its flows start afresh.
 //!
+//! Session affinity bindings (`affinity-<worker>.state`) outlive it the
+//! same way ([`lb::AffinityTable::with_state`]).
+//!
 //! Time is `CLOCK_MONOTONIC`, which runs from boot: the expiries a file
 //! holds stay right for any process of the same boot (the files carry the
 //! boot id).
@@ -50,6 +53,7 @@ pub(super) fn restore(
     let now = monotonic();
     let mut total = nat::Restored::default();
     let mut discarded = 0;
+    let mut affinity_total = 0;
     for (i, w) in workers.iter_mut().enumerate() {
         let snat = w.snat().cloned();
         let spec = nat::state_spec(ct, snat.as_ref(), epoch);
@@ -79,6 +83,24 @@ pub(super) fn restore(
             );
         }
         w.ct = table;
+        // Session affinity: kube-proxy's longest timeout is a day.
+        let cap = crate::services::AFFINITY_ENTRIES;
+        let apath = run_dir.join(format!("affinity-{i}.state"));
+        let (aregion, ahow) = Region::open(&apath, &lb::affinity::state_spec(cap, epoch))?;
+        if let Opened::Discarded(why) = &ahow {
+            discarded += 1;
+            tracing::warn!("affinity state {} discarded: {why}", apath.display());
+        }
+        let (aff, bindings) =
+            lb::AffinityTable::with_state(cap, aregion, now, Duration::from_secs(86_400));
+        if ahow == Opened::Restored {
+            tracing::info!(
+                "affinity state {}: {bindings} session affinity bindings carried on",
+                apath.display()
+            );
+        }
+        w.affinity = aff;
+        affinity_total += bindings;
         total.entries += r.entries;
         total.expired += r.expired;
         total.torn += r.torn;
@@ -87,8 +109,13 @@ pub(super) fn restore(
     }
     // Files of workers that no longer exist (fewer cores now).
     for i in workers.len()..256 {
-        let p = conntrack_path(run_dir, i);
-        if std::fs::remove_file(&p).is_ok() {
+        for p in [
+            conntrack_path(run_dir, i),
+            run_dir.join(format!("affinity-{i}.state")),
+        ] {
+            if std::fs::remove_file(&p).is_err() {
+                continue;
+            }
             tracing::warn!(
                 "flow state {} discarded: the daemon has {} worker(s) now",
                 p.display(),
@@ -97,7 +124,7 @@ pub(super) fn restore(
         }
     }
     Ok(format!(
-        "flows_restored {}\nflows_restore_expired {}\nflows_restore_torn {}\nflows_restore_invalid {}\nflows_restore_duplicate {}\nflow_files_discarded {discarded}\n",
+        "affinity_restored {affinity_total}\nflows_restored {}\nflows_restore_expired {}\nflows_restore_torn {}\nflows_restore_invalid {}\nflows_restore_duplicate {}\nflow_files_discarded {discarded}\n",
         total.entries, total.expired, total.torn, total.invalid, total.duplicate
     ))
 }

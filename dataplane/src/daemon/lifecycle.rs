@@ -44,7 +44,7 @@ impl Daemon {
             let _ = t.join();
         }
         if let Some(np) = &self.ctx.node_ports {
-            np.stop();
+            np.stop(hand_over);
         }
         // Handing over, the ports stay reserved, and recorded for the next
         // daemon; a clean stop gives them back.

@@ -61,12 +61,15 @@ impl NodePorts {
         let answers: Answers = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s) = (answers.clone(), stop.clone());
+        // What a predecessor's program steered (its map taken over): the
+        // first sync removes what the services no longer have.
+        let steered = Mutex::new(prog.frontends());
         let server = std::thread::Builder::new()
             .name("sluice-healthcheck".into())
             .spawn(move || serve(bind, &a, &s))?;
         Ok(NodePorts {
             prog,
-            steered: Mutex::new(Vec::new()),
+            steered,
             answers,
             stop,
             server: Mutex::new(Some(server)),
@@ -122,10 +125,11 @@ impl NodePorts {
         }
     }
 
-    /// Empties the steering map and stops the health checks.
-    pub(super) fn stop(&self) {
+    /// Stops the health checks and, unless the node is handed over to the
+    /// next daemon (which takes the map over), empties the steering map.
+    pub(super) fn stop(&self, hand_over: bool) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Ok(mut old) = self.steered.lock() {
+        if !hand_over && let Ok(mut old) = self.steered.lock() {
             if let Err(e) = self.prog.sync_frontends(&old, &[]) {
                 tracing::warn!("node ports: {e}");
             }

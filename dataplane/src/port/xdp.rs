@@ -90,11 +90,113 @@ unsafe impl Send for SteerProgram {}
 // serialises; nothing in the object is mutated through a shared reference.
 unsafe impl Sync for SteerProgram {}
 
+/// The program a previous daemon left on an interface (it handed over, or
+/// died), found through the kernel: its descriptor, for an atomic replace,
+/// and its `frontends` map, which the new program takes over so the
+/// service frontends it steers stay steered across the restart (no bpffs
+/// mount needed: the attached program holds its maps).
+struct Predecessor {
+    id: u32,
+    prog: std::os::fd::OwnedFd,
+    frontends: Option<std::os::fd::OwnedFd>,
+}
+
+fn cname(raw: &[std::os::raw::c_char]) -> String {
+    raw.iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8 as char)
+        .collect()
+}
+
+impl Predecessor {
+    /// The program attached to `ifindex` in driver mode, if any. Refuses a
+    /// program that is not Sluice's: replacing it would take the interface
+    /// from whoever put it there.
+    fn find(ifindex: u32, ifname: &str) -> io::Result<Option<Predecessor>> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let mut id = 0u32;
+        // SAFETY: `id` is a live u32 the call writes.
+        let rc = unsafe {
+            libbpf_sys::bpf_xdp_query_id(
+                ifindex as i32,
+                libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
+                &mut id,
+            )
+        };
+        if rc != 0 {
+            return Err(os_err(&format!("querying {ifname}'s XDP program"), rc));
+        }
+        if id == 0 {
+            return Ok(None);
+        }
+        // SAFETY: no pointers; a negative return is an error code.
+        let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+        if fd < 0 {
+            return Err(os_err(
+                &format!("taking over {ifname}'s XDP program {id}"),
+                fd,
+            ));
+        }
+        // SAFETY: `fd` is a new descriptor the call returned; we own it.
+        let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut maps = [0u32; 8];
+        let mut info = libbpf_sys::bpf_prog_info {
+            nr_map_ids: maps.len() as u32,
+            map_ids: maps.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: `info` and `len` are live; `map_ids` points at `maps`,
+        // whose length `nr_map_ids` gives.
+        let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
+        if rc != 0 {
+            return Err(os_err(&format!("reading {ifname}'s XDP program {id}"), rc));
+        }
+        let name = cname(&info.name);
+        if name != "sluice_steer" {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{ifname} has XDP program {id} ({name:?}) attached, which is not Sluice's;                      Sluice will not replace it: detach it (ip link set dev {ifname} xdp off)                      or give Sluice another uplink"
+                ),
+            ));
+        }
+        let mut frontends = None;
+        for mid in maps.iter().take(info.nr_map_ids as usize) {
+            // SAFETY: no pointers; a negative return is an error code.
+            let mfd = unsafe { libbpf_sys::bpf_map_get_fd_by_id(*mid) };
+            if mfd < 0 {
+                continue;
+            }
+            // SAFETY: `mfd` is a new descriptor the call returned.
+            let owned = unsafe { OwnedFd::from_raw_fd(mfd) };
+            let mut mi = libbpf_sys::bpf_map_info::default();
+            let mut mlen = size_of::<libbpf_sys::bpf_map_info>() as u32;
+            // SAFETY: `mi` and `mlen` are live.
+            if unsafe { libbpf_sys::bpf_map_get_info_by_fd(mfd, &mut mi, &mut mlen) } == 0
+                && cname(&mi.name) == "frontends"
+            {
+                frontends = Some(owned);
+            }
+        }
+        Ok(Some(Predecessor {
+            id,
+            prog,
+            frontends,
+        }))
+    }
+}
+
 impl SteerProgram {
     /// Loads the program, writes its configuration and attaches it to
-    /// `ifname` in native (driver) mode, which veth supports.
+    /// `ifname` in native (driver) mode, which veth supports. A Sluice
+    /// program already there (a daemon that handed over, or died) is
+    /// replaced atomically (`XDP_FLAGS_REPLACE`: the interface never goes
+    /// without one, and only that program is replaced), and its service
+    /// frontends map is taken over; a foreign program is refused.
     pub fn attach(ifname: &str, cfg: SteerConfig) -> io::Result<SteerProgram> {
         let ifindex = netcfg::if_index(ifname)?;
+        let old = Predecessor::find(ifindex, ifname)?;
         let name = CString::new("sluice_steer").map_err(|_| io::Error::other("name"))?;
         // SAFETY: the buffer outlives the call (libbpf copies the ELF), the
         // opts pointer may be null, and every returned pointer is checked
@@ -117,6 +219,17 @@ impl SteerProgram {
                 prog_id: 0,
                 keep: std::sync::atomic::AtomicBool::new(false),
             };
+            // The predecessor's frontends, steered on from the first frame.
+            if let Some(fd) = old.as_ref().and_then(|o| o.frontends.as_ref()) {
+                let c = CString::new("frontends").map_err(|_| io::Error::other("name"))?;
+                let m = libbpf_sys::bpf_object__find_map_by_name(obj, c.as_ptr());
+                if m.is_null() || libbpf_sys::bpf_map__reuse_fd(m, fd.as_raw_fd()) != 0 {
+                    tracing::warn!(
+                        "{ifname}: the previous program's service frontends map could not be \
+                         taken over (a new layout?); NodePorts are steered again once services sync"
+                    );
+                }
+            }
             let rc = libbpf_sys::bpf_object__load(obj);
             if rc != 0 {
                 return Err(os_err("loading the XDP program", rc));
@@ -154,9 +267,37 @@ impl SteerProgram {
                 return Err(os_err("writing the steering config", rc));
             }
             let flags = libbpf_sys::XDP_FLAGS_DRV_MODE;
-            let rc = libbpf_sys::bpf_xdp_attach(ifindex as i32, prog_fd, flags, std::ptr::null());
+            let rc = match &old {
+                Some(o) => {
+                    let opts = libbpf_sys::bpf_xdp_attach_opts {
+                        sz: size_of::<libbpf_sys::bpf_xdp_attach_opts>() as _,
+                        old_prog_fd: o.prog.as_raw_fd(),
+                        ..Default::default()
+                    };
+                    libbpf_sys::bpf_xdp_attach(
+                        ifindex as i32,
+                        prog_fd,
+                        flags | libbpf_sys::XDP_FLAGS_REPLACE,
+                        &opts,
+                    )
+                }
+                None => libbpf_sys::bpf_xdp_attach(
+                    ifindex as i32,
+                    prog_fd,
+                    flags | libbpf_sys::XDP_FLAGS_UPDATE_IF_NOEXIST,
+                    std::ptr::null(),
+                ),
+            };
             if rc != 0 {
-                return Err(os_err(&format!("attaching XDP to {ifname}"), rc));
+                let what = match &old {
+                    Some(o) => format!(
+                        "replacing {ifname}'s XDP program {} (it changed meanwhile: \
+                         is another daemon starting?)",
+                        o.id
+                    ),
+                    None => format!("attaching XDP to {ifname}"),
+                };
+                return Err(os_err(&what, rc));
             }
             p.xdp_flags = flags;
             p.prog_id = p.attached_id().unwrap_or(0);
@@ -194,6 +335,45 @@ impl SteerProgram {
     /// this one, so the kernel never sees, and resets, Sluice's flows.
     pub fn leave_attached(&self) {
         self.keep.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The service frontends the program steers now (taken over from a
+    /// predecessor, or set by [`SteerProgram::sync_frontends`]), sorted.
+    pub fn frontends(&self) -> Vec<Frontend> {
+        let mut out = Vec::new();
+        let mut key = RawFrontend::new((Ipv4Addr::UNSPECIFIED, 0, 0));
+        let mut first = true;
+        // Bounded by the map's size, whatever happens to it meanwhile.
+        for _ in 0..65_536 {
+            let mut next = key;
+            let prev = if first {
+                std::ptr::null()
+            } else {
+                std::ptr::from_ref(&key).cast()
+            };
+            // SAFETY: `prev` is null or points at a live key, `next` at
+            // a live key-sized value the call writes.
+            let rc = unsafe {
+                libbpf_sys::bpf_map_get_next_key(
+                    self.frontends_fd,
+                    prev,
+                    std::ptr::from_mut(&mut next).cast(),
+                )
+            };
+            if rc != 0 {
+                break;
+            }
+            out.push((
+                Ipv4Addr::from(next.addr.to_ne_bytes()),
+                next.proto,
+                u16::from_be(next.port),
+            ));
+            key = next;
+            first = false;
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Directs queue `queue`'s steered frames to the AF_XDP socket `fd`.
