@@ -266,3 +266,87 @@ fn a_pod_to_pod_transfer_survives_kill_9_of_the_daemon() {
         );
     }
 }
+
+/// The daemon replaces only Sluice's own program on the uplink (a
+/// predecessor's, atomically): a foreign XDP program there is refused with
+/// a message that names it and says what to do, and left in place.
+#[test]
+fn a_foreign_xdp_program_on_the_uplink_is_refused_not_replaced() {
+    if !require_root("a_foreign_xdp_program_on_the_uplink_is_refused_not_replaced") {
+        return;
+    }
+    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    t.kill_daemon(0).unwrap();
+    // `r0 = XDP_PASS; exit`, named "foreign", on up-a in place of Sluice's.
+    let id = dataplane::netns::run_in(&t.ns_path("a"), || {
+        let insns: [u8; 16] = [
+            0xb7, 0, 0, 0, 2, 0, 0, 0, // mov64 r0, 2
+            0x95, 0, 0, 0, 0, 0, 0, 0, // exit
+        ];
+        let name = std::ffi::CString::new("foreign").unwrap();
+        let license = std::ffi::CString::new("GPL").unwrap();
+        // SAFETY: the instructions are two valid `struct bpf_insn`s (8
+        // bytes each), the strings outlive the call; null opts are allowed.
+        let fd = unsafe {
+            libbpf_sys::bpf_prog_load(
+                libbpf_sys::BPF_PROG_TYPE_XDP,
+                name.as_ptr(),
+                license.as_ptr(),
+                insns.as_ptr().cast(),
+                2,
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(fd >= 0, "loading the foreign program: {fd}");
+        dataplane::port::xdp::detach("up-a")?;
+        let ifindex = netcfg::if_index("up-a")?;
+        // SAFETY: no pointers; null opts are allowed.
+        let rc = unsafe {
+            libbpf_sys::bpf_xdp_attach(
+                ifindex as i32,
+                fd,
+                libbpf_sys::XDP_FLAGS_DRV_MODE,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "attaching the foreign program");
+        let mut id = 0u32;
+        // SAFETY: `id` is a live u32 the call writes.
+        unsafe {
+            libbpf_sys::bpf_xdp_query_id(
+                ifindex as i32,
+                libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
+                &mut id,
+            )
+        };
+        Ok(id)
+    })
+    .unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.ns("a"), SLUICE, "run", "--config"])
+        .arg(t.config_path(0))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("up-a has XDP program {id} (\"foreign\") attached"))
+            && said.contains("not Sluice's")
+            && said.contains("xdp off"),
+        "{said}"
+    );
+    let still = dataplane::netns::run_in(&t.ns_path("a"), move || {
+        let mut now = 0u32;
+        // SAFETY: `now` is a live u32 the call writes.
+        unsafe {
+            libbpf_sys::bpf_xdp_query_id(
+                netcfg::if_index("up-a")? as i32,
+                libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
+                &mut now,
+            )
+        };
+        Ok(now)
+    })
+    .unwrap();
+    assert_eq!(still, id, "the foreign program was left in place");
+}

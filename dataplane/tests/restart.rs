@@ -84,13 +84,13 @@ fn start(
     what: &'static str,
     client: &str,
     server: &str,
-    addr: Ipv4Addr,
-    port: u16,
+    listen: (Ipv4Addr, u16),
+    to: (Ipv4Addr, u16),
     total: u64,
     seed: u64,
 ) -> Transfer {
     let pat = pattern(seed);
-    let l = dataplane::netns::run_in(&t.ns_path(server), move || TcpListener::bind((addr, port)))
+    let l = dataplane::netns::run_in(&t.ns_path(server), move || TcpListener::bind(listen))
         .unwrap_or_else(|e| panic!("{what}: listen: {e}"));
     l.set_nonblocking(true).unwrap();
     let got = Arc::new(AtomicU64::new(0));
@@ -133,7 +133,7 @@ fn start(
         }
     });
     let mut c = dataplane::netns::run_in(&t.ns_path(client), move || {
-        TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(10))
+        TcpStream::connect_timeout(&to.into(), Duration::from_secs(10))
     })
     .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
     let client = std::thread::spawn(move || -> Result<(), String> {
@@ -222,8 +222,8 @@ fn transfers_survive(name: &str, how: Restart) {
             "a1 -> external host (SNAT)",
             "a1",
             "ext",
-            EXT,
-            port,
+            (EXT, port),
+            (EXT, port),
             total,
             round,
         );
@@ -232,8 +232,8 @@ fn transfers_survive(name: &str, how: Restart) {
             "a2 -> b1 (VXLAN)",
             "a2",
             "b1",
-            B1,
-            port,
+            (B1, port),
+            (B1, port),
             total,
             round + 99,
         );
@@ -350,4 +350,47 @@ fn corrupted_and_foreign_state_files_are_discarded_with_a_log_line() {
     assert!(r.is_ok(), "a1 -> b1: {r:?}");
     let r = dataplane::demo::tcp(&t, "a1", "ext", EXT, 1 << 20);
     assert!(r.is_ok_and(|r| r.0), "a1 -> external host through SNAT");
+}
+
+/// A connection from outside to a NodePort that node-a serves (DNAT to
+/// pod b1 on node-b, masqueraded) survives node-a's daemon restarting, by
+/// SIGTERM, by SIGKILL and with the next daemon started first: the new XDP
+/// program takes over the old one's frontends map, so the connection's
+/// packets are steered to Sluice (and held while no socket is bound) from
+/// the first frame, never passed to the kernel, which would reset it; the
+/// DNAT and masquerade entries come back from the state files.
+#[test]
+fn a_node_port_connection_survives_restarts() {
+    if !require_root("a_node_port_connection_survives_restarts") {
+        return;
+    }
+    let mut t = Topology::build_services(Path::new(SLUICE)).expect("topology");
+    let node_a = Ipv4Addr::new(192, 168, 77, 1);
+    let target = (B1, dataplane::demo::DNS_TARGET);
+    for (round, how) in [Restart::Graceful, Restart::Kill9, Restart::NewFirst]
+        .into_iter()
+        .enumerate()
+    {
+        let total = 100 << 20;
+        let tr = start(
+            &t,
+            "external host -> NodePort on node-a -> b1",
+            "ext",
+            "b1",
+            target,
+            (node_a, dataplane::demo::WEB_NODE_PORT),
+            total,
+            round as u64,
+        );
+        wait_share(&[&tr], 1.0 / 3.0);
+        let r = match how {
+            Restart::Kill9 => t.kill_and_restart_at_once(0, Path::new(SLUICE)),
+            Restart::Graceful => t.graceful_restart(0, Path::new(SLUICE), false),
+            Restart::NewFirst => t.graceful_restart(0, Path::new(SLUICE), true),
+        };
+        r.unwrap_or_else(|e| panic!("{how:?}: {e}"));
+        if let Err(e) = tr.finish() {
+            panic!("{how:?}: {e}\nnode-a log:\n{}", t.daemon_log(0));
+        }
+    }
 }

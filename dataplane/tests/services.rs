@@ -312,7 +312,9 @@ fn session_affinity_survives_daemon_restarts() {
     }
     let status = dataplane::daemon::request(&t.sockets[0], "status").unwrap();
     assert!(
-        status.lines().any(|l| l.strip_prefix("affinity_restored ").is_some_and(|n| n != "0")),
+        status.lines().any(|l| l
+            .strip_prefix("affinity_restored ")
+            .is_some_and(|n| n != "0")),
         "{status}"
     );
     stop.store(true, Ordering::Relaxed);

@@ -83,6 +83,12 @@ impl Topology {
         std::fs::read_to_string(self.dir.join(format!("{tag}.log"))).unwrap_or_default()
     }
 
+    /// Node `i`'s configuration file.
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        let tag = NODES.get(i).map_or("a", |n| n.0);
+        self.dir.join(format!("{tag}.yaml"))
+    }
+
     /// Node `i`'s `admin.run_dir` (its flow tables).
     pub fn run_dir(&self, i: usize) -> PathBuf {
         let tag = NODES.get(i).map_or("a", |n| n.0);
