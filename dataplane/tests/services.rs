@@ -310,7 +310,7 @@ fn session_affinity_survives_daemon_restarts() {
         let after = backends(&t, 5);
         assert_eq!(after, held, "round {round}: the client was rebalanced");
     }
-    let status = dataplane::daemon::request(&t.sockets[0], "status").unwrap();
+    let status = request(&t.sockets[0], "status").unwrap();
     assert!(
         status.lines().any(|l| l
             .strip_prefix("affinity_restored ")

@@ -140,7 +140,9 @@ impl AffinityTable {
         let mut t = AffinityTable::new(capacity);
         let mut back = 0;
         let oldest = ms(now).saturating_sub(ms(max_age));
-        for i in 0..t.slots.len().min(region.records()) {
+        // Up to the writer's high-water mark (a sparse file's untouched
+        // rest is never faulted in).
+        for i in 0..t.slots.len().min(region.mark()) {
             let Some(rec) = region.record_mut(i) else {
                 continue;
             };
@@ -167,6 +169,7 @@ impl AffinityTable {
     /// Writes slot `at` through to the state file.
     fn sync(&mut self, at: usize) {
         if let (Some(r), Some(s)) = (self.region.as_mut(), self.slots.get(at)) {
+            r.raise_mark(at + 1);
             if let Some(rec) = r.record_mut(at) {
                 if s.backend.is_some() {
                     persist::write(rec, |b| slot_to(b, s));
@@ -441,7 +444,9 @@ mod tests {
         let mut rng = rand::rng();
         for _ in 0..50 {
             let mut region = Region::anonymous(&spec()).unwrap();
-            for i in 0..region.records() {
+            let n = region.records();
+            region.raise_mark(n);
+            for i in 0..n {
                 let rec = region.record_mut(i).unwrap();
                 persist::write(rec, |b| {
                     rng.fill(&mut b[..]);

@@ -270,6 +270,7 @@ impl Mirror {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let i = 2 * slot as usize;
+        self.region.raise_mark(i + 2);
         if let Some(r) = self.region.record_mut(i) {
             persist::clear(r);
         }
@@ -382,7 +383,10 @@ impl Conntrack {
         let mut m = Mirror::new(region);
         let mut r = Restored::default();
         let now_ms = ms(now);
-        for slot in 0..m.slots().min(ct.cfg.max_entries) {
+        // Up to the high-water mark: the untouched rest of a sparse file is
+        // never faulted in.
+        let used = m.region.mark().div_ceil(2);
+        for slot in 0..m.slots().min(ct.cfg.max_entries).min(used) {
             let e = match m.load(slot, now_ms, &mut r) {
                 Slot::Empty => continue,
                 Slot::Drop => {

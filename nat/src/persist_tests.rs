@@ -267,6 +267,7 @@ fn a_tuple_held_twice_restores_once() {
             .unwrap()
             .copy_from_slice(c);
     }
+    region(&mut ct).raise_mark(2 * 41);
     drop(ct);
     let (mut ct, r, _) = open(&p, secs(2));
     assert_eq!((r.entries, r.duplicate), (3, 1), "{r:?}");
@@ -297,6 +298,8 @@ fn random_records_never_panic_and_restore_only_valid_entries() {
                 }
             }
         }
+        // Any high-water mark, past the end too.
+        region.raise_mark(rng.random_range(0..region.records() + 10));
         let (mut ct, r) = Conntrack::with_state(cfg(), Some(s), region, secs(1));
         assert_eq!(ct.len(), r.entries);
         for e in ct.entries() {
@@ -361,6 +364,8 @@ fn random_whole_slots_are_decoded_or_refused() {
             b.copy_from_slice(&d)
         });
     }
+    let n = region.records();
+    region.raise_mark(n);
     let (ct, r) = Conntrack::with_state(cfg(), Some(s), region, secs(1));
     assert!(r.entries > 0 && r.invalid > 0, "{r:?}");
     assert_eq!(
@@ -426,4 +431,36 @@ fn the_layout_names_the_settings_entries_depend_on() {
             .iter()
             .any(|(n, _)| *n == "snat_addr")
     );
+}
+
+/// The restore reads only up to the writer's high-water mark: a sparse
+/// file's untouched tail is never faulted in, and entries below the mark
+/// all come back.
+#[test]
+fn the_restore_stops_at_the_high_water_mark() {
+    let p = path("mark");
+    let (mut ct, _, _) = open(&p, secs(1));
+    assert_eq!(region(&mut ct).mark(), 0);
+    flows(&mut ct, secs(1));
+    // Three entries in slots 0..3: records 0..6.
+    assert_eq!(region(&mut ct).mark(), 6);
+    drop(ct);
+    let (ct, r, _) = open(&p, secs(2));
+    assert_eq!(r.entries, 3);
+    drop(ct);
+    // A record past the mark (written by no tracker) is not read.
+    let (mut ct, _, _) = open(&p, secs(2));
+    let copy: Vec<Vec<u8>> = (0..2)
+        .map(|i| region(&mut ct).record(i).unwrap().to_vec())
+        .collect();
+    for (i, c) in copy.iter().enumerate() {
+        region(&mut ct)
+            .record_mut(20 + i)
+            .unwrap()
+            .copy_from_slice(c);
+    }
+    drop(ct);
+    let (_, r, _) = open(&p, secs(3));
+    assert_eq!((r.entries, r.duplicate), (3, 0));
+    let _ = std::fs::remove_dir_all(p.parent().unwrap());
 }

@@ -38,6 +38,10 @@ use memmap2::MmapMut;
 
 pub use header::{HEADER_LEN, MAX_PARAMS, Mismatch, PARAM_NAME, Spec, check};
 
+/// Where the high-water mark lives: in the header page, after what the
+/// checksum covers.
+const MARK_AT: usize = 2048;
+
 /// How [`Region::open`] found the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Opened {
@@ -176,6 +180,28 @@ impl Region {
         })?;
         r.map.copy_from_slice(bytes);
         Ok(r)
+    }
+
+    /// The writer's high-water mark: one past the highest record it has
+    /// used, so a reader scans only that far (a sparse file's untouched
+    /// tail is never faulted in). A hint outside the checksum, updated in
+    /// place: readers bound it by the record count, and a wrong one loses
+    /// records, never trusts bad ones.
+    pub fn mark(&self) -> usize {
+        self.map
+            .get(MARK_AT..MARK_AT + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+            .min(self.records as u64) as usize
+    }
+
+    /// Raises the high-water mark to `n` records (never lowers it).
+    pub fn raise_mark(&mut self, n: usize) {
+        if n > self.mark()
+            && let Some(b) = self.map.get_mut(MARK_AT..MARK_AT + 8)
+        {
+            b.copy_from_slice(&(n.min(self.records) as u64).to_le_bytes());
+        }
     }
 
     /// The whole mapping: header and records, as a file holds them.

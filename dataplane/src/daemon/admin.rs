@@ -271,8 +271,9 @@ pub(super) fn admin_main(ctx: &Ctx, l: &UnixListener) {
     while !ctx.stop.load(Ordering::Relaxed) {
         match l.accept() {
             Ok((s, _)) => serve_admin(ctx, s),
+            // Short: a stopping daemon waits for this loop to see it.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }

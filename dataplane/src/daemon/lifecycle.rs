@@ -31,26 +31,63 @@ impl Daemon {
     }
 
     fn finish(mut self, hand_over: bool) {
+        let t0 = std::time::Instant::now();
         if hand_over {
             self.ctx.steer.leave_attached();
         }
         self.stop();
+        let step = |what: &str| tracing::debug!("stop: {what} at +{} ms", t0.elapsed().as_millis());
+        // The workers first. Handing over, the node goes to the next daemon
+        // as soon as they stop forwarding, while their sockets and devices
+        // close (the next one retries those until they are free), once the
+        // steering map is frozen and the metrics listener (the last
+        // thread) is closed. The program stays attached, so nothing in the
+        // rest of the stop can detach it.
+        let workers = self.ctx.cmds.len().min(self.threads.len());
+        let mut lock = self.lock.take();
+        if hand_over {
+            let deadline = t0 + Duration::from_secs(2);
+            while self.ctx.parked.load(std::sync::atomic::Ordering::SeqCst) < workers
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            step("workers stopped forwarding");
+            // Nothing here writes the steering map after this.
+            if let Some(np) = &self.ctx.node_ports {
+                np.freeze();
+            }
+            if let Some(t) = self.threads.pop() {
+                let _ = t.join();
+            }
+            step("metrics listener closed; node released");
+            drop(lock.take());
+            // Nothing else matters to the next daemon: the process exits,
+            // and the kernel closes what the threads still hold.
+            tracing::info!("handed over in {} ms", t0.elapsed().as_millis());
+            return;
+        }
+        for t in self.threads.drain(..workers) {
+            let _ = t.join();
+        }
+        step("workers stopped");
         let sync = self.ctx.sync.lock().ok().and_then(|mut s| s.take());
         if let Some(h) = sync {
             h.stop();
         }
         drop(self.ctx.file.lock().ok().and_then(|mut f| f.take()));
+        step("control plane stopped");
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        step("threads joined");
         if let Some(np) = &self.ctx.node_ports {
-            np.stop(hand_over);
+            np.stop();
         }
-        // Handing over, the ports stay reserved, and recorded for the next
-        // daemon; a clean stop gives them back.
-        if let Some(r) = self.reserved.take()
-            && !hand_over
-        {
+        step("node ports stopped");
+        // (Handing over, the ports stay reserved, and recorded for the next
+        // daemon.)
+        if let Some(r) = self.reserved.take() {
             match r.release() {
                 Ok(()) => {
                     let _ = std::fs::remove_file(self.run_dir.join(RESERVED_FILE));
@@ -58,12 +95,16 @@ impl Daemon {
                 Err(e) => tracing::warn!("giving back the reserved SNAT ports: {e}"),
             }
         }
+        // (Handing over, the next daemon may have bound its own socket there.)
         let _ = std::fs::remove_file(&self.socket);
-        // The node lock goes last: the XDP program (held by the context)
-        // is detached first, so a daemon that takes over never has its own
-        // program detached by this one's exit.
-        let lock = self.lock.take();
+        // On a clean stop the node lock goes last: the XDP program (held by
+        // the context) is detached first, so a daemon that takes over never
+        // has its own program detached by this one's exit.
         drop(self);
+        tracing::info!(
+            "stopped in {} ms; releasing the node",
+            t0.elapsed().as_millis()
+        );
         drop(lock);
     }
 }

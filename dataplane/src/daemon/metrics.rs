@@ -149,8 +149,9 @@ pub(super) fn metrics_main(ctx: &Ctx, l: &TcpListener) {
                     body.len()
                 );
             }
+            // Short: a stopping daemon waits for this loop to see it.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }

@@ -28,10 +28,10 @@ use crate::config::Config;
 use crate::counters::{Counters, PortCounters};
 use crate::port::Port;
 use crate::port::tun::TunPort;
-use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
+use crate::port::xdp::SteerProgram;
 use crate::route::{Node, PeerSpec, Routes, Snapshot};
 use crate::shaper::PodLimits;
-use crate::worker::{IdlePolicy, Role, Worker};
+use crate::worker::{IdlePolicy, Role};
 use crate::{neigh, netns};
 
 mod admin;
@@ -43,6 +43,7 @@ mod neighbours;
 mod node_ports;
 mod pods;
 mod services;
+mod uplink;
 mod worker;
 
 use admin::admin_main;
@@ -227,6 +228,10 @@ struct Ctx {
     steer: Arc<SteerProgram>,
     /// What the flow tables' restore found (`sluice status`).
     flows: String,
+    /// Wakes each worker from its idle sleep.
+    wakers: Vec<Arc<std::sync::OnceLock<crate::worker::Waker>>>,
+    /// Workers that have stopped forwarding.
+    parked: std::sync::atomic::AtomicUsize,
 }
 
 /// A running daemon.
@@ -329,6 +334,10 @@ impl Daemon {
         // First, before anything another daemon may be using.
         let lock = lock::NodeLock::acquire(&cfg.state_dir, cfg.lock_wait)?;
         tracing::info!("holding {}", lock.path().display());
+        // Start-up phases, timed from the lock (what a restart costs).
+        let t0 = Instant::now();
+        let phase =
+            |what: &str| tracing::info!("start-up: {what} at +{} ms", t0.elapsed().as_millis());
         if cfg.pod_cidr_from_api
             && let Some(k) = &cfg.kubernetes
         {
@@ -430,49 +439,24 @@ impl Daemon {
                 cfg.uplink, cfg.uplink, cfg.uplink
             )));
         }
-        let prog = Arc::new(SteerProgram::attach(
-            &cfg.uplink,
-            SteerConfig {
-                node_ip: cfg.ip,
-                vxlan_port: cfg.vxlan_port,
-                ports: cfg.snat_ports,
-                idents: cfg.snat_ports,
-                all: false,
-            },
-        )?);
-        let mut workers = Vec::new();
-        for (i, mesh) in crate::worker::Mesh::new(n, 4096).into_iter().enumerate() {
-            let snat = snat.clone().map(|mut s| {
-                s.worker = (i as u16, n as u16);
-                s
-            });
-            let mut w = Worker::with_mesh(i as u8, mesh, routes.clone(), ct.clone(), snat, 4096);
-            let up = XdpPort::open(&cfg.uplink, i as u32, Some(prog.clone()))?;
-            let label = if n > 1 {
-                format!("{}/q{i}", cfg.uplink)
-            } else {
-                cfg.uplink.clone()
-            };
-            w.add_port_labelled(Box::new(up), Role::Uplink, label);
-            if i == 0
-                && let Some(name) = &cfg.host_interface
-            {
-                let port = open_host_device(&cfg, name)?;
-                w.add_port_labelled(
-                    Box::new(port),
-                    Role::Host {
-                        gateway: cfg.gateway_ip(),
-                        node: cfg.ip,
-                    },
-                    format!("host/{name}"),
-                );
-                control.host = Some(0);
-                control.publish();
-            }
-            workers.push(w);
+        let (prog, mut workers, wakers) = uplink::build(&cfg, snat.as_ref(), &ct, &routes, n)?;
+        phase("uplink program attached, sockets bound");
+        if let (Some(name), Some(w)) = (&cfg.host_interface, workers.first_mut()) {
+            let port = open_host_device(&cfg, name)?;
+            w.add_port_labelled(
+                Box::new(port),
+                Role::Host {
+                    gateway: cfg.gateway_ip(),
+                    node: cfg.ip,
+                },
+                format!("host/{name}"),
+            );
+            control.host = Some(0);
+            control.publish();
         }
         // The flows of the daemon before this one, if it left them.
         let flows = flows::restore(&cfg.run_dir, &ct, &mut workers)?;
+        phase("flow tables mapped back");
         let node_ports = if cfg.node_ports {
             Some(node_ports::NodePorts::new(prog.clone(), cfg.ip)?)
         } else {
@@ -495,6 +479,8 @@ impl Daemon {
             node_ports,
             steer: prog.clone(),
             flows,
+            wakers,
+            parked: std::sync::atomic::AtomicUsize::new(0),
         });
         if let Some(path) = &cfg.peers_file {
             let weak = Arc::downgrade(&ctx);
@@ -515,6 +501,7 @@ impl Daemon {
         }
         services::start(&ctx, &cfg)?;
         // Pods served before a restart come back from the state directory.
+        phase("control plane started");
         for (p, worker) in load_pods(&cfg) {
             if p.netns.exists()
                 && let Err(e) = attach_pod(&ctx, &p, worker)
@@ -526,6 +513,7 @@ impl Daemon {
         if let Some(d) = cfg.socket.parent() {
             std::fs::create_dir_all(d)?;
         }
+        phase("pods attached");
         let admin = UnixListener::bind(&cfg.socket)?;
         let metrics = TcpListener::bind(cfg.metrics)?;
 
@@ -563,6 +551,7 @@ impl Daemon {
                 .name("sluice-metrics".into())
                 .spawn(move || metrics_main(&c, &metrics))?,
         );
+        phase("workers running");
         Ok(Daemon {
             ctx,
             threads,
@@ -576,6 +565,10 @@ impl Daemon {
     /// Asks every thread to stop.
     pub fn stop(&self) {
         self.ctx.stop.store(true, Ordering::Relaxed);
+        // Now, not after the longest idle sleep.
+        for w in self.ctx.wakers.iter().filter_map(|w| w.get()) {
+            w();
+        }
     }
 
     /// Whether a stop was requested (by [`Daemon::stop`] or the admin

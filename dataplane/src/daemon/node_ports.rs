@@ -81,6 +81,11 @@ impl NodePorts {
     pub(super) fn sync(&self, table: &lb::ServiceTable) {
         let new = table.steered();
         if let Ok(mut old) = self.steered.lock() {
+            // Stopped (for good, or handing the map over): never written
+            // again (checked under the lock `freeze` takes).
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
             match self.prog.sync_frontends(&old, &new) {
                 Ok(()) => {
                     if *old != new {
@@ -125,11 +130,20 @@ impl NodePorts {
         }
     }
 
-    /// Stops the health checks and, unless the node is handed over to the
-    /// next daemon (which takes the map over), empties the steering map.
-    pub(super) fn stop(&self, hand_over: bool) {
+    /// Stops writing the steering map (a hand-over: the next daemon takes
+    /// it over) and the health checks.
+    pub(super) fn freeze(&self) {
+        // Under the map's lock: a sync in progress finishes first.
+        let _held = self.steered.lock();
         self.stop.store(true, Ordering::Relaxed);
-        if !hand_over && let Ok(mut old) = self.steered.lock() {
+    }
+
+    /// Empties the steering map and stops the health checks (a clean stop;
+    /// a hand-over only [freezes](NodePorts::freeze) the map, for the next
+    /// daemon to take over).
+    pub(super) fn stop(&self) {
+        self.freeze();
+        if let Ok(mut old) = self.steered.lock() {
             if let Err(e) = self.prog.sync_frontends(&old, &[]) {
                 tracing::warn!("node ports: {e}");
             }

@@ -68,6 +68,11 @@ pub(super) fn worker_main(
         tracing::error!("worker {index} failed: {e}");
         ctx.stop.store(true, Ordering::Relaxed);
     }
+    // No longer forwarding: a daemon handing over can let the next one in
+    // now, while this one's sockets and devices close (they are dropped
+    // with the worker; the next daemon retries what is still busy).
+    ctx.parked.fetch_add(1, Ordering::SeqCst);
+    drop(w);
 }
 
 fn conntrack_listing(w: &Worker) -> String {

@@ -144,9 +144,26 @@ impl TunPort {
                 .offload(offload)
                 .build_sync()
         };
-        let dev = match build(offload) {
+        let build_or_wait = |offload: bool| {
+            // A persistent device still held by the daemon handing over (it
+            // closes its descriptors right after releasing the node) is
+            // busy for a moment: retried, for at most two seconds.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                match build(offload) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY)
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    r => return r,
+                }
+            }
+        };
+        let dev = match build_or_wait(offload) {
             Ok(d) => d,
-            Err(_) if offload => build(false)?,
+            Err(_) if offload => build_or_wait(false)?,
             Err(e) => return Err(e),
         };
         dev.set_nonblocking(true)?;

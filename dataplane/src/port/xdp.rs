@@ -548,6 +548,19 @@ impl std::fmt::Debug for XdpPort {
 unsafe impl Send for XdpPort {}
 
 impl XdpPort {
+    /// Registers this socket (bound to `queue`) with `prog`, which it then
+    /// keeps alive: a port opened without a program (at start-up, while
+    /// the program loads) is steered to from here on.
+    pub fn steer_with(
+        &mut self,
+        prog: &std::sync::Arc<SteerProgram>,
+        queue: u32,
+    ) -> io::Result<()> {
+        prog.register(queue, self.fd)?;
+        self._prog = Some(prog.clone());
+        Ok(())
+    }
+
     /// Binds an AF_XDP socket to `ifname` queue `queue` (copy mode, with
     /// need_wakeup) and registers it with `prog`, which the port keeps
     /// alive (the sockets of all an interface's queues share it).
@@ -569,10 +582,17 @@ impl XdpPort {
         // after a kill) refuses the bind with EBUSY until the kernel has
         // released it: retried for a bounded time, every error with its
         // errno.
-        let deadline = std::time::Instant::now() + BIND_RETRY;
+        let started = std::time::Instant::now();
+        let deadline = started + BIND_RETRY;
+        let mut tries = 0u32;
         let (umem, mut descs, tx, rx, fqcq) = loop {
+            tries += 1;
             let (umem, descs) =
                 Umem::new(UmemConfig::default(), frames, false).map_err(|e| io_err("UMEM", &e))?;
+            tracing::debug!(
+                "AF_XDP {ifname} queue {queue}: UMEM ready at +{} us",
+                started.elapsed().as_micros()
+            );
             // SAFETY: this UMEM is new and bound to no other socket; the
             // pair (interface, queue) gets one socket from this daemon.
             match unsafe { Socket::new(cfg, &umem, &iface, queue) } {
@@ -583,7 +603,7 @@ impl XdpPort {
                         .and_then(io::Error::raw_os_error);
                     let retry = matches!(errno, Some(libc::EBUSY | libc::EAGAIN | libc::EEXIST));
                     if retry && std::time::Instant::now() < deadline {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        std::thread::sleep(std::time::Duration::from_millis(2));
                         continue;
                     }
                     let why = match errno {
@@ -609,6 +629,10 @@ impl XdpPort {
                 }
             }
         };
+        tracing::debug!(
+            "AF_XDP {ifname} queue {queue}: bound at +{} us ({tries} tries)",
+            started.elapsed().as_micros()
+        );
         let (mut fq, cq) = fqcq.ok_or_else(|| io::Error::other("no fill/completion queue"))?;
         let fd = rx.fd().as_raw_fd();
         if let Some(p) = &prog {

@@ -128,6 +128,21 @@ pub fn run(sluice: &Path, runs: usize, smoke: bool) -> Result<String, String> {
             );
         }
     }
+    // Where the last restart's time went (the daemons' own log lines:
+    // the old one's stop, the new one's start-up phases).
+    let log = t.daemon_log(0);
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines
+        .iter()
+        .rposition(|l| l.contains("stop: workers stopped"))
+        .unwrap_or(0);
+    for l in lines.iter().skip(from).filter(|l| {
+        ["start-up", "holding", "stop", "AF_XDP"]
+            .iter()
+            .any(|k| l.contains(k))
+    }) {
+        eprintln!("node-a: {l}");
+    }
     Ok(out)
 }
 

@@ -1,0 +1,124 @@
+//! The worker's loop: busy polling while frames arrive, sleeping on the
+//! ports' descriptors when they stop.
+
+#[cfg(feature = "io")]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[cfg(feature = "io")]
+use super::Worker;
+
+/// When a worker sleeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdlePolicy {
+    /// Empty polls in a row before sleeping (0: never sleep, pure busy
+    /// polling).
+    pub spins: u32,
+    /// Longest sleep: the worker wakes at least this often for expiry and
+    /// commands.
+    pub max_sleep: Duration,
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy {
+            spins: 2000,
+            max_sleep: Duration::from_millis(50),
+        }
+    }
+}
+
+#[cfg(feature = "io")]
+impl Worker {
+    /// Runs until `stop` is set: busy-polls while frames arrive; after
+    /// `idle.spins` empty polls sleeps on the ports' descriptors (epoll
+    /// through mio) until one is readable or `max_sleep` passes. `clock`
+    /// gives the time passed to conntrack.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        idle: IdlePolicy,
+        clock: impl Fn() -> Duration,
+        mut between: impl FnMut(&mut Worker),
+    ) -> std::io::Result<()> {
+        use mio::unix::SourceFd;
+        use mio::{Events, Interest, Poll, Token};
+        let mut poll = Poll::new()?;
+        let mut events = Events::with_capacity(64);
+        // Other workers wake this one through an eventfd when they hand it
+        // a frame while it sleeps.
+        if let Some(m) = self.mesh.as_ref()
+            && let Some(slot) = m.wakers.get(usize::from(self.id))
+        {
+            let waker = mio::Waker::new(poll.registry(), Token(usize::MAX))?;
+            let _ = slot.set(Box::new(move || {
+                let _ = waker.wake();
+            }));
+        }
+        let mut registered: Vec<std::os::fd::RawFd> = Vec::new();
+        let mut empty = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let got = self.poll(clock());
+            if got > 0 {
+                empty = 0;
+                continue;
+            }
+            empty = empty.saturating_add(1);
+            if idle.spins == 0 || empty < idle.spins {
+                if empty.is_multiple_of(64) {
+                    between(self);
+                }
+                continue;
+            }
+            between(self);
+            // Register new ports' descriptors (ports change rarely).
+            let fds: Vec<_> = self.ports().filter_map(|s| s.port.poll_fd()).collect();
+            if fds != registered {
+                for fd in &registered {
+                    let _ = poll.registry().deregister(&mut SourceFd(fd));
+                }
+                for (i, fd) in fds.iter().enumerate() {
+                    poll.registry()
+                        .register(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
+                }
+                registered = fds;
+            }
+            for s in self.ports.iter_mut().flatten() {
+                s.port.before_sleep();
+            }
+            let flag = self
+                .mesh
+                .as_ref()
+                .and_then(|m| m.sleeping.get(usize::from(self.id)).cloned());
+            if let Some(f) = &flag {
+                f.store(true, Ordering::SeqCst);
+                if self.mesh.as_ref().is_some_and(|m| !m.inbox.is_empty()) {
+                    f.store(false, Ordering::SeqCst);
+                    empty = 0;
+                    continue;
+                }
+            }
+            // Not past the moment a rate-limited pod may move again.
+            let sleep = self
+                .shaping_wait(clock())
+                .map_or(idle.max_sleep, |w| w.min(idle.max_sleep));
+            let slept = poll.poll(&mut events, Some(sleep));
+            if let Some(f) = &flag {
+                f.store(false, Ordering::SeqCst);
+            }
+            match slept {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            // Woken by a port: busy-poll again. Woken by the timeout: one
+            // more look (expiry, commands) and back to sleep.
+            empty = if events.is_empty() {
+                idle.spins.saturating_sub(1)
+            } else {
+                0
+            };
+        }
+        Ok(())
+    }
+}
