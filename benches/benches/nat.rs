@@ -36,11 +36,25 @@ fn snat() -> SnatConfig {
 /// A tracker holding `n` live, replied UDP flows; returns it with the
 /// original packet and the reply of flow 0.
 fn filled(n: u32) -> (Conntrack, Vec<u8>, Vec<u8>) {
+    filled_with(n, None)
+}
+
+/// [`filled`], the table mirrored to the state file at `state` (on tmpfs,
+/// as the daemon's `/run/sluice`) when given.
+fn filled_with(n: u32, state: Option<&std::path::Path>) -> (Conntrack, Vec<u8>, Vec<u8>) {
     let cfg = ConntrackConfig {
         max_entries: n as usize + 1024,
         ..ConntrackConfig::default()
     };
-    let mut ct = Conntrack::new(cfg, Some(snat()));
+    let mut ct = match state {
+        None => Conntrack::new(cfg, Some(snat())),
+        Some(path) => {
+            let spec = nat::state_spec(&cfg, Some(&snat()), persist::boot_id());
+            let _ = std::fs::remove_file(path);
+            let (region, _) = persist::Region::open(path, &spec).expect("state file");
+            Conntrack::with_state(cfg, Some(snat()), region, Duration::from_secs(1)).0
+        }
+    };
     let now = Duration::from_secs(1);
     let mut first = None;
     for i in 0..n {
@@ -100,6 +114,37 @@ fn hits(c: &mut Criterion) {
 /// Hits spread over the whole table: each timed iteration is a burst of 32
 /// packets of flows drawn at random from the `n` live ones, so at 1M entries
 /// the index and slab reads miss the cache as a worker's would.
+/// The hit path with the table written through to a state file on tmpfs
+/// (what the daemon runs, so flows survive a restart), next to the same
+/// table in memory only: the cost of the write-through per packet.
+fn mirrored_hits(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conntrack_hit_mirrored");
+    g.throughput(Throughput::Elements(1));
+    let path = std::path::Path::new("/dev/shm").join(format!("sluice-bench-{}.state", std::process::id()));
+    for n in [1_000u32, big()] {
+        for (label, state) in [("memory", None), ("state-file", Some(path.as_path()))] {
+            let (mut ct, original, reply) = filled_with(n, state);
+            let now = Duration::from_secs(2);
+            g.bench_function(format!("{n}/{label}/original+snat"), |b| {
+                b.iter_batched_ref(
+                    || original.clone(),
+                    |p| ct.process(now, black_box(p), Origin::Pod),
+                    BatchSize::SmallInput,
+                )
+            });
+            g.bench_function(format!("{n}/{label}/reply+reverse-nat"), |b| {
+                b.iter_batched_ref(
+                    || reply.clone(),
+                    |p| ct.process(now, black_box(p), Origin::Uplink),
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    g.finish();
+}
+
 fn random_hits(c: &mut Criterion) {
     let mut g = c.benchmark_group("conntrack_hit_random");
     g.throughput(Throughput::Elements(BURST as u64));
@@ -220,7 +265,7 @@ fn report_memory() {
     drop(ct);
 }
 
-criterion::criterion_group!(benches, hits, random_hits, new_flows, expiry);
+criterion::criterion_group!(benches, hits, mirrored_hits, random_hits, new_flows, expiry);
 
 fn main() {
     report_memory();

@@ -196,6 +196,55 @@ fn conntrack_hit_and_new_flow_do_not_allocate() {
     assert_eq!(per_burst, 0.0, "process_burst of 32 hits");
 }
 
+/// The same with the table mirrored to a state region (a daemon's: every
+/// packet's change written through): new flows, hits in both directions
+/// and removals allocate nothing either.
+#[test]
+fn a_mirrored_table_allocates_nothing_per_packet() {
+    use nat::{Conntrack, ConntrackConfig, Origin, SnatConfig, Verdict};
+    use sluice_benches::frames::{pod_udp, reply_to};
+    use std::time::Duration;
+
+    let snat = SnatConfig::new(
+        vec!["10.244.0.0/16".parse().unwrap()],
+        vec![],
+        std::net::Ipv4Addr::new(192, 0, 2, 10),
+    );
+    let cfg = ConntrackConfig {
+        max_entries: 10_000,
+        ..ConntrackConfig::default()
+    };
+    let spec = nat::state_spec(&cfg, Some(&snat), [1; 16]);
+    let region = persist::Region::anonymous(&spec).unwrap();
+    let now = Duration::from_secs(1);
+    let (mut ct, _) = Conntrack::with_state(cfg, Some(snat), region, now);
+    let mut pkts: Vec<Vec<u8>> = (0..2_000).map(|i| pod_udp(i, 64)).collect();
+    let mut it = pkts.iter_mut();
+    let per_new = count(2_000, || {
+        let p = it.next().unwrap();
+        assert!(matches!(ct.process(now, p, Origin::Pod), Verdict::Accept(_)));
+    });
+    assert_eq!(per_new, 0.0, "new flow, written through");
+    let original = pod_udp(0, 64);
+    let mut out = original.clone();
+    ct.process(now, &mut out, Origin::Pod);
+    let reply = reply_to(&out);
+    let (mut p, mut r) = (original.clone(), reply.clone());
+    let per_hit = count(N, || {
+        p.copy_from_slice(&original);
+        r.copy_from_slice(&reply);
+        assert!(matches!(ct.process(now, &mut p, Origin::Pod), Verdict::Accept(_)));
+        assert!(matches!(ct.process(now, &mut r, Origin::Uplink), Verdict::Accept(_)));
+    });
+    assert_eq!(per_hit, 0.0, "hit in both directions, written through");
+    // Expiry removes (and clears records) without allocating.
+    let per_expiry = count(100, || {
+        ct.handle_timeout(Duration::from_secs(100_000));
+    });
+    assert_eq!(per_expiry, 0.0, "expiry, written through");
+    assert_eq!(ct.state().unwrap().mark(), 2 * 2_000);
+}
+
 /// The hit path with the table at 1M live entries (the size
 /// benches/README.md reports): both directions, on flows spread over the
 /// table, allocate nothing. Filling it takes a few seconds in a debug

@@ -681,9 +681,11 @@ pub fn run() -> io::Result<bool> {
     println!(
         "from the external host, node-a serving NodePorts itself: web :30053 (Cluster policy, on b1), local-web :30080 (Local policy, a1 here and b2 there, health check :32000), remote-only :30081 (Local, no endpoint here, health check :32001)"
     );
-    let t = Topology::build_services(&std::env::current_exe()?)?;
+    let exe = std::env::current_exe()?;
+    let mut t = Topology::build_services(&exe)?;
     let mut s = checks(&t);
     service_checks(&t, &mut s);
+    restart::restart_checks(&mut t, &exe, &mut s);
     println!();
     for (i, sock) in t.sockets.iter().enumerate() {
         println!("node-{} counters:", NODES[i].0);

@@ -148,3 +148,100 @@ fn wait_exit(child: &mut Child, limit: Duration) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The demo's restart checks: a 50 MB TCP transfer from pod a1 through SNAT
+/// to the external host while node-a's daemon is killed (SIGKILL) and
+/// started again at once, then while it is restarted gracefully (SIGTERM);
+/// each must arrive intact over the same connection.
+pub fn restart_checks(t: &mut Topology, exe: &Path, s: &mut super::Summary) {
+    for (port, graceful) in [(5301u16, false), (5302, true)] {
+        let how = if graceful {
+            "SIGTERM (hand-over), then start"
+        } else {
+            "kill -9, started at once"
+        };
+        match transfer_across_restart(t, exe, port, graceful) {
+            Ok(restored) => s.check(
+                true,
+                format!(
+                    "tcp 50 MB a1 -> external (SNAT) across a restart of node-a's daemon ({how}): intact, {restored} flows carried on"
+                ),
+            ),
+            Err(e) => s.check(false, format!("tcp a1 -> external across a restart ({how}): {e}")),
+        }
+    }
+}
+
+fn transfer_across_restart(
+    t: &mut Topology,
+    exe: &Path,
+    port: u16,
+    graceful: bool,
+) -> io::Result<u64> {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TOTAL: usize = 50 << 20;
+    let byte = |i: usize| (i.wrapping_mul(31) ^ (i >> 13)) as u8;
+    let ext = super::EXT;
+    let l = crate::netns::run_in(&t.ns_path("ext"), move || {
+        std::net::TcpListener::bind((ext, port))
+    })?;
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let server = std::thread::spawn(move || -> io::Result<bool> {
+        let (mut c, _) = l.accept()?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let (mut buf, mut off, mut intact) = (vec![0u8; 64 << 10], 0usize, true);
+        loop {
+            let n = c.read(&mut buf)?;
+            if n == 0 {
+                return Ok(intact && off == TOTAL);
+            }
+            intact &= buf.iter().take(n).enumerate().all(|(k, b)| *b == byte(off + k));
+            off += n;
+            g.store(off as u64, Ordering::Relaxed);
+        }
+    });
+    let mut c = crate::netns::run_in(&t.ns_path("a1"), move || {
+        std::net::TcpStream::connect_timeout(&(ext, port).into(), Duration::from_secs(5))
+    })?;
+    let client = std::thread::spawn(move || -> io::Result<()> {
+        c.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let data: Vec<u8> = (0..TOTAL).map(byte).collect();
+        for chunk in data.chunks(64 << 10) {
+            c.write_all(chunk)?;
+            // Paced, so the restart lands mid-transfer.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        c.shutdown(std::net::Shutdown::Write)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.load(Ordering::Relaxed) < (TOTAL / 4) as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if graceful {
+        t.graceful_restart(0, exe, false)?;
+    } else {
+        t.kill_and_restart_at_once(0, exe)?;
+    }
+    let restored = t
+        .sockets
+        .first()
+        .and_then(|s| daemon::request(s, "status").ok())
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("flows_restored ")?.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    client
+        .join()
+        .map_err(|_| io::Error::other("client panicked"))??;
+    let intact = server
+        .join()
+        .map_err(|_| io::Error::other("server panicked"))??;
+    if !intact {
+        return Err(io::Error::other("the bytes differ or fall short"));
+    }
+    Ok(restored)
+}
