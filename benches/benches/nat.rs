@@ -120,7 +120,8 @@ fn hits(c: &mut Criterion) {
 fn mirrored_hits(c: &mut Criterion) {
     let mut g = c.benchmark_group("conntrack_hit_mirrored");
     g.throughput(Throughput::Elements(1));
-    let path = std::path::Path::new("/dev/shm").join(format!("sluice-bench-{}.state", std::process::id()));
+    let path =
+        std::path::Path::new("/dev/shm").join(format!("sluice-bench-{}.state", std::process::id()));
     for n in [1_000u32, big()] {
         for (label, state) in [("memory", None), ("state-file", Some(path.as_path()))] {
             let (mut ct, original, reply) = filled_with(n, state);

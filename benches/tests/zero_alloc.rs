@@ -222,7 +222,10 @@ fn a_mirrored_table_allocates_nothing_per_packet() {
     let mut it = pkts.iter_mut();
     let per_new = count(2_000, || {
         let p = it.next().unwrap();
-        assert!(matches!(ct.process(now, p, Origin::Pod), Verdict::Accept(_)));
+        assert!(matches!(
+            ct.process(now, p, Origin::Pod),
+            Verdict::Accept(_)
+        ));
     });
     assert_eq!(per_new, 0.0, "new flow, written through");
     let original = pod_udp(0, 64);
@@ -233,8 +236,14 @@ fn a_mirrored_table_allocates_nothing_per_packet() {
     let per_hit = count(N, || {
         p.copy_from_slice(&original);
         r.copy_from_slice(&reply);
-        assert!(matches!(ct.process(now, &mut p, Origin::Pod), Verdict::Accept(_)));
-        assert!(matches!(ct.process(now, &mut r, Origin::Uplink), Verdict::Accept(_)));
+        assert!(matches!(
+            ct.process(now, &mut p, Origin::Pod),
+            Verdict::Accept(_)
+        ));
+        assert!(matches!(
+            ct.process(now, &mut r, Origin::Uplink),
+            Verdict::Accept(_)
+        ));
     });
     assert_eq!(per_hit, 0.0, "hit in both directions, written through");
     // Expiry removes (and clears records) without allocating.

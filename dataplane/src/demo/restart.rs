@@ -198,7 +198,11 @@ fn transfer_across_restart(
             if n == 0 {
                 return Ok(intact && off == TOTAL);
             }
-            intact &= buf.iter().take(n).enumerate().all(|(k, b)| *b == byte(off + k));
+            intact &= buf
+                .iter()
+                .take(n)
+                .enumerate()
+                .all(|(k, b)| *b == byte(off + k));
             off += n;
             g.store(off as u64, Ordering::Relaxed);
         }

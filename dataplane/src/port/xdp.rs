@@ -90,6 +90,24 @@ unsafe impl Send for SteerProgram {}
 // serialises; nothing in the object is mutated through a shared reference.
 unsafe impl Sync for SteerProgram {}
 
+/// The id of the program attached to `ifindex` in driver mode (0: none);
+/// errors name `what` (the interface).
+fn attached_prog(ifindex: u32, what: &str) -> io::Result<u32> {
+    let mut id = 0u32;
+    // SAFETY: `id` is a live u32 the call writes.
+    let rc = unsafe {
+        libbpf_sys::bpf_xdp_query_id(
+            ifindex as i32,
+            libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
+            &mut id,
+        )
+    };
+    if rc != 0 {
+        return Err(os_err(&format!("querying {what}'s XDP program"), rc));
+    }
+    Ok(id)
+}
+
 /// The program a previous daemon left on an interface (it handed over, or
 /// died), found through the kernel: its descriptor, for an atomic replace,
 /// and its `frontends` map, which the new program takes over so the
@@ -114,18 +132,7 @@ impl Predecessor {
     /// from whoever put it there.
     fn find(ifindex: u32, ifname: &str) -> io::Result<Option<Predecessor>> {
         use std::os::fd::{FromRawFd, OwnedFd};
-        let mut id = 0u32;
-        // SAFETY: `id` is a live u32 the call writes.
-        let rc = unsafe {
-            libbpf_sys::bpf_xdp_query_id(
-                ifindex as i32,
-                libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
-                &mut id,
-            )
-        };
-        if rc != 0 {
-            return Err(os_err(&format!("querying {ifname}'s XDP program"), rc));
-        }
+        let id = attached_prog(ifindex, ifname)?;
         if id == 0 {
             return Ok(None);
         }
@@ -308,19 +315,7 @@ impl SteerProgram {
     /// The id of the program attached to the interface in driver mode now
     /// (0: none).
     fn attached_id(&self) -> io::Result<u32> {
-        let mut id = 0u32;
-        // SAFETY: `id` is a live u32 the call writes.
-        let rc = unsafe {
-            libbpf_sys::bpf_xdp_query_id(
-                self.ifindex as i32,
-                libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
-                &mut id,
-            )
-        };
-        if rc != 0 {
-            return Err(os_err("querying the uplink's XDP program", rc));
-        }
-        Ok(id)
+        attached_prog(self.ifindex, "the uplink")
     }
 
     /// Whether this program is still the one on the interface (someone may
@@ -401,18 +396,7 @@ impl SteerProgram {
 /// whether there was one.
 pub fn detach(ifname: &str) -> io::Result<bool> {
     let ifindex = netcfg::if_index(ifname)?;
-    let mut id = 0u32;
-    // SAFETY: `id` is a live u32 the call writes.
-    let rc = unsafe {
-        libbpf_sys::bpf_xdp_query_id(
-            ifindex as i32,
-            libbpf_sys::XDP_FLAGS_DRV_MODE as i32,
-            &mut id,
-        )
-    };
-    if rc != 0 {
-        return Err(os_err(&format!("querying {ifname}'s XDP program"), rc));
-    }
+    let id = attached_prog(ifindex, ifname)?;
     if id == 0 {
         return Ok(false);
     }
