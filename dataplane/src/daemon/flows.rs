@@ -42,6 +42,50 @@ pub(super) fn conntrack_path(run_dir: &Path, i: usize) -> PathBuf {
     run_dir.join(format!("conntrack-{i}.state"))
 }
 
+/// How long a daemon waits for its predecessor to unmap a state file.
+/// The predecessor has handed the node over (this daemon holds the node
+/// lock) and is exiting: the kernel drops its mappings and locks when it
+/// does, a few milliseconds later. kubelet's grace period (10 s in the
+/// DaemonSet) bounds it too.
+const PREDECESSOR_EXIT: Duration = Duration::from_secs(10);
+
+/// [`Region::open`], retried every millisecond while the daemon that handed
+/// the node over still has the file mapped (it released the node lock as
+/// its workers stopped, before its process exited).
+fn open_after_predecessor(
+    path: &Path,
+    spec: &persist::Spec,
+) -> std::io::Result<(Region, Opened)> {
+    let deadline = std::time::Instant::now() + PREDECESSOR_EXIT;
+    let mut logged = false;
+    loop {
+        match Region::open(path, spec) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{e} (waited {} s for the previous daemon to exit: \
+                             find it with `fuser {}` and stop it)",
+                            PREDECESSOR_EXIT.as_secs(),
+                            path.display()
+                        ),
+                    ));
+                }
+                if !logged {
+                    logged = true;
+                    tracing::info!(
+                        "waiting for the previous daemon to unmap {}",
+                        path.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Gives each worker its table back from `run_dir` (or a fresh one there).
 /// Returns the summary `sluice status` shows.
 pub(super) fn restore(
@@ -58,7 +102,7 @@ pub(super) fn restore(
         let snat = w.snat().cloned();
         let spec = nat::state_spec(ct, snat.as_ref(), epoch);
         let path = conntrack_path(run_dir, i);
-        let (region, how) = Region::open(&path, &spec)?;
+        let (region, how) = open_after_predecessor(&path, &spec)?;
         match &how {
             Opened::Fresh => {}
             Opened::Restored => {}
@@ -86,7 +130,8 @@ pub(super) fn restore(
         // Session affinity: kube-proxy's longest timeout is a day.
         let cap = crate::services::AFFINITY_ENTRIES;
         let apath = run_dir.join(format!("affinity-{i}.state"));
-        let (aregion, ahow) = Region::open(&apath, &lb::affinity::state_spec(cap, epoch))?;
+        let (aregion, ahow) =
+            open_after_predecessor(&apath, &lb::affinity::state_spec(cap, epoch))?;
         if let Opened::Discarded(why) = &ahow {
             discarded += 1;
             tracing::warn!("affinity state {} discarded: {why}", apath.display());
@@ -127,4 +172,32 @@ pub(super) fn restore(
         "affinity_restored {affinity_total}\nflows_restored {}\nflows_restore_expired {}\nflows_restore_torn {}\nflows_restore_invalid {}\nflows_restore_duplicate {}\nflow_files_discarded {discarded}\n",
         total.entries, total.expired, total.torn, total.invalid, total.duplicate
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_still_mapped_by_the_exiting_predecessor_is_waited_for() {
+        let dir = std::env::temp_dir().join(format!("flows-wait-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("conntrack-0.state");
+        let spec = lb::affinity::state_spec(64, [1; 16]);
+        let (old, _) = Region::open(&path, &spec).unwrap();
+        // What failed the start-up before: the predecessor had released the
+        // node lock, not yet its mappings.
+        let e = Region::open(&path, &spec).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+        let t0 = std::time::Instant::now();
+        let exiting = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(old);
+        });
+        let (_new, how) = open_after_predecessor(&path, &spec).unwrap();
+        assert_eq!(how, Opened::Restored);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        exiting.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
