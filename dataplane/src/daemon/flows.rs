@@ -52,10 +52,7 @@ const PREDECESSOR_EXIT: Duration = Duration::from_secs(10);
 /// [`Region::open`], retried every millisecond while the daemon that handed
 /// the node over still has the file mapped (it released the node lock as
 /// its workers stopped, before its process exited).
-fn open_after_predecessor(
-    path: &Path,
-    spec: &persist::Spec,
-) -> std::io::Result<(Region, Opened)> {
+fn open_after_predecessor(path: &Path, spec: &persist::Spec) -> std::io::Result<(Region, Opened)> {
     let deadline = std::time::Instant::now() + PREDECESSOR_EXIT;
     let mut logged = false;
     loop {
