@@ -174,6 +174,8 @@ struct RawWorkers {
     #[serde(default)]
     max_sleep_ms: Option<u64>,
     #[serde(default)]
+    idle_spin_us: Option<u64>,
+    #[serde(default)]
     conntrack_max: Option<usize>,
     #[serde(default)]
     tun_offload: Option<bool>,
@@ -239,6 +241,8 @@ pub struct Config {
     pub cores: Vec<usize>,
     /// Empty polls before sleeping.
     pub idle_spins: u32,
+    /// Longest spin without frames before sleeping, in microseconds.
+    pub idle_spin_us: u64,
     /// Longest sleep.
     pub max_sleep_ms: u64,
     /// Conntrack entries per worker.
@@ -629,6 +633,7 @@ impl Config {
             cores: r.workers.cores.clone(),
             idle_spins: r.workers.idle_spins.unwrap_or(2000),
             max_sleep_ms: r.workers.max_sleep_ms.unwrap_or(50),
+            idle_spin_us: r.workers.idle_spin_us.unwrap_or(50),
             conntrack_max,
             tun_offload: r.workers.tun_offload.unwrap_or(true),
             socket: PathBuf::from(

@@ -132,9 +132,18 @@ enum PeerOp {
 }
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
+/// An eventfd the signal handler writes, to wake the main thread's wait.
+static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 extern "C" fn on_signal(_: libc::c_int) {
     SIGNALLED.store(true, Ordering::Relaxed);
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; 8 bytes from a live
+        // buffer to an eventfd.
+        unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+    }
 }
 
 fn run(config: &std::path::Path) -> ExitCode {
@@ -145,8 +154,12 @@ fn run(config: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe.
+    // SAFETY: eventfd has no memory preconditions (a failure leaves -1:
+    // the main thread then wakes every second instead).
+    let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    WAKE_FD.store(wake, Ordering::Relaxed);
+    // SAFETY: the handler only stores to atomics and writes an eventfd,
+    // both async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -160,7 +173,7 @@ fn run(config: &std::path::Path) -> ExitCode {
     };
     eprintln!("sluice: running");
     while !SIGNALLED.load(Ordering::Relaxed) && !d.stopping() {
-        std::thread::sleep(Duration::from_millis(5));
+        d.wait(wake, Duration::from_secs(1));
     }
     // A signal (kubelet's SIGTERM: a restart or a rolling update) hands
     // the node over to the next daemon; `sluice shutdown` stops cleanly.

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -258,7 +259,7 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             Err(_) => "error: control state poisoned\n".into(),
         },
         ["shutdown"] => {
-            ctx.stop.store(true, Ordering::Relaxed);
+            ctx.request_stop();
             "ok\n".into()
         }
         _ => format!(
@@ -271,9 +272,9 @@ pub(super) fn admin_main(ctx: &Ctx, l: &UnixListener) {
     while !ctx.stop.load(Ordering::Relaxed) {
         match l.accept() {
             Ok((s, _)) => serve_admin(ctx, s),
-            // Short: a stopping daemon waits for this loop to see it.
+            // Until a client connects or the daemon stops.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
+                ctx.stopped.wait(l.as_raw_fd(), Duration::from_secs(1));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }

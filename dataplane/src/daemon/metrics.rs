@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -149,9 +150,9 @@ pub(super) fn metrics_main(ctx: &Ctx, l: &TcpListener) {
                     body.len()
                 );
             }
-            // Short: a stopping daemon waits for this loop to see it.
+            // Until a client connects or the daemon stops.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
+                ctx.stopped.wait(l.as_raw_fd(), Duration::from_secs(1));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }

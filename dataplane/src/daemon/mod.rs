@@ -43,6 +43,7 @@ mod neighbours;
 mod node_ports;
 mod pods;
 mod services;
+mod stop_signal;
 mod uplink;
 mod worker;
 
@@ -232,6 +233,17 @@ struct Ctx {
     wakers: Vec<Arc<std::sync::OnceLock<crate::worker::Waker>>>,
     /// Workers that have stopped forwarding.
     parked: std::sync::atomic::AtomicUsize,
+    /// Wakes the admin and metrics threads when the daemon stops.
+    stopped: stop_signal::StopSignal,
+}
+
+impl Ctx {
+    /// Asks every thread to stop; wakes the listeners' waits (workers are
+    /// woken by [`Daemon::stop`]).
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.stopped.raise();
+    }
 }
 
 /// A running daemon.
@@ -481,6 +493,7 @@ impl Daemon {
             flows,
             wakers,
             parked: std::sync::atomic::AtomicUsize::new(0),
+            stopped: stop_signal::StopSignal::new()?,
         });
         if let Some(path) = &cfg.peers_file {
             let weak = Arc::downgrade(&ctx);
@@ -521,6 +534,7 @@ impl Daemon {
         let idle = IdlePolicy {
             spins: cfg.idle_spins,
             max_sleep: Duration::from_millis(cfg.max_sleep_ms),
+            spin_time: Duration::from_micros(cfg.idle_spin_us),
         };
         for (i, (w, rx)) in workers.into_iter().zip(cmd_rx).enumerate() {
             let c = ctx.clone();
@@ -564,11 +578,17 @@ impl Daemon {
 
     /// Asks every thread to stop.
     pub fn stop(&self) {
-        self.ctx.stop.store(true, Ordering::Relaxed);
+        self.ctx.request_stop();
         // Now, not after the longest idle sleep.
         for w in self.ctx.wakers.iter().filter_map(|w| w.get()) {
             w();
         }
+    }
+
+    /// Waits until a stop is requested, `fd` is readable (the binary's
+    /// signal eventfd) or `timeout` passes, without polling.
+    pub fn wait(&self, fd: std::os::fd::RawFd, timeout: Duration) {
+        self.ctx.stopped.wait(fd, timeout);
     }
 
     /// Whether a stop was requested (by [`Daemon::stop`] or the admin

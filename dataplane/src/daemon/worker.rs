@@ -66,7 +66,7 @@ pub(super) fn worker_main(
     };
     if let Err(e) = w.run(&ctx.stop, idle, super::flows::monotonic, between) {
         tracing::error!("worker {index} failed: {e}");
-        ctx.stop.store(true, Ordering::Relaxed);
+        ctx.request_stop();
     }
     // No longer forwarding: a daemon handing over can let the next one in
     // now, while this one's sockets and devices close (they are dropped

@@ -92,6 +92,7 @@ struct Cli {
 }
 
 mod bench;
+mod idle;
 mod restart;
 mod services;
 
@@ -389,6 +390,15 @@ fn run(cli: Cli) -> Result<(), String> {
         } else {
             None
         };
+    // What an idle node with kubelet's maximum of pods costs.
+    let idle = if cli.dataplane.is_none() && cli.only.as_deref().is_none_or(|o| "idle".contains(o))
+    {
+        let t = idle::run(&sluice, cli.smoke)?;
+        println!("{t}");
+        Some(t)
+    } else {
+        None
+    };
     let scale = if cli.no_scaling {
         None
     } else {
@@ -439,6 +449,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 let _ = writeln!(
                     doc,
                     "## Restarts: the forwarding gap\n\nThe demo topology (two Sluice nodes, an external host); pod a1 on node-a pings pod b1 across VXLAN and the external host through SNAT every 10 ms while node-a's daemon restarts. Gap: the longest run of unanswered pings times 10 ms. Goals (issue 16): < 200 ms for kill -9 and an immediate start, < 50 ms for a graceful restart.\n\n{t}"
+                );
+            }
+            if let Some(t) = idle {
+                let _ = writeln!(
+                    doc,
+                    "## An idle node: CPU with kubelet's maximum of pods\n\nThe demo topology, no traffic; node-a's daemon with its 2 TUN pods, then with 110 (kubelet's default `maxPods`). CPU: the daemon's user + system time over the window. The kernel path has no poll-mode thread (idle, it costs nothing measurable), so the goal (issue 17) is absolute: < 2% of a core.\n\n{t}"
                 );
             }
             if let Some(t) = scale {
