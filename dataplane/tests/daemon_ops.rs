@@ -338,6 +338,21 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
         "exactly the strays"
     );
 
+    // veth has no zero-copy AF_XDP: the daemon asked for it, was refused,
+    // bound in copy mode and says so (log, status, Prometheus).
+    assert_eq!(sample(&m1, "sluice_uplink_zero_copy"), 0.0);
+    let st = dataplane::daemon::request(&dir.join("a.sock"), "status").unwrap();
+    assert!(
+        st.contains("uplink_mode afxdp\nuplink_zero_copy false\n")
+            && st.contains("uplink_copy_reason up0 refused zero-copy: Operation not supported"),
+        "{st}"
+    );
+    assert!(
+        logs().contains("AF_XDP in copy mode (up0 refused zero-copy"),
+        "{}",
+        logs()
+    );
+
     // A second daemon on the node (a rolling update's surge, a second
     // start by hand): it waits for the node lock, then refuses naming the
     // holder, having touched nothing: the first keeps its program, its

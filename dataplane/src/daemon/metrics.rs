@@ -114,6 +114,7 @@ fn metrics_text(ctx: &Ctx) -> String {
         s.conntrack_entries
     );
     out += &super::services::metrics(ctx, &views);
+    out += &ctx.bind_mode.metrics();
     out
 }
 
@@ -124,7 +125,19 @@ pub(super) fn metrics_main(ctx: &Ctx, l: &TcpListener) {
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut req = String::new();
-                let _ = BufReader::new(&s).read_line(&mut req);
+                let mut r = BufReader::new(&s);
+                let _ = r.read_line(&mut req);
+                // The rest of the request, up to the blank line: closing
+                // with a request half read would reset the connection
+                // under the client's answer.
+                let mut line = String::new();
+                for _ in 0..64 {
+                    line.clear();
+                    match r.read_line(&mut line) {
+                        Ok(n) if n > 0 && !line.trim().is_empty() => {}
+                        _ => break,
+                    }
+                }
                 let (code, body) = if req.starts_with("GET /metrics") {
                     ("200 OK", metrics_text(ctx))
                 } else if req.starts_with("GET /readyz") {

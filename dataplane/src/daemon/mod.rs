@@ -227,8 +227,11 @@ struct Ctx {
     node_ports: Option<node_ports::NodePorts>,
     /// The uplink's XDP program (readiness checks it is still attached).
     steer: Arc<SteerProgram>,
-    /// What the flow tables' restore found (`sluice status`).
+    /// What start-up found (`sluice status`): the uplink's bind mode and
+    /// what the flow tables' restore carried on.
     flows: String,
+    /// How the uplink's sockets are bound.
+    bind_mode: uplink::BindMode,
     /// Wakes each worker from its idle sleep.
     wakers: Vec<Arc<std::sync::OnceLock<crate::worker::Waker>>>,
     /// Workers that have stopped forwarding.
@@ -451,7 +454,8 @@ impl Daemon {
                 cfg.uplink, cfg.uplink, cfg.uplink
             )));
         }
-        let (prog, mut workers, wakers) = uplink::build(&cfg, snat.as_ref(), &ct, &routes, n)?;
+        let (prog, mut workers, wakers, bind_mode) =
+            uplink::build(&cfg, snat.as_ref(), &ct, &routes, n)?;
         phase("uplink program attached, sockets bound");
         if let (Some(name), Some(w)) = (&cfg.host_interface, workers.first_mut()) {
             let port = open_host_device(&cfg, name)?;
@@ -467,7 +471,7 @@ impl Daemon {
             control.publish();
         }
         // The flows of the daemon before this one, if it left them.
-        let flows = flows::restore(&cfg.run_dir, &ct, &mut workers)?;
+        let flows = bind_mode.status() + &flows::restore(&cfg.run_dir, &ct, &mut workers)?;
         phase("flow tables mapped back");
         let node_ports = if cfg.node_ports {
             Some(node_ports::NodePorts::new(prog.clone(), cfg.ip)?)
@@ -491,6 +495,7 @@ impl Daemon {
             node_ports,
             steer: prog.clone(),
             flows,
+            bind_mode,
             wakers,
             parked: std::sync::atomic::AtomicUsize::new(0),
             stopped: stop_signal::StopSignal::new()?,

@@ -13,9 +13,43 @@ use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
 use crate::route::Routes;
 use crate::worker::{Mesh, Role, Waker, Worker};
 
-/// The program, the workers (each with its uplink queue's port) and what
-/// wakes them.
-pub(super) type Built = (Arc<SteerProgram>, Vec<Worker>, Vec<Arc<OnceLock<Waker>>>);
+/// The program, the workers (each with its uplink queue's port), what
+/// wakes them, and how the uplink's sockets are bound.
+pub(super) type Built = (
+    Arc<SteerProgram>,
+    Vec<Worker>,
+    Vec<Arc<OnceLock<Waker>>>,
+    BindMode,
+);
+
+/// How the uplink's AF_XDP sockets are bound.
+#[derive(Clone, Debug, Default)]
+pub(super) struct BindMode {
+    /// Why they copy frames (the driver refused zero-copy); `None`:
+    /// zero-copy.
+    pub copy_reason: Option<String>,
+}
+
+impl BindMode {
+    /// Lines for `sluice status`.
+    pub fn status(&self) -> String {
+        format!(
+            "uplink_mode afxdp\nuplink_zero_copy {}\n{}",
+            self.copy_reason.is_none(),
+            self.copy_reason
+                .as_ref()
+                .map_or(String::new(), |w| format!("uplink_copy_reason {w}\n"))
+        )
+    }
+
+    /// Prometheus lines.
+    pub fn metrics(&self) -> String {
+        format!(
+            "# HELP sluice_uplink_zero_copy Whether the uplink's AF_XDP sockets are bound in zero-copy mode (1) or copy mode (0; `sluice status` says why).\n# TYPE sluice_uplink_zero_copy gauge\nsluice_uplink_zero_copy {}\n",
+            u8::from(self.copy_reason.is_none())
+        )
+    }
+}
 
 /// Builds the uplink's program and `n` workers, worker `i` on queue `i`
 /// with its own slice of the SNAT ports.
@@ -67,8 +101,23 @@ pub(super) fn build(
         )
     });
     let prog = Arc::new(prog?);
+    let parts = parts?;
+    // Every queue of one device binds the same way; the first says how.
+    let copy_why = parts
+        .first()
+        .and_then(|(_, p)| p.copy_mode().map(str::to_string));
+    match &copy_why {
+        Some(why) => tracing::info!(
+            "uplink {}: AF_XDP in copy mode ({why}): every frame is copied between the UMEM and the kernel",
+            cfg.uplink
+        ),
+        None => tracing::info!("uplink {}: AF_XDP in zero-copy mode", cfg.uplink),
+    }
+    let mode = BindMode {
+        copy_reason: copy_why,
+    };
     let mut workers = Vec::with_capacity(n);
-    for (i, (mut w, mut port)) in parts?.into_iter().enumerate() {
+    for (i, (mut w, mut port)) in parts.into_iter().enumerate() {
         port.steer_with(&prog, i as u32)?;
         let label = if n > 1 {
             format!("{}/q{i}", cfg.uplink)
@@ -78,5 +127,5 @@ pub(super) fn build(
         w.add_port_labelled(Box::new(port), Role::Uplink, label);
         workers.push(w);
     }
-    Ok((prog, workers, wakers))
+    Ok((prog, workers, wakers, mode))
 }

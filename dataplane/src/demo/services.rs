@@ -289,11 +289,11 @@ pub fn http_get(
     netns::run_in(&t.ns_path(client), move || {
         let mut c = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
         c.set_read_timeout(Some(Duration::from_secs(3)))?;
-        write!(
-            c,
+        let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             to.0
-        )?;
+        );
+        c.write_all(req.as_bytes())?;
         let mut r = String::new();
         c.read_to_string(&mut r)?;
         let code = r

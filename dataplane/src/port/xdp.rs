@@ -517,6 +517,8 @@ pub struct XdpPort {
     /// TX descriptors being produced (scratch).
     tx_batch: Vec<FrameDesc>,
     fd: RawFd,
+    /// Why the socket is in copy mode (`None`: zero-copy).
+    copy_why: Option<String>,
     _prog: Option<std::sync::Arc<SteerProgram>>,
 }
 
@@ -545,8 +547,14 @@ impl XdpPort {
         Ok(())
     }
 
-    /// Binds an AF_XDP socket to `ifname` queue `queue` (copy mode, with
-    /// need_wakeup) and registers it with `prog`, which the port keeps
+    /// Why this socket copies frames (the driver's refusal of zero-copy),
+    /// or `None` when it is bound in zero-copy mode.
+    pub fn copy_mode(&self) -> Option<&str> {
+        self.copy_why.as_deref()
+    }
+
+    /// Binds an AF_XDP socket to `ifname` queue `queue` (zero-copy where
+    /// the driver has it, else copy mode; with need_wakeup) and registers it with `prog`, which the port keeps
     /// alive (the sockets of all an interface's queues share it).
     pub fn open(
         ifname: &str,
@@ -556,11 +564,19 @@ impl XdpPort {
         let io_err =
             |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let frames = NonZeroU32::new(FRAMES).ok_or_else(|| io::Error::other("frames"))?;
-        let cfg = SocketConfig::builder()
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .xdp_flags(XdpFlags::XDP_FLAGS_DRV_MODE)
-            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
-            .build();
+        let cfg = |mode: BindFlags| {
+            SocketConfig::builder()
+                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                .xdp_flags(XdpFlags::XDP_FLAGS_DRV_MODE)
+                .bind_flags(mode | BindFlags::XDP_USE_NEED_WAKEUP)
+                .build()
+        };
+        // Zero-copy first, where the driver has it (i40e, ice, mlx5, ...);
+        // asked for explicitly, because a plain bind falls back to copy
+        // silently. A refusal (EOPNOTSUPP: veth, ENA, virtio before 6.13)
+        // moves to copy mode, and says why.
+        let mut mode = BindFlags::XDP_ZEROCOPY;
+        let mut copy_why = None;
         let iface = ifname.parse().map_err(|e| io_err("interface name", &e))?;
         // A queue still bound by a process that is exiting (a restart right
         // after a kill) refuses the bind with EBUSY until the kernel has
@@ -579,12 +595,23 @@ impl XdpPort {
             );
             // SAFETY: this UMEM is new and bound to no other socket; the
             // pair (interface, queue) gets one socket from this daemon.
-            match unsafe { Socket::new(cfg, &umem, &iface, queue) } {
+            match unsafe { Socket::new(cfg(mode), &umem, &iface, queue) } {
                 Ok((tx, rx, fqcq)) => break (umem, descs, tx, rx, fqcq),
                 Err(e) => {
                     let errno = std::error::Error::source(&e)
                         .and_then(|s| s.downcast_ref::<io::Error>())
                         .and_then(io::Error::raw_os_error);
+                    if mode.contains(BindFlags::XDP_ZEROCOPY)
+                        && matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL))
+                    {
+                        let why = errno.map(io::Error::from_raw_os_error);
+                        copy_why = Some(format!(
+                            "{ifname} refused zero-copy: {}",
+                            why.map_or(e.to_string(), |w| w.to_string())
+                        ));
+                        mode = BindFlags::XDP_COPY;
+                        continue;
+                    }
                     let retry = matches!(errno, Some(libc::EBUSY | libc::EAGAIN | libc::EEXIST));
                     if retry && std::time::Instant::now() < deadline {
                         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -614,8 +641,9 @@ impl XdpPort {
             }
         };
         tracing::debug!(
-            "AF_XDP {ifname} queue {queue}: bound at +{} us ({tries} tries)",
-            started.elapsed().as_micros()
+            "AF_XDP {ifname} queue {queue}: bound at +{} us ({tries} tries), {}",
+            started.elapsed().as_micros(),
+            copy_why.as_deref().unwrap_or("zero-copy")
         );
         let (mut fq, cq) = fqcq.ok_or_else(|| io::Error::other("no fill/completion queue"))?;
         let fd = rx.fd().as_raw_fd();
@@ -645,6 +673,7 @@ impl XdpPort {
             rx,
             tx,
             fd,
+            copy_why,
             _prog: prog,
         })
         .map(|mut p| {
