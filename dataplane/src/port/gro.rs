@@ -30,6 +30,48 @@ use encap::checksum::{Checksum, pseudo_header_v4};
 /// opened with `IFF_VNET_HDR` (`struct virtio_net_hdr`, 10 bytes).
 pub const VNET_HDR_LEN: usize = 10;
 
+/// The virtio-net header with UDP-tunnel offsets
+/// (`struct virtio_net_hdr_v1_hash_tunnel`, Linux 6.17): what a TAP set to
+/// this header size and `TUN_F_UDP_TUNNEL_GSO` reads and writes.
+pub const TUNNEL_HDR_LEN: usize = 24;
+
+/// A VXLAN frame's headers before the inner IP packet: outer Ethernet,
+/// IPv4 (no options), UDP, VXLAN, inner Ethernet.
+pub const VXLAN_OUTER: usize = 14 + 20 + 8 + 8 + 14;
+
+const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+
+/// Where packets sit in what the coalescer writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The virtio-net header's size.
+    pub vnet: usize,
+    /// Bytes of encapsulation before the (inner) IP packet: 0 for a TUN
+    /// device, [`VXLAN_OUTER`] for VXLAN frames to an uplink TAP.
+    pub outer: usize,
+}
+
+impl Layout {
+    /// IP packets to a TUN device (`IFF_VNET_HDR`, legacy header).
+    pub const TUN: Layout = Layout {
+        vnet: VNET_HDR_LEN,
+        outer: 0,
+    };
+    /// VXLAN frames to a TAP with UDP-tunnel GSO: a merged frame becomes
+    /// one packet the kernel segments late (`GSO_TCPV4 | UDP_TUNNEL_IPV4`),
+    /// as its own vxlan device's packets are.
+    pub const VXLAN: Layout = Layout {
+        vnet: TUNNEL_HDR_LEN,
+        outer: VXLAN_OUTER,
+    };
+
+    /// Largest inner IP packet: 64 KiB, less the outer IP packet's share
+    /// of the encapsulation (its total length is 16 bits too).
+    fn max_inner(self) -> usize {
+        MAX_IP - self.outer.saturating_sub(14)
+    }
+}
+
 const F_NEEDS_CSUM: u8 = 1;
 const GSO_TCPV4: u8 = 1;
 const TCP_ACK: u8 = 0x10;
@@ -47,10 +89,27 @@ struct Seg {
     psh: bool,
 }
 
-/// Parses `pkt` as a coalescing candidate: IPv4 without options or
-/// fragmentation, TCP with ACK (and maybe PSH) only and a payload, lengths
-/// consistent.
-fn candidate(pkt: &[u8]) -> Option<Seg> {
+/// Parses `frame` as a coalescing candidate: for [`Layout::VXLAN`], a
+/// VXLAN frame over IPv4 without options, UDP checksum zero (as Linux's
+/// vxlan sends), carrying Ethernet + IPv4; then the (inner) packet is
+/// IPv4 without options or fragmentation, TCP with ACK (and maybe PSH)
+/// only and a payload, lengths consistent.
+fn candidate(frame: &[u8], lay: Layout) -> Option<Seg> {
+    if lay.outer > 0 {
+        let b = |i: usize| frame.get(i).copied();
+        let outer_ok = b(12)? == 0x08
+            && b(13)? == 0
+            && b(14)? == 0x45
+            && b(23)? == 17
+            && b(40)? == 0
+            && b(41)? == 0
+            && b(lay.outer - 2)? == 0x08
+            && b(lay.outer - 1)? == 0;
+        if !outer_ok {
+            return None;
+        }
+    }
+    let pkt = frame.get(lay.outer..)?;
     let b = |i: usize| pkt.get(i).copied();
     if b(0)? != 0x45 || b(9)? != 6 {
         return None;
@@ -98,6 +157,24 @@ fn tcp_checksum_ok(pkt: &[u8]) -> bool {
     c.finish() == 0
 }
 
+/// Whether frames `a` and `b` may share a run: the same outer headers but
+/// for the outer IP length, id and checksum and the UDP length, and
+/// [`same_flow`] inner packets.
+fn same_frame(a: &[u8], b: &[u8], hlen: usize, lay: Layout) -> bool {
+    if lay.outer > 0 {
+        let same = |r: std::ops::Range<usize>| matches!((a.get(r.clone()), b.get(r)), (Some(x), Some(y)) if x == y);
+        // Ethernet; IP version to TOS; flags to protocol; addresses and
+        // UDP ports; UDP checksum, VXLAN, inner Ethernet.
+        if !(same(0..16) && same(20..24) && same(26..38) && same(40..lay.outer)) {
+            return false;
+        }
+    }
+    match (a.get(lay.outer..), b.get(lay.outer..)) {
+        (Some(x), Some(y)) => same_flow(x, y, hlen),
+        _ => false,
+    }
+}
+
 /// Whether `a` and `b` may share a run: the same header fields except
 /// those that differ per segment (IP length, id, checksum; TCP sequence
 /// number, checksum, PSH).
@@ -132,10 +209,11 @@ struct Run {
     head_checked: bool,
 }
 
-/// A coalescing buffer: one per TUN port, allocated once.
+/// A coalescing buffer: one per port, allocated once.
 pub struct Coalescer {
-    /// The virtio-net header, then the packet being built.
+    /// The virtio-net header, then the packet (or frame) being built.
     buf: Box<[u8]>,
+    lay: Layout,
     len: usize,
     /// A packet is buffered (`len` may be 0 for an empty one).
     held: bool,
@@ -167,10 +245,17 @@ pub struct Written {
 }
 
 impl Coalescer {
-    /// A coalescer with room for the largest IPv4 packet.
+    /// A coalescer for a TUN device, with room for the largest IPv4
+    /// packet.
     pub fn new() -> Coalescer {
+        Coalescer::with_layout(Layout::TUN)
+    }
+
+    /// A coalescer writing `lay`'s packets or frames.
+    pub fn with_layout(lay: Layout) -> Coalescer {
         Coalescer {
-            buf: vec![0u8; VNET_HDR_LEN + MAX_IP].into_boxed_slice(),
+            buf: vec![0u8; lay.vnet + lay.outer + lay.max_inner()].into_boxed_slice(),
+            lay,
             len: 0,
             held: false,
             run: None,
@@ -193,13 +278,13 @@ impl Coalescer {
         let mut err = None;
         for pkt in pkts {
             // Parsed once: for joining the run, or for starting the next.
-            let seg = candidate(pkt);
+            let seg = candidate(pkt, self.lay);
             if self.append(pkt, seg) {
                 continue;
             }
             self.flush(&mut write, &mut w, &mut err);
             if !self.start(pkt, seg) {
-                // Larger than any IPv4 packet: cannot be written.
+                // Larger than any packet: cannot be written.
                 w.failed += 1;
                 err = Some(io::Error::from(io::ErrorKind::InvalidInput));
             } else if self.run.is_none() {
@@ -214,7 +299,8 @@ impl Coalescer {
     /// Copies `pkt` in as the start of a run (or as a lone packet when it
     /// is not a candidate); false if it does not fit.
     fn start(&mut self, pkt: &[u8], seg: Option<Seg>) -> bool {
-        let Some(dst) = self.buf.get_mut(VNET_HDR_LEN..VNET_HDR_LEN + pkt.len()) else {
+        let v = self.lay.vnet;
+        let Some(dst) = self.buf.get_mut(v..v + pkt.len()) else {
             return false;
         };
         dst.copy_from_slice(pkt);
@@ -236,32 +322,30 @@ impl Coalescer {
         let (Some(mut run), Some(s)) = (self.run, seg) else {
             return false;
         };
-        let head = self
-            .buf
-            .get(VNET_HDR_LEN..VNET_HDR_LEN + self.len)
-            .unwrap_or_default();
+        let (v, o) = (self.lay.vnet, self.lay.outer);
+        let head = self.buf.get(v..v + self.len).unwrap_or_default();
         if run.closed
             || s.hlen != run.hlen
             || s.seq != run.next_seq
             || s.payload > run.gso_size
-            || self.len + s.payload > MAX_IP
-            || !same_flow(head, pkt, run.hlen)
+            || self.len - o + s.payload > self.lay.max_inner()
+            || !same_frame(head, pkt, run.hlen, self.lay)
         {
             return false;
         }
         if !run.head_checked {
-            if !tcp_checksum_ok(head) {
+            if !tcp_checksum_ok(head.get(o..).unwrap_or_default()) {
                 return false;
             }
             run.head_checked = true;
         }
-        if !tcp_checksum_ok(pkt) {
+        if !tcp_checksum_ok(pkt.get(o..).unwrap_or_default()) {
             return false;
         }
-        let at = VNET_HDR_LEN + self.len;
+        let at = v + self.len;
         let (Some(dst), Some(src)) = (
             self.buf.get_mut(at..at + s.payload),
-            pkt.get(run.hlen..run.hlen + s.payload),
+            pkt.get(o + run.hlen..o + run.hlen + s.payload),
         ) else {
             return false;
         };
@@ -271,7 +355,7 @@ impl Coalescer {
         run.next_seq = run.next_seq.wrapping_add(s.payload as u32);
         run.closed = s.psh || s.payload < run.gso_size;
         if s.psh
-            && let Some(f) = self.buf.get_mut(VNET_HDR_LEN + 33)
+            && let Some(f) = self.buf.get_mut(v + o + 33)
         {
             *f |= TCP_PSH;
         }
@@ -290,14 +374,14 @@ impl Coalescer {
         }
         let run = self.run.take();
         let segs = run.map_or(1, |r| r.segs);
-        let mut hdr = [0u8; VNET_HDR_LEN];
+        let v = self.lay.vnet;
+        if let Some(h) = self.buf.get_mut(..v) {
+            h.fill(0);
+        }
         if let Some(r) = run.filter(|r| r.segs > 1) {
-            self.finish_merged(&r, &mut hdr);
+            self.finish_merged(&r);
         }
-        if let Some(h) = self.buf.get_mut(..VNET_HDR_LEN) {
-            h.copy_from_slice(&hdr);
-        }
-        let out = self.buf.get(..VNET_HDR_LEN + self.len).unwrap_or_default();
+        let out = self.buf.get(..v + self.len).unwrap_or_default();
         w.writes += 1;
         if let Err(e) = write(out) {
             w.failed += segs;
@@ -308,15 +392,31 @@ impl Coalescer {
     }
 
     /// Rewrites the merged packet's IP length and checksum and its TCP
-    /// checksum field (the pseudo-header sum, for the kernel to finish), and
-    /// fills `hdr` for TSO.
-    fn finish_merged(&mut self, r: &Run, hdr: &mut [u8; VNET_HDR_LEN]) {
-        let Ok(total) = u16::try_from(self.len) else {
+    /// checksum field (the pseudo-header sum, for the kernel to finish),
+    /// the outer IP and UDP lengths of a VXLAN frame, and fills the
+    /// virtio-net header for TSO (through the tunnel).
+    fn finish_merged(&mut self, r: &Run) {
+        let (v, o) = (self.lay.vnet, self.lay.outer);
+        let Ok(total) = u16::try_from(self.len - o) else {
             return;
         };
+        if o > 0
+            && let Some(f) = self
+                .buf
+                .get_mut(v..)
+                .and_then(|b| b.first_chunk_mut::<42>())
+        {
+            let outer_ip = usize::from(total) + o - 14;
+            let udp = outer_ip - 20;
+            f[16..18].copy_from_slice(&u16::try_from(outer_ip).unwrap_or(0).to_be_bytes());
+            f[24..26].fill(0);
+            let c = encap::checksum::internet_checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f[38..40].copy_from_slice(&u16::try_from(udp).unwrap_or(0).to_be_bytes());
+        }
         let Some(p) = self
             .buf
-            .get_mut(VNET_HDR_LEN..)
+            .get_mut(v + o..)
             .and_then(|b| b.first_chunk_mut::<40>())
         else {
             return;
@@ -330,20 +430,35 @@ impl Coalescer {
         };
         let partial = pseudo_header_v4(src, dst, 6, total - 20).sum();
         p[36..38].copy_from_slice(&partial.to_be_bytes());
-        // struct virtio_net_hdr, in the host's byte order (a TUN device
-        // without TUNSETVNETBE/LE on a little-endian host).
-        let put = |h: &mut [u8; VNET_HDR_LEN], at: usize, v: usize| {
-            let v = u16::try_from(v).unwrap_or(u16::MAX).to_ne_bytes();
-            if let Some(d) = h.get_mut(at..at + 2) {
-                d.copy_from_slice(&v);
+        // struct virtio_net_hdr (and _v1_hash_tunnel's offsets), in the
+        // host's byte order (a TUN device without TUNSETVNETBE/LE on a
+        // little-endian host).
+        let Some(hdr) = self.buf.get_mut(..v) else {
+            return;
+        };
+        let mut put = |at: usize, x: usize| {
+            let x = u16::try_from(x).unwrap_or(u16::MAX).to_ne_bytes();
+            if let Some(d) = hdr.get_mut(at..at + 2) {
+                d.copy_from_slice(&x);
             }
         };
-        hdr[0] = F_NEEDS_CSUM;
-        hdr[1] = GSO_TCPV4;
-        put(hdr, 2, r.hlen);
-        put(hdr, 4, r.gso_size);
-        put(hdr, 6, 20);
-        put(hdr, 8, 16);
+        put(2, o + r.hlen);
+        put(4, r.gso_size);
+        put(6, o + 20);
+        put(8, 16);
+        if o > 0 {
+            // Outer transport header, inner network header.
+            put(20, 34);
+            put(22, o);
+        }
+        if let Some(h) = hdr.first_chunk_mut::<2>() {
+            h[0] = F_NEEDS_CSUM;
+            h[1] = if o > 0 {
+                GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4
+            } else {
+                GSO_TCPV4
+            };
+        }
     }
 }
 
@@ -470,284 +585,5 @@ pub mod fuzzing {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::fuzzing::tcp_segment;
-    use super::*;
-
-    fn run(pkts: &[Vec<u8>]) -> (Vec<Vec<u8>>, Written) {
-        let mut c = Coalescer::new();
-        let mut out = Vec::new();
-        let (w, e) = c.write_batch(pkts.iter().map(|p| p.as_slice()), |b| {
-            out.push(b.to_vec());
-            Ok(b.len())
-        });
-        assert!(e.is_none());
-        (out, w)
-    }
-
-    /// What the kernel does with a TSO write: the segments back, with
-    /// their checksums completed from the partial one.
-    fn resegment(w: &[u8]) -> Vec<Vec<u8>> {
-        let (h, p) = w.split_at(VNET_HDR_LEN);
-        if h[1] == 0 {
-            return vec![p.to_vec()];
-        }
-        let hlen = usize::from(u16::from_ne_bytes([h[2], h[3]]));
-        let gso = usize::from(u16::from_ne_bytes([h[4], h[5]]));
-        let seq0 = u32::from_be_bytes([p[24], p[25], p[26], p[27]]);
-        let body = &p[hlen..];
-        let n = body.len().div_ceil(gso);
-        (0..n)
-            .map(|i| {
-                let chunk = &body[i * gso..((i + 1) * gso).min(body.len())];
-                let flags = if i + 1 == n { p[33] } else { p[33] & !TCP_PSH };
-                tcp_segment(seq0 + (i * gso) as u32, chunk, flags, &p[40..hlen])
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_burst_of_one_flow_becomes_one_tso_write_that_segments_back() {
-        let opts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
-        let pkts: Vec<Vec<u8>> = (0..5u32)
-            .map(|i| {
-                let flags = if i == 4 { TCP_ACK | TCP_PSH } else { TCP_ACK };
-                let len = if i == 4 { 300 } else { 1000 };
-                tcp_segment(1000 + i * 1000, &vec![i as u8; len], flags, &opts)
-            })
-            .collect();
-        let (out, w) = run(&pkts);
-        assert_eq!(
-            w,
-            Written {
-                writes: 1,
-                failed: 0
-            }
-        );
-        let h = &out[0][..VNET_HDR_LEN];
-        assert_eq!((h[0], h[1]), (F_NEEDS_CSUM, GSO_TCPV4));
-        assert_eq!(u16::from_ne_bytes([h[4], h[5]]), 1000);
-        let p = &out[0][VNET_HDR_LEN..];
-        assert_eq!(p.len(), 52 + 4300);
-        assert_eq!(encap::checksum::internet_checksum(&p[..20]), 0);
-        // The kernel finishes the checksum from the partial one: the sum
-        // from csum_start, field included, complemented.
-        let mut q = p.to_vec();
-        let mut c = Checksum::new();
-        c.add_bytes(&q[20..]);
-        q[36..38].copy_from_slice(&c.finish().to_be_bytes());
-        assert!(tcp_checksum_ok(&q));
-        let back = resegment(&out[0]);
-        // IP ids differ (the kernel makes its own); compare the rest.
-        let strip = |v: &Vec<u8>| [&v[..4], &v[6..10], &v[12..]].concat();
-        assert_eq!(
-            back.iter().map(strip).collect::<Vec<_>>(),
-            pkts.iter().map(strip).collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn gaps_other_flows_bad_checksums_and_non_candidates_are_written_alone() {
-        let a = tcp_segment(1, &[1; 100], TCP_ACK, &[]);
-        let gap = tcp_segment(500, &[2; 100], TCP_ACK, &[]);
-        let mut other = tcp_segment(201, &[3; 100], TCP_ACK, &[]);
-        other[22..24].copy_from_slice(&5202u16.to_be_bytes());
-        let mut corrupt = tcp_segment(101, &[4; 100], TCP_ACK, &[]);
-        corrupt[60] ^= 1;
-        let syn = tcp_segment(101, &[5; 100], 0x02, &[]);
-        let pure_ack = tcp_segment(101, &[], TCP_ACK, &[]);
-        for b in [gap, other, corrupt, syn, pure_ack] {
-            let (out, w) = run(&[a.clone(), b.clone()]);
-            assert_eq!(w.writes, 2);
-            assert_eq!(out[0][..VNET_HDR_LEN], [0; VNET_HDR_LEN]);
-            assert_eq!(out[0][VNET_HDR_LEN..], a[..]);
-            assert_eq!(out[1][VNET_HDR_LEN..], b[..]);
-        }
-        // After PSH, or after a short segment, the run is closed.
-        let psh = tcp_segment(1, &[1; 100], TCP_ACK | TCP_PSH, &[]);
-        let (_, w) = run(&[psh, tcp_segment(101, &[1; 100], TCP_ACK, &[])]);
-        assert_eq!(w.writes, 2);
-        let (_, w) = run(&[
-            tcp_segment(1, &[1; 100], TCP_ACK, &[]),
-            tcp_segment(101, &[1; 50], TCP_ACK, &[]),
-            tcp_segment(151, &[1; 100], TCP_ACK, &[]),
-        ]);
-        assert_eq!(w.writes, 2);
-        // Malformed bytes pass through untouched, an empty packet too (the
-        // kernel refuses it, and the failed write counts it).
-        let (out, w) = run(&[vec![0x45, 0, 0], vec![]]);
-        assert_eq!(w.writes, 2);
-        assert_eq!(out[1], [0; VNET_HDR_LEN]);
-        assert_eq!(out[0][VNET_HDR_LEN..], [0x45, 0, 0]);
-    }
-
-    /// The first segment of a run is checked only when a second one joins
-    /// (a lone segment is written as it came): a corrupt head must not be
-    /// merged with the sound segments after it, which go on as a run.
-    #[test]
-    fn a_corrupt_first_segment_is_written_alone_and_the_rest_merge() {
-        let mut head = tcp_segment(1, &[1; 100], TCP_ACK, &[]);
-        head[70] ^= 0x10;
-        assert!(!tcp_checksum_ok(&head));
-        let rest: Vec<Vec<u8>> = (1..4u32)
-            .map(|i| tcp_segment(1 + i * 100, &[1; 100], TCP_ACK, &[]))
-            .collect();
-        let mut pkts = vec![head.clone()];
-        pkts.extend(rest.iter().cloned());
-        let (out, w) = run(&pkts);
-        assert_eq!(w.writes, 2, "the head alone, then one run of three");
-        assert_eq!(out[0][..VNET_HDR_LEN], [0; VNET_HDR_LEN]);
-        assert_eq!(out[0][VNET_HDR_LEN..], head[..]);
-        assert_eq!(out[1][1], GSO_TCPV4);
-        let strip = |v: &Vec<u8>| [&v[..4], &v[6..10], &v[12..]].concat();
-        assert_eq!(
-            resegment(&out[1]).iter().map(strip).collect::<Vec<_>>(),
-            rest.iter().map(strip).collect::<Vec<_>>()
-        );
-        // A corrupt head with nothing after it is written as it came.
-        let (out, w) = run(std::slice::from_ref(&head));
-        assert_eq!((w.writes, &out[0][VNET_HDR_LEN..]), (1, &head[..]));
-    }
-
-    /// Recomputes the IPv4 header and TCP checksums of `p` after an edit.
-    fn refix(p: &mut [u8]) {
-        p[10..12].copy_from_slice(&[0, 0]);
-        let ipc = encap::checksum::internet_checksum(&p[..20]);
-        p[10..12].copy_from_slice(&ipc.to_be_bytes());
-        p[36..38].copy_from_slice(&[0, 0]);
-        let ip: &[u8; 20] = p[..20].try_into().unwrap();
-        let (src, dst) = addrs(ip);
-        let mut c = pseudo_header_v4(src, dst, 6, (p.len() - 20) as u16);
-        c.add_bytes(&p[20..]);
-        let tc = c.finish();
-        p[36..38].copy_from_slice(&tc.to_be_bytes());
-    }
-
-    /// A second segment that continues the first's sequence but differs in
-    /// one header byte the kernel requires equal (tcp_gro_receive's flush
-    /// conditions) is not merged; one that differs only where segments
-    /// may (IP id and checksum, TCP checksum) is.
-    #[test]
-    fn only_segments_of_one_flow_with_equal_headers_merge() {
-        let opts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
-        let a = tcp_segment(1, &[7; 100], TCP_ACK, &opts);
-        let hlen = 52;
-        for at in (0..2)
-            .chain(6..10)
-            .chain(12..24)
-            .chain(28..36)
-            .chain(40..hlen)
-        {
-            if at == 9 || at == 32 || at == 33 {
-                continue; // protocol, data offset and flags: not candidates then
-            }
-            let mut b = tcp_segment(101, &[7; 100], TCP_ACK, &opts);
-            b[at] ^= 0x04;
-            refix(&mut b);
-            let (_, w) = run(&[a.clone(), b]);
-            assert_eq!(w.writes, 2, "merged although byte {at} differs");
-        }
-        // The IP id may differ, and so may the urgent pointer (URG is
-        // never set in a candidate; Linux compares neither).
-        for at in [4, 5, 38, 39] {
-            let mut b = tcp_segment(101, &[7; 100], TCP_ACK, &opts);
-            b[at] ^= 0x5a;
-            refix(&mut b);
-            let (_, w) = run(&[a.clone(), b]);
-            assert_eq!(w.writes, 1, "byte {at} may differ");
-        }
-        // Another flow whose sequence number happens to continue this one's.
-        let mut other = tcp_segment(101, &[7; 100], TCP_ACK, &opts);
-        other[22..24].copy_from_slice(&5202u16.to_be_bytes());
-        refix(&mut other);
-        assert_eq!(run(&[a.clone(), other]).1.writes, 2);
-    }
-
-    #[test]
-    fn what_is_not_a_whole_plain_tcp_segment_is_written_alone() {
-        let a = tcp_segment(1, &[1; 100], TCP_ACK, &[]);
-        type Edit = fn(&mut Vec<u8>);
-        let edits: [(&str, Edit); 5] = [
-            ("more fragments", |p| p[6] |= 0x20),
-            ("fragment offset", |p| p[7] = 1),
-            ("URG", |p| p[33] |= 0x20),
-            ("IP options", |p| p[0] = 0x46),
-            ("length beyond the buffer", |p| p[3] = p[3].wrapping_add(4)),
-        ];
-        for (what, edit) in edits {
-            let mut b = tcp_segment(101, &[1; 100], TCP_ACK, &[]);
-            edit(&mut b);
-            if what != "IP options" {
-                refix(&mut b);
-            }
-            let (out, w) = run(&[a.clone(), b.clone()]);
-            assert_eq!(w.writes, 2, "{what}");
-            assert_eq!(out[1][VNET_HDR_LEN..], b[..], "{what}: written as it came");
-            assert!(candidate(&b).is_none(), "{what}");
-        }
-        assert!(candidate(&a).is_some());
-    }
-
-    /// A run may fill an IPv4 packet exactly (65535 bytes), and a segment
-    /// larger than the run's size may not join it.
-    #[test]
-    fn a_run_fills_an_ipv4_packet_exactly_and_no_larger_segment_joins() {
-        // 40 header bytes + 5 x 13099 = 65535.
-        let pkts: Vec<Vec<u8>> = (0..5u32)
-            .map(|i| tcp_segment(1 + i * 13099, &vec![3; 13099], TCP_ACK, &[]))
-            .collect();
-        let (out, w) = run(&pkts);
-        assert_eq!(w.writes, 1, "exactly the limit fits");
-        assert_eq!(out[0].len() - VNET_HDR_LEN, MAX_IP);
-        let (_, w) = run(&[
-            tcp_segment(1, &[1; 100], TCP_ACK, &[]),
-            tcp_segment(101, &[1; 101], TCP_ACK, &[]),
-        ]);
-        assert_eq!(w.writes, 2, "a larger segment starts a new run");
-    }
-
-    #[test]
-    fn a_failed_write_counts_every_segment_in_it() {
-        let pkts: Vec<Vec<u8>> = (0..3u32)
-            .map(|i| tcp_segment(1 + i * 100, &[0; 100], TCP_ACK, &[]))
-            .collect();
-        let mut c = Coalescer::new();
-        let (w, e) = c.write_batch(pkts.iter().map(|p| p.as_slice()), |_| {
-            Err(io::Error::other("down"))
-        });
-        assert_eq!(
-            w,
-            Written {
-                writes: 1,
-                failed: 3
-            }
-        );
-        assert!(e.is_some());
-    }
-
-    #[test]
-    fn a_packet_larger_than_ipv4_allows_is_counted_not_written() {
-        let mut c = Coalescer::new();
-        let big = vec![0u8; MAX_IP + 1];
-        let (w, e) = c.write_batch([big.as_slice()], |_| Ok(0));
-        assert_eq!(
-            w,
-            Written {
-                writes: 0,
-                failed: 1
-            }
-        );
-        assert!(e.is_some());
-    }
-
-    #[test]
-    fn the_run_stops_below_the_ipv4_length_limit() {
-        let pkts: Vec<Vec<u8>> = (0..50u32)
-            .map(|i| tcp_segment(1 + i * 1400, &[9; 1400], TCP_ACK, &[]))
-            .collect();
-        let (out, w) = run(&pkts);
-        assert_eq!(w.writes, 2);
-        assert!(out.iter().all(|o| o.len() - VNET_HDR_LEN <= MAX_IP));
-        assert_eq!(out.iter().map(|o| resegment(o).len()).sum::<usize>(), 50);
-    }
-}
+#[path = "gro_tests.rs"]
+mod tests;
