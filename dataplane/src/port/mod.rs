@@ -12,6 +12,8 @@ use crate::buf::Buf;
 pub mod fake;
 pub mod gro;
 #[cfg(feature = "io")]
+pub mod tap;
+#[cfg(feature = "io")]
 pub mod tun;
 #[cfg(feature = "io")]
 pub mod xdp;
