@@ -118,6 +118,8 @@ struct RawNode {
     uplink_mtu: Option<u32>,
     #[serde(default)]
     host_interface: Option<String>,
+    #[serde(default)]
+    uplink_mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +205,8 @@ pub struct Config {
     pub name: String,
     /// Uplink interface.
     pub uplink: String,
+    /// How the uplink sends (`node.uplink_mode`).
+    pub uplink_mode: crate::uplink_mode::UplinkMode,
     /// Node IP on the uplink.
     pub ip: Ipv4Addr,
     /// This node's pod CIDR.
@@ -612,9 +616,14 @@ impl Config {
         let metrics = metrics
             .parse()
             .or_else(|_| err("admin.metrics", format!("{metrics:?} is not ADDRESS:PORT")))?;
+        let uplink_mode = match &n.uplink_mode {
+            None => Default::default(),
+            Some(m) => m.parse().or_else(|e| err("node.uplink_mode", e))?,
+        };
         Ok(Config {
             name: n.name.clone(),
             uplink: n.uplink.clone(),
+            uplink_mode,
             ip,
             pod_cidr,
             pod_cidr_from_api,
@@ -725,6 +734,11 @@ peers:
                 "[10.244.0.0/16, 10.96.0.0/12]",
                 "[10.244.0.0/16, 10.96.0.0/40]",
                 "cluster_cidrs[1]",
+            ),
+            (
+                "uplink: eth0",
+                "uplink: eth0\n  uplink_mode: xdp",
+                "node.uplink_mode",
             ),
         ];
         for (from, to, field) in cases {

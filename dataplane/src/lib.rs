@@ -36,6 +36,7 @@ pub mod reserved_ports;
 pub mod route;
 pub mod services;
 pub mod shaper;
+pub mod uplink_mode;
 pub mod worker;
 
 #[cfg(test)]

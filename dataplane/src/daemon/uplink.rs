@@ -9,8 +9,11 @@ use std::sync::{Arc, OnceLock};
 use nat::{ConntrackConfig, SnatConfig};
 
 use crate::config::Config;
+use crate::port::Port;
+use crate::port::tap::{OffloadUplink, Redirect, UplinkTap};
 use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
 use crate::route::Routes;
+use crate::uplink_mode::UplinkMode;
 use crate::worker::{Mesh, Role, Waker, Worker};
 
 /// The program, the workers (each with its uplink queue's port), what
@@ -22,10 +25,15 @@ pub(super) type Built = (
     BindMode,
 );
 
-/// How the uplink's AF_XDP sockets are bound.
+/// How the uplink moves frames: the mode chosen and why, and how its
+/// AF_XDP sockets are bound.
 #[derive(Clone, Debug, Default)]
 pub(super) struct BindMode {
-    /// Why they copy frames (the driver refused zero-copy); `None`:
+    /// `afxdp` or `offload`.
+    pub mode: UplinkMode,
+    /// Why that mode.
+    pub why: String,
+    /// Why the sockets copy frames (the driver refused zero-copy); `None`:
     /// zero-copy.
     pub copy_reason: Option<String>,
 }
@@ -34,7 +42,9 @@ impl BindMode {
     /// Lines for `sluice status`.
     pub fn status(&self) -> String {
         format!(
-            "uplink_mode afxdp\nuplink_zero_copy {}\n{}",
+            "uplink_mode {}\nuplink_mode_reason {}\nuplink_zero_copy {}\n{}",
+            self.mode,
+            self.why,
             self.copy_reason.is_none(),
             self.copy_reason
                 .as_ref()
@@ -45,6 +55,9 @@ impl BindMode {
     /// Prometheus lines.
     pub fn metrics(&self) -> String {
         format!(
+            "# HELP sluice_uplink_offload Whether the uplink sends through the offload TAP (1: super-packets the kernel segments) or AF_XDP (0).\n# TYPE sluice_uplink_offload gauge\nsluice_uplink_offload {}\n",
+            u8::from(self.mode == UplinkMode::Offload)
+        ) + &format!(
             "# HELP sluice_uplink_zero_copy Whether the uplink's AF_XDP sockets are bound in zero-copy mode (1) or copy mode (0; `sluice status` says why).\n# TYPE sluice_uplink_zero_copy gauge\nsluice_uplink_zero_copy {}\n",
             u8::from(self.copy_reason.is_none())
         )
@@ -113,9 +126,22 @@ pub(super) fn build(
         ),
         None => tracing::info!("uplink {}: AF_XDP in zero-copy mode", cfg.uplink),
     }
+    let (chosen, why) = cfg
+        .uplink_mode
+        .choose(copy_why.is_none(), crate::port::tap::probe_tunnel_gso)
+        .map_err(std::io::Error::other)?;
+    tracing::info!("uplink {}: mode {chosen} ({why})", cfg.uplink);
+    let redirect = if chosen == UplinkMode::Offload {
+        Some(offload_tap(&cfg.uplink, n)?)
+    } else {
+        None
+    };
     let mode = BindMode {
+        mode: chosen,
+        why,
         copy_reason: copy_why,
     };
+    let mut taps = redirect.map(|(r, q)| (r, q.into_iter()));
     let mut workers = Vec::with_capacity(n);
     for (i, (mut w, mut port)) in parts.into_iter().enumerate() {
         port.steer_with(&prog, i as u32)?;
@@ -124,8 +150,32 @@ pub(super) fn build(
         } else {
             cfg.uplink.clone()
         };
-        w.add_port_labelled(Box::new(port), Role::Uplink, label);
+        let port: Box<dyn Port> = match taps.as_mut() {
+            Some((r, queues)) => {
+                let q = queues
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("offload TAP: a queue short"))?;
+                Box::new(OffloadUplink::new(port, q, r.clone()))
+            }
+            None => Box::new(port),
+        };
+        w.add_port_labelled(port, Role::Uplink, label);
         workers.push(w);
     }
     Ok((prog, workers, wakers, mode))
+}
+
+/// The offload TAP's name: one per node (a daemon taking over opens more
+/// queues on it).
+pub(super) const OFFLOAD_TAP: &str = "sluice-up";
+
+/// Opens `n` queues of the offload TAP, brings it up and redirects it to
+/// `uplink`.
+fn offload_tap(uplink: &str, n: usize) -> std::io::Result<(Arc<Redirect>, Vec<UplinkTap>)> {
+    let queues = (0..n)
+        .map(|_| UplinkTap::open(OFFLOAD_TAP))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    UplinkTap::prepare(OFFLOAD_TAP)?;
+    let redirect = Arc::new(Redirect::attach(OFFLOAD_TAP, uplink)?);
+    Ok((redirect, queues))
 }

@@ -66,6 +66,8 @@ pub struct Topology {
     cluster: Option<PathBuf>,
     /// The daemons' `PATH` (`None`: the caller's).
     daemon_path: Option<std::ffi::OsString>,
+    /// Both nodes' `node.uplink_mode` (`None`: the default).
+    uplink_mode: Option<&'static str>,
 }
 
 static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -157,7 +159,18 @@ impl Topology {
             kube: None,
             cluster: None,
             daemon_path: None,
+            uplink_mode: None,
         })
+    }
+
+    /// [`Topology::build_tun`] with both nodes' `node.uplink_mode` set to
+    /// `mode` (`offload`: sending through the offload TAP).
+    pub fn build_tun_with_mode(sluice: &Path, mode: &'static str) -> io::Result<Topology> {
+        let mut t = Self::empty(1)?;
+        t.b_kind = "tun";
+        t.uplink_mode = Some(mode);
+        build(&mut t, sluice)?;
+        Ok(t)
     }
 
     /// [`Topology::build`] with the daemons started with a `PATH` that
@@ -268,12 +281,15 @@ fn config(t: &Topology, i: usize, cores: &str) -> String {
         ),
         (None, false) => source,
     };
+    let mode = t
+        .uplink_mode
+        .map_or(String::new(), |m| format!("  uplink_mode: {m}\n"));
     format!(
         "node:
   name: node-{tag}
   uplink: {uplink}
   ip: {ip}
-{pod_cidr}  gateway: {EXT}
+{mode}{pod_cidr}  gateway: {EXT}
 cluster_cidrs: [10.244.0.0/16, 10.96.0.0/12]
 {source}
 workers:
