@@ -119,29 +119,86 @@ const TCP_NAME: &str = "TCP bulk (iperf3, 1 stream), TUN pod -> TUN pod on anoth
 
 /// iperf3 Gbit/s per run for (kernel, Sluice); a side not selected has no
 /// runs. An iperf3 error fails the whole run.
+/// One iperf3 run: Gbit/s, and the machine's core-seconds per GB moved
+/// over the run (every process: both pods' iperf3 and their stacks, the
+/// nodes' kernels and Sluice's workers).
+#[derive(Clone, Copy, Debug)]
+struct TcpRun {
+    gbps: f64,
+    cpu_per_gb: f64,
+}
+
+/// Busy time of all CPUs so far, in core-seconds (`/proc/stat`).
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next() else {
+        return 0.0;
+    };
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle, iowait.
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, x)| x)
+        .sum();
+    busy as f64 / 100.0
+}
+
+fn iperf_run(client: &str, server: &str, addr: Ipv4Addr, secs: u32) -> Result<TcpRun, String> {
+    let b0 = machine_busy();
+    let (gbps, _) = netbench::iperf(client, server, addr, false, secs)?;
+    let cpu = machine_busy() - b0;
+    let gb = gbps * f64::from(secs) / 8.0;
+    Ok(TcpRun {
+        gbps,
+        cpu_per_gb: if gb > 0.0 { cpu / gb } else { 0.0 },
+    })
+}
+
+/// iperf3 runs for (kernel, Sluice with the AF_XDP uplink, Sluice with the
+/// offload uplink); a side not selected has no runs. An iperf3 error fails
+/// the whole run.
+#[allow(clippy::type_complexity)]
 fn tcp_runs(
     sluice: &Path,
     runs: usize,
     secs: u32,
     sides: [bool; 2],
-) -> Result<(Vec<f64>, Vec<f64>), String> {
+) -> Result<(Vec<TcpRun>, Vec<TcpRun>, Vec<TcpRun>), String> {
     let b1 = Ipv4Addr::new(10, 244, 2, 2);
-    let (mut k, mut s) = (Vec::new(), Vec::new());
+    let (mut k, mut s, mut o) = (Vec::new(), Vec::new(), Vec::new());
+    let offload = dataplane::port::tap::probe_tunnel_gso().is_ok();
     for run in 0..runs {
         if sides[1] {
             let t = Topology::build_tun(sluice).map_err(|e| e.to_string())?;
-            let g = netbench::iperf(&t.ns("a1"), &t.ns("b1"), b1, false, secs)
-                .map_err(|e| format!("TCP run {} Sluice: {e}", run + 1))?;
-            s.push(g.0);
+            s.push(
+                iperf_run(&t.ns("a1"), &t.ns("b1"), b1, secs)
+                    .map_err(|e| format!("TCP run {} Sluice: {e}", run + 1))?,
+            );
+            drop(t);
+            if offload {
+                let t =
+                    Topology::build_tun_with_mode(sluice, "offload").map_err(|e| e.to_string())?;
+                o.push(
+                    iperf_run(&t.ns("a1"), &t.ns("b1"), b1, secs)
+                        .map_err(|e| format!("TCP run {} Sluice offload: {e}", run + 1))?,
+                );
+            }
         }
         if sides[0] {
             let kp = KernelPath::build()?;
-            let g = netbench::iperf(&kp.name("a1"), &kp.name("b1"), b1, false, secs)
-                .map_err(|e| format!("TCP run {} kernel: {e}", run + 1))?;
-            k.push(g.0);
+            k.push(
+                iperf_run(&kp.name("a1"), &kp.name("b1"), b1, secs)
+                    .map_err(|e| format!("TCP run {} kernel: {e}", run + 1))?,
+            );
         }
     }
-    Ok((k, s))
+    Ok((k, s, o))
 }
 
 fn machine() -> String {
@@ -358,13 +415,29 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     let tcp = if run_tcp {
         let t = if cli.smoke { 1 } else { 5 };
-        let (k, s) = tcp_runs(&sluice, runs, t, sides)?;
-        let line = format!(
-            "| {TCP_NAME} | Sluice {} Gbit/s | kernel vxlan {} Gbit/s | ratio **{}** |",
-            report::fmt_spread(median(s.clone()), 1.0, 2),
-            report::fmt_spread(median(k.clone()), 1.0, 2),
-            report::fmt_spread(report::paired_ratio(&s, &k), 1.0, 2),
+        let (k, s, o) = tcp_runs(&sluice, runs, t, sides)?;
+        let g = |v: &[TcpRun]| v.iter().map(|r| r.gbps).collect::<Vec<_>>();
+        let c = |v: &[TcpRun]| v.iter().map(|r| r.cpu_per_gb).collect::<Vec<_>>();
+        let row = |label: &str, v: &[TcpRun]| {
+            format!(
+                "| {TCP_NAME} | {label} | {} | {} | **{}** | {} |",
+                report::fmt_spread(median(g(v)), 1.0, 2),
+                report::fmt_spread(median(c(v)), 1.0, 2),
+                report::fmt_spread(report::paired_ratio(&g(v), &g(&k)), 1.0, 2),
+                report::fmt_spread(report::paired_ratio(&c(v), &c(&k)), 1.0, 2),
+            )
+        };
+        let mut line = String::new();
+        line += &format!(
+            "| {TCP_NAME} | kernel vxlan | {} | {} | | |\n",
+            report::fmt_spread(median(g(&k)), 1.0, 2),
+            report::fmt_spread(median(c(&k)), 1.0, 2),
         );
+        line += &row("Sluice, AF_XDP uplink (copy mode)", &s);
+        if !o.is_empty() {
+            line += "\n";
+            line += &row("Sluice, offload uplink (TAP, UDP-tunnel GSO)", &o);
+        }
         println!("{line}");
         Some(line)
     } else {
@@ -436,7 +509,7 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(l) = tcp {
                 let _ = writeln!(
                     doc,
-                    "## TCP through TUN pods\n\n| scenario | Sluice | kernel | ratio (per-run) |\n|---|---|---|---|\n{l}\n"
+                    "## TCP through TUN pods\n\nCPU: the whole machine's busy core-seconds over the run (both pods' iperf3 and stacks, both nodes) per GB moved. Ratios per run against the kernel path's run.\n\n| scenario | dataplane | Gbit/s | core-s per GB | Sluice/kernel Gbit/s | Sluice/kernel CPU per GB |\n|---|---|---|---|---|---|\n{l}\n"
                 );
             }
             if let Some(t) = svc {
