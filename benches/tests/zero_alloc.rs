@@ -630,3 +630,36 @@ fn service_flows_do_not_allocate() {
     assert_eq!(per_new, 0.0, "allocations per new service flow");
     assert_eq!(ct.len(), N as usize);
 }
+
+/// Issue 17: the offload uplink's transmit path (VXLAN frames of a TCP
+/// flow merged into UDP-tunnel GSO writes, in a buffer allocated once)
+/// allocates nothing per batch.
+#[test]
+fn uplink_coalescing_does_not_allocate() {
+    use dataplane::port::gro::fuzzing::tcp_segment;
+    use dataplane::port::gro::{Coalescer, Layout};
+    let frames: Vec<Vec<u8>> = (0..32u32)
+        .map(|i| {
+            let mut inner = vec![0x0a, 0x58, 0, 0, 0, 2, 0x0a, 0x58, 0, 0, 0, 1, 0x08, 0x00];
+            inner.extend_from_slice(&tcp_segment(1 + i * 1400, &[7; 1400], 0x10, &[]));
+            vxlan_frame(&inner)
+        })
+        .collect();
+    let mut c = Coalescer::with_layout(Layout::VXLAN);
+    let mut writes = 0usize;
+    // The measurement can fail: the batch must really be merged.
+    let (w, _) = c.write_batch(frames.iter().map(Vec::as_slice), |b| Ok(b.len()));
+    assert_eq!(w.writes, 1, "32 segments of one flow, one write");
+    assert_eq!(
+        count(N, || {
+            let (w, e) = c.write_batch(frames.iter().map(Vec::as_slice), |b| {
+                writes += 1;
+                Ok(black_box(b).len())
+            });
+            assert!(e.is_none() && w.failed == 0);
+        }),
+        0.0,
+        "VXLAN coalescing"
+    );
+    assert_eq!(writes as u64, N);
+}
