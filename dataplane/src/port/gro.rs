@@ -515,7 +515,9 @@ pub mod fuzzing {
     /// in order; a lone packet is written unchanged behind an empty header; a
     /// coalesced write carries exactly the payloads of the segments it took,
     /// each of which had a valid TCP checksum (the first one too), with a
-    /// correct IP header.
+    /// correct IP header. Run twice: as IP packets to a TUN device and as
+    /// VXLAN frames to the uplink TAP (outer lengths and checksum right
+    /// too, the outer IP within 64 KiB).
     pub fn harness(data: &[u8]) {
         let mut pkts: Vec<Vec<u8>> = Vec::new();
         let mut seq = 1u32;
@@ -547,30 +549,77 @@ pub mod fuzzing {
             seq = seq.wrapping_add(gap + size as u32);
             pkts.push(p);
         }
+        check(&pkts, Layout::TUN);
+        // The same packets as VXLAN frames, for the uplink TAP.
+        let frames: Vec<Vec<u8>> = pkts.iter().map(|p| vxlan_wrap(p)).collect();
+        check(&frames, Layout::VXLAN);
+    }
+
+    /// `inner` behind fixed outer headers (Ethernet, IPv4, UDP without a
+    /// checksum, VXLAN VNI 1, inner Ethernet), lengths and checksum right.
+    pub fn vxlan_wrap(inner: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; VXLAN_OUTER];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        let ip_len = u16::try_from(VXLAN_OUTER - 14 + inner.len()).unwrap_or(u16::MAX);
+        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..34].copy_from_slice(&[192, 168, 77, 1, 192, 168, 77, 2]);
+        let c = encap::checksum::internet_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..38].copy_from_slice(&[0x9c, 0x40, 0x21, 0x18]);
+        f[38..40].copy_from_slice(&(ip_len.wrapping_sub(20)).to_be_bytes());
+        f[42] = 0x08;
+        f[48] = 1;
+        f[62] = 0x08;
+        f.extend_from_slice(inner);
+        f
+    }
+
+    /// Writes `pkts` through a coalescer of layout `lay` and checks the
+    /// invariants of [`harness`].
+    fn check(pkts: &[Vec<u8>], lay: Layout) {
         let mut writes: Vec<Vec<u8>> = Vec::new();
-        let (w, err) = Coalescer::new().write_batch(pkts.iter().map(Vec::as_slice), |b| {
-            writes.push(b.to_vec());
-            Ok(b.len())
-        });
+        let (w, err) =
+            Coalescer::with_layout(lay).write_batch(pkts.iter().map(Vec::as_slice), |b| {
+                writes.push(b.to_vec());
+                Ok(b.len())
+            });
         assert_eq!((w.failed, err.is_none()), (0, true));
         assert_eq!(w.writes, writes.len());
+        let (v, o) = (lay.vnet, lay.outer);
         let mut i = 0;
         for out in &writes {
-            let (h, p) = out.split_at(VNET_HDR_LEN);
+            let (h, f) = out.split_at(v);
             if h[1] == 0 {
-                assert_eq!(h, [0; VNET_HDR_LEN]);
-                assert_eq!(Some(p), pkts.get(i).map(Vec::as_slice));
+                assert!(h.iter().all(|b| *b == 0));
+                assert_eq!(Some(f), pkts.get(i).map(Vec::as_slice));
                 i += 1;
                 continue;
             }
+            if o > 0 {
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([f[16], f[17]])),
+                    f.len() - 14
+                );
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([f[38], f[39]])),
+                    f.len() - 34
+                );
+                assert_eq!(encap::checksum::internet_checksum(&f[14..34]), 0);
+                assert!(f.len() - 14 <= MAX_IP);
+            }
+            let p = &f[o..];
             assert_eq!(encap::checksum::internet_checksum(&p[..20]), 0);
             assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
-            let hlen = usize::from(u16::from_ne_bytes([h[2], h[3]]));
+            let hlen = usize::from(u16::from_ne_bytes([h[2], h[3]])) - o;
             let gso = usize::from(u16::from_ne_bytes([h[4], h[5]]));
             let mut payload = Vec::new();
             let k = (p.len() - hlen).div_ceil(gso);
             assert!(k >= 2);
             for q in &pkts[i..i + k] {
+                let q = &q[o..];
                 assert_eq!(q.get(..20).map(|x| &x[12..20]), Some(&p[12..20]));
                 // The pod's kernel recomputes a merged packet's checksum:
                 // a corrupt segment merged would arrive looking sound.
