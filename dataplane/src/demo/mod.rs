@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::{daemon, netns};
 
+mod flannel;
 mod restart;
 mod services;
 pub use services::{

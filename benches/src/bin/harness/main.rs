@@ -115,7 +115,7 @@ impl Row {
 }
 
 /// The TCP scenario's row name (`--only` matches it like the others).
-const TCP_NAME: &str = "TCP bulk (iperf3, 1 stream), TUN pod -> TUN pod on another node";
+const TCP_NAME: &str = "TCP bulk (iperf3, 1 stream), pod -> pod on another node";
 
 /// iperf3 Gbit/s per run for (kernel, Sluice); a side not selected has no
 /// runs. An iperf3 error fails the whole run.
@@ -160,34 +160,93 @@ fn iperf_run(client: &str, server: &str, addr: Ipv4Addr, secs: u32) -> Result<Tc
     })
 }
 
-/// iperf3 runs for (kernel, Sluice with the AF_XDP uplink, Sluice with the
-/// offload uplink); a side not selected has no runs. An iperf3 error fails
-/// the whole run.
-#[allow(clippy::type_complexity)]
+/// Node c (kernel, Flannel-style) joined to a TUN topology as node-a's
+/// peer; waits until pod a1 reaches pod c1.
+fn join_node_c(t: &mut Topology) -> Result<(), String> {
+    t.add_flannel_node_c().map_err(|e| format!("node c: {e}"))?;
+    let sock = t.sockets.first().cloned().ok_or("node-a has no socket")?;
+    let r = daemon::request(
+        &sock,
+        "peers add node-c 192.168.77.3 0a:5e:00:00:00:03 10.244.3.0/24",
+    )
+    .map_err(|e| format!("peers add node-c: {e}"))?;
+    if !r.starts_with("ok") {
+        return Err(format!("peers add node-c: {r}"));
+    }
+    for _ in 0..50 {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &t.ns("a1"),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.244.3.2",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(());
+        }
+    }
+    Err("pod a1 never reached pod c1 on the kernel node".into())
+}
+
+/// The TCP runs of one kind of Sluice node (`mode`: its uplink_mode):
+/// with a Sluice peer, then to and from a kernel (Flannel) node.
+#[derive(Default)]
+struct SluiceTcp {
+    sluice: Vec<TcpRun>,
+    to_kernel: Vec<TcpRun>,
+    from_kernel: Vec<TcpRun>,
+}
+
+fn sluice_tcp(
+    sluice: &Path,
+    mode: &'static str,
+    secs: u32,
+    into: &mut SluiceTcp,
+) -> Result<(), String> {
+    let b1 = Ipv4Addr::new(10, 244, 2, 2);
+    let mut t = Topology::build_tun_with_mode(sluice, mode).map_err(|e| e.to_string())?;
+    into.sluice.push(
+        iperf_run(&t.ns("a1"), &t.ns("b1"), b1, secs).map_err(|e| format!("Sluice {mode}: {e}"))?,
+    );
+    join_node_c(&mut t)?;
+    into.to_kernel.push(
+        iperf_run(&t.ns("a1"), &t.ns("c1"), Ipv4Addr::new(10, 244, 3, 2), secs)
+            .map_err(|e| format!("Sluice {mode} -> kernel node: {e}"))?,
+    );
+    into.from_kernel.push(
+        iperf_run(&t.ns("c1"), &t.ns("a1"), Ipv4Addr::new(10, 244, 1, 2), secs)
+            .map_err(|e| format!("kernel node -> Sluice {mode}: {e}"))?,
+    );
+    Ok(())
+}
+
+/// iperf3 runs for the kernel path and for Sluice nodes with the AF_XDP
+/// uplink and (where the kernel has UDP-tunnel GSO on TAP) the offload
+/// uplink; a side not selected has no runs. An iperf3 error fails the
+/// whole run.
 fn tcp_runs(
     sluice: &Path,
     runs: usize,
     secs: u32,
     sides: [bool; 2],
-) -> Result<(Vec<TcpRun>, Vec<TcpRun>, Vec<TcpRun>), String> {
+) -> Result<(Vec<TcpRun>, SluiceTcp, SluiceTcp), String> {
     let b1 = Ipv4Addr::new(10, 244, 2, 2);
-    let (mut k, mut s, mut o) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut k, mut s, mut o) = (Vec::new(), SluiceTcp::default(), SluiceTcp::default());
     let offload = dataplane::port::tap::probe_tunnel_gso().is_ok();
     for run in 0..runs {
         if sides[1] {
-            let t = Topology::build_tun(sluice).map_err(|e| e.to_string())?;
-            s.push(
-                iperf_run(&t.ns("a1"), &t.ns("b1"), b1, secs)
-                    .map_err(|e| format!("TCP run {} Sluice: {e}", run + 1))?,
-            );
-            drop(t);
+            sluice_tcp(sluice, "afxdp", secs, &mut s)
+                .map_err(|e| format!("TCP run {}: {e}", run + 1))?;
             if offload {
-                let t =
-                    Topology::build_tun_with_mode(sluice, "offload").map_err(|e| e.to_string())?;
-                o.push(
-                    iperf_run(&t.ns("a1"), &t.ns("b1"), b1, secs)
-                        .map_err(|e| format!("TCP run {} Sluice offload: {e}", run + 1))?,
-                );
+                sluice_tcp(sluice, "offload", secs, &mut o)
+                    .map_err(|e| format!("TCP run {}: {e}", run + 1))?;
             }
         }
         if sides[0] {
@@ -433,11 +492,27 @@ fn run(cli: Cli) -> Result<(), String> {
             report::fmt_spread(median(g(&k)), 1.0, 2),
             report::fmt_spread(median(c(&k)), 1.0, 2),
         );
-        line += &row("Sluice, AF_XDP uplink (copy mode)", &s);
-        if !o.is_empty() {
+        for (name, v) in [
+            ("AF_XDP uplink (copy mode)", &s),
+            ("offload uplink (TAP, UDP-tunnel GSO)", &o),
+        ] {
+            if v.sluice.is_empty() {
+                continue;
+            }
+            line += &row(&format!("Sluice <-> Sluice, {name}"), &v.sluice);
             line += "\n";
-            line += &row("Sluice, offload uplink (TAP, UDP-tunnel GSO)", &o);
+            line += &row(
+                &format!("Sluice -> kernel (Flannel) node, {name}"),
+                &v.to_kernel,
+            );
+            line += "\n";
+            line += &row(
+                &format!("kernel (Flannel) node -> Sluice, {name}"),
+                &v.from_kernel,
+            );
+            line += "\n";
         }
+        let line = line.trim_end().to_string();
         println!("{line}");
         Some(line)
     } else {
