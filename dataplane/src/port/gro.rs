@@ -47,8 +47,12 @@ pub struct Layout {
     /// The virtio-net header's size.
     pub vnet: usize,
     /// Bytes of encapsulation before the (inner) IP packet: 0 for a TUN
-    /// device, [`VXLAN_OUTER`] for VXLAN frames to an uplink TAP.
+    /// device, 14 (Ethernet) or [`VXLAN_OUTER`] for frames to an uplink
+    /// TAP.
     pub outer: usize,
+    /// The frames are VXLAN (outer Ethernet, IPv4, UDP, VXLAN, inner
+    /// Ethernet) and merge into UDP-tunnel GSO packets.
+    pub tunnel: bool,
 }
 
 impl Layout {
@@ -56,6 +60,7 @@ impl Layout {
     pub const TUN: Layout = Layout {
         vnet: VNET_HDR_LEN,
         outer: 0,
+        tunnel: false,
     };
     /// VXLAN frames to a TAP with UDP-tunnel GSO: a merged frame becomes
     /// one packet the kernel segments late (`GSO_TCPV4 | UDP_TUNNEL_IPV4`),
@@ -63,12 +68,45 @@ impl Layout {
     pub const VXLAN: Layout = Layout {
         vnet: TUNNEL_HDR_LEN,
         outer: VXLAN_OUTER,
+        tunnel: true,
+    };
+    /// Ethernet frames (SNAT-bound traffic, replies from pods) to the
+    /// uplink TAP: a merged run becomes one TSO packet (`GSO_TCPV4`) the
+    /// uplink segments.
+    pub const ETHERNET: Layout = Layout {
+        vnet: TUNNEL_HDR_LEN,
+        outer: 14,
+        tunnel: false,
     };
 
     /// Largest inner IP packet: 64 KiB, less the outer IP packet's share
     /// of the encapsulation (its total length is 16 bits too).
     fn max_inner(self) -> usize {
-        MAX_IP - self.outer.saturating_sub(14)
+        if self.tunnel {
+            MAX_IP - self.outer.saturating_sub(14)
+        } else {
+            MAX_IP
+        }
+    }
+
+    /// Whether `frame` has this layout's outer headers: for
+    /// [`Layout::VXLAN`], a VXLAN frame over IPv4 without options, UDP
+    /// checksum zero (as Linux's vxlan sends), carrying Ethernet + IPv4;
+    /// for [`Layout::ETHERNET`], Ethernet carrying IPv4.
+    pub fn matches(self, frame: &[u8]) -> bool {
+        let b = |i: usize| frame.get(i).copied();
+        let ipv4_at =
+            |o: usize| b(o.wrapping_sub(2)) == Some(0x08) && b(o.wrapping_sub(1)) == Some(0);
+        if self.tunnel {
+            ipv4_at(14)
+                && b(14) == Some(0x45)
+                && b(23) == Some(17)
+                && b(40) == Some(0)
+                && b(41) == Some(0)
+                && ipv4_at(self.outer)
+        } else {
+            self.outer == 0 || ipv4_at(self.outer)
+        }
     }
 }
 
@@ -89,25 +127,13 @@ struct Seg {
     psh: bool,
 }
 
-/// Parses `frame` as a coalescing candidate: for [`Layout::VXLAN`], a
-/// VXLAN frame over IPv4 without options, UDP checksum zero (as Linux's
-/// vxlan sends), carrying Ethernet + IPv4; then the (inner) packet is
-/// IPv4 without options or fragmentation, TCP with ACK (and maybe PSH)
-/// only and a payload, lengths consistent.
+/// Parses `frame` as a coalescing candidate: outer headers that
+/// [`Layout::matches`]; then the (inner) packet is IPv4 without options or
+/// fragmentation, TCP with ACK (and maybe PSH) only and a payload, lengths
+/// consistent.
 fn candidate(frame: &[u8], lay: Layout) -> Option<Seg> {
-    if lay.outer > 0 {
-        let b = |i: usize| frame.get(i).copied();
-        let outer_ok = b(12)? == 0x08
-            && b(13)? == 0
-            && b(14)? == 0x45
-            && b(23)? == 17
-            && b(40)? == 0
-            && b(41)? == 0
-            && b(lay.outer - 2)? == 0x08
-            && b(lay.outer - 1)? == 0;
-        if !outer_ok {
-            return None;
-        }
+    if !lay.matches(frame) {
+        return None;
     }
     let pkt = frame.get(lay.outer..)?;
     let b = |i: usize| pkt.get(i).copied();
@@ -161,13 +187,15 @@ fn tcp_checksum_ok(pkt: &[u8]) -> bool {
 /// for the outer IP length, id and checksum and the UDP length, and
 /// [`same_flow`] inner packets.
 fn same_frame(a: &[u8], b: &[u8], hlen: usize, lay: Layout) -> bool {
-    if lay.outer > 0 {
-        let same = |r: std::ops::Range<usize>| matches!((a.get(r.clone()), b.get(r)), (Some(x), Some(y)) if x == y);
+    let same = |r: std::ops::Range<usize>| matches!((a.get(r.clone()), b.get(r)), (Some(x), Some(y)) if x == y);
+    if lay.tunnel {
         // Ethernet; IP version to TOS; flags to protocol; addresses and
         // UDP ports; UDP checksum, VXLAN, inner Ethernet.
         if !(same(0..16) && same(20..24) && same(26..38) && same(40..lay.outer)) {
             return false;
         }
+    } else if !same(0..lay.outer) {
+        return false;
     }
     match (a.get(lay.outer..), b.get(lay.outer..)) {
         (Some(x), Some(y)) => same_flow(x, y, hlen),
@@ -400,7 +428,7 @@ impl Coalescer {
         let Ok(total) = u16::try_from(self.len - o) else {
             return;
         };
-        if o > 0
+        if self.lay.tunnel
             && let Some(f) = self
                 .buf
                 .get_mut(v..)
@@ -446,14 +474,15 @@ impl Coalescer {
         put(4, r.gso_size);
         put(6, o + 20);
         put(8, 16);
-        if o > 0 {
+        let tunnel = self.lay.tunnel;
+        if tunnel {
             // Outer transport header, inner network header.
             put(20, 34);
             put(22, o);
         }
         if let Some(h) = hdr.first_chunk_mut::<2>() {
             h[0] = F_NEEDS_CSUM;
-            h[1] = if o > 0 {
+            h[1] = if tunnel {
                 GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4
             } else {
                 GSO_TCPV4
@@ -553,6 +582,12 @@ pub mod fuzzing {
         // The same packets as VXLAN frames, for the uplink TAP.
         let frames: Vec<Vec<u8>> = pkts.iter().map(|p| vxlan_wrap(p)).collect();
         check(&frames, Layout::VXLAN);
+        // And as Ethernet frames (SNAT-bound) to the uplink TAP.
+        let frames: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| f[VXLAN_OUTER - 14..].to_vec())
+            .collect();
+        check(&frames, Layout::ETHERNET);
     }
 
     /// `inner` behind fixed outer headers (Ethernet, IPv4, UDP without a
@@ -598,7 +633,7 @@ pub mod fuzzing {
                 i += 1;
                 continue;
             }
-            if o > 0 {
+            if lay.tunnel {
                 assert_eq!(
                     usize::from(u16::from_be_bytes([f[16], f[17]])),
                     f.len() - 14
