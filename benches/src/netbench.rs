@@ -227,13 +227,15 @@ impl KernelPath {
 
 /// One iperf3 measurement from namespace `client` to a server in `server`
 /// at `addr`: TCP: (Gbit/s received, segments the sender retransmitted);
-/// UDP: (Gbit/s received, packets per second received).
+/// UDP: (Gbit/s received, packets per second received). `streams` TCP
+/// connections in parallel (`-P`).
 pub fn iperf(
     client: &str,
     server: &str,
     addr: Ipv4Addr,
     udp64: bool,
     secs: u32,
+    streams: u32,
 ) -> Result<(f64, f64), String> {
     let mut srv = Command::new("ip")
         .args([
@@ -251,6 +253,10 @@ pub fn iperf(
     if udp64 {
         // 22-byte payload: 14 + 20 + 8 + 22 = a 64-byte frame on the pod link.
         args.extend_from_slice(&["-u", "-l", "22", "-b", "0"]);
+    }
+    let p = streams.max(1).to_string();
+    if streams > 1 {
+        args.extend_from_slice(&["-P", &p]);
     }
     let out = sh(&args);
     let _ = srv.wait();

@@ -115,7 +115,7 @@ impl Row {
 }
 
 /// The TCP scenario's row name (`--only` matches it like the others).
-const TCP_NAME: &str = "TCP bulk (iperf3, 1 stream), pod -> pod on another node";
+const TCP_NAME: &str = "TCP bulk (iperf3), pod -> pod on another node";
 
 /// iperf3 Gbit/s per run for (kernel, Sluice); a side not selected has no
 /// runs. An iperf3 error fails the whole run.
@@ -149,9 +149,18 @@ fn machine_busy() -> f64 {
     busy as f64 / 100.0
 }
 
-fn iperf_run(client: &str, server: &str, addr: Ipv4Addr, secs: u32) -> Result<TcpRun, String> {
+/// TCP streams per iperf3 run: one, and four (`-P 4`).
+const STREAMS: [u32; 2] = [1, 4];
+
+fn iperf_run(
+    client: &str,
+    server: &str,
+    addr: Ipv4Addr,
+    secs: u32,
+    streams: u32,
+) -> Result<TcpRun, String> {
     let b0 = machine_busy();
-    let (gbps, _) = netbench::iperf(client, server, addr, false, secs)?;
+    let (gbps, _) = netbench::iperf(client, server, addr, false, secs, streams)?;
     let cpu = machine_busy() - b0;
     let gb = gbps * f64::from(secs) / 8.0;
     Ok(TcpRun {
@@ -195,13 +204,14 @@ fn join_node_c(t: &mut Topology) -> Result<(), String> {
     Err("pod a1 never reached pod c1 on the kernel node".into())
 }
 
-/// The TCP runs of one kind of Sluice node (`mode`: its uplink_mode):
-/// with a Sluice peer, then to and from a kernel (Flannel) node.
+/// The TCP runs of one kind of Sluice node, per stream count (index into
+/// [`STREAMS`]): with a Sluice peer, then to and from a kernel (Flannel)
+/// node.
 #[derive(Default)]
 struct SluiceTcp {
-    sluice: Vec<TcpRun>,
-    to_kernel: Vec<TcpRun>,
-    from_kernel: Vec<TcpRun>,
+    sluice: [Vec<TcpRun>; 2],
+    to_kernel: [Vec<TcpRun>; 2],
+    from_kernel: [Vec<TcpRun>; 2],
 }
 
 fn sluice_tcp(
@@ -210,35 +220,41 @@ fn sluice_tcp(
     secs: u32,
     into: &mut SluiceTcp,
 ) -> Result<(), String> {
-    let b1 = Ipv4Addr::new(10, 244, 2, 2);
+    let (b1, c1, a1) = (
+        Ipv4Addr::new(10, 244, 2, 2),
+        Ipv4Addr::new(10, 244, 3, 2),
+        Ipv4Addr::new(10, 244, 1, 2),
+    );
     let mut t = Topology::build_tun_with_mode(sluice, mode).map_err(|e| e.to_string())?;
-    into.sluice.push(
-        iperf_run(&t.ns("a1"), &t.ns("b1"), b1, secs).map_err(|e| format!("Sluice {mode}: {e}"))?,
-    );
     join_node_c(&mut t)?;
-    into.to_kernel.push(
-        iperf_run(&t.ns("a1"), &t.ns("c1"), Ipv4Addr::new(10, 244, 3, 2), secs)
-            .map_err(|e| format!("Sluice {mode} -> kernel node: {e}"))?,
-    );
-    into.from_kernel.push(
-        iperf_run(&t.ns("c1"), &t.ns("a1"), Ipv4Addr::new(10, 244, 1, 2), secs)
-            .map_err(|e| format!("kernel node -> Sluice {mode}: {e}"))?,
-    );
+    for (i, p) in STREAMS.into_iter().enumerate() {
+        let run = |c: &str, s: &str, addr| {
+            iperf_run(&t.ns(c), &t.ns(s), addr, secs, p)
+                .map_err(|e| format!("Sluice {mode} {c} -> {s}, {p} streams: {e}"))
+        };
+        into.sluice[i].push(run("a1", "b1", b1)?);
+        into.to_kernel[i].push(run("a1", "c1", c1)?);
+        into.from_kernel[i].push(run("c1", "a1", a1)?);
+    }
     Ok(())
 }
 
-/// iperf3 runs for the kernel path and for Sluice nodes with the AF_XDP
-/// uplink and (where the kernel has UDP-tunnel GSO on TAP) the offload
-/// uplink; a side not selected has no runs. An iperf3 error fails the
-/// whole run.
+/// iperf3 runs for the kernel path (per stream count) and for Sluice nodes
+/// with the AF_XDP uplink and (where the kernel has UDP-tunnel GSO on TAP)
+/// the offload uplink; a side not selected has no runs. An iperf3 error
+/// fails the whole run.
 fn tcp_runs(
     sluice: &Path,
     runs: usize,
     secs: u32,
     sides: [bool; 2],
-) -> Result<(Vec<TcpRun>, SluiceTcp, SluiceTcp), String> {
+) -> Result<([Vec<TcpRun>; 2], SluiceTcp, SluiceTcp), String> {
     let b1 = Ipv4Addr::new(10, 244, 2, 2);
-    let (mut k, mut s, mut o) = (Vec::new(), SluiceTcp::default(), SluiceTcp::default());
+    let (mut k, mut s, mut o) = (
+        [Vec::new(), Vec::new()],
+        SluiceTcp::default(),
+        SluiceTcp::default(),
+    );
     let offload = dataplane::port::tap::probe_tunnel_gso().is_ok();
     for run in 0..runs {
         if sides[1] {
@@ -251,10 +267,12 @@ fn tcp_runs(
         }
         if sides[0] {
             let kp = KernelPath::build()?;
-            k.push(
-                iperf_run(&kp.name("a1"), &kp.name("b1"), b1, secs)
-                    .map_err(|e| format!("TCP run {} kernel: {e}", run + 1))?,
-            );
+            for (i, p) in STREAMS.into_iter().enumerate() {
+                k[i].push(
+                    iperf_run(&kp.name("a1"), &kp.name("b1"), b1, secs, p)
+                        .map_err(|e| format!("TCP run {} kernel, {p} streams: {e}", run + 1))?,
+                );
+            }
         }
     }
     Ok((k, s, o))
@@ -477,40 +495,40 @@ fn run(cli: Cli) -> Result<(), String> {
         let (k, s, o) = tcp_runs(&sluice, runs, t, sides)?;
         let g = |v: &[TcpRun]| v.iter().map(|r| r.gbps).collect::<Vec<_>>();
         let c = |v: &[TcpRun]| v.iter().map(|r| r.cpu_per_gb).collect::<Vec<_>>();
-        let row = |label: &str, v: &[TcpRun]| {
-            format!(
-                "| {TCP_NAME} | {label} | {} | {} | **{}** | {} |",
-                report::fmt_spread(median(g(v)), 1.0, 2),
-                report::fmt_spread(median(c(v)), 1.0, 2),
-                report::fmt_spread(report::paired_ratio(&g(v), &g(&k)), 1.0, 2),
-                report::fmt_spread(report::paired_ratio(&c(v), &c(&k)), 1.0, 2),
-            )
-        };
         let mut line = String::new();
-        line += &format!(
-            "| {TCP_NAME} | kernel vxlan | {} | {} | | |\n",
-            report::fmt_spread(median(g(&k)), 1.0, 2),
-            report::fmt_spread(median(c(&k)), 1.0, 2),
-        );
-        for (name, v) in [
-            ("AF_XDP uplink (copy mode)", &s),
-            ("offload uplink (TAP, UDP-tunnel GSO)", &o),
-        ] {
-            if v.sluice.is_empty() {
-                continue;
+        for (i, p) in STREAMS.into_iter().enumerate() {
+            let k = &k[i];
+            let row = |label: &str, v: &[TcpRun]| {
+                format!(
+                    "| {TCP_NAME}, {p} stream(s) | {label} | {} | {} | **{}** | {} |\n",
+                    report::fmt_spread(median(g(v)), 1.0, 2),
+                    report::fmt_spread(median(c(v)), 1.0, 2),
+                    report::fmt_spread(report::paired_ratio(&g(v), &g(k)), 1.0, 2),
+                    report::fmt_spread(report::paired_ratio(&c(v), &c(k)), 1.0, 2),
+                )
+            };
+            line += &format!(
+                "| {TCP_NAME}, {p} stream(s) | kernel vxlan <-> kernel vxlan | {} | {} | | |\n",
+                report::fmt_spread(median(g(k)), 1.0, 2),
+                report::fmt_spread(median(c(k)), 1.0, 2),
+            );
+            for (name, v) in [
+                ("AF_XDP uplink (copy mode)", &s),
+                ("offload uplink (TAP, UDP-tunnel GSO)", &o),
+            ] {
+                if v.sluice[i].is_empty() {
+                    continue;
+                }
+                line += &row(&format!("Sluice <-> Sluice, {name}"), &v.sluice[i]);
+                line += &row(
+                    &format!("Sluice -> kernel (Flannel) node, {name}"),
+                    &v.to_kernel[i],
+                );
+                line += &row(
+                    &format!("kernel (Flannel) node -> Sluice, {name}"),
+                    &v.from_kernel[i],
+                );
             }
-            line += &row(&format!("Sluice <-> Sluice, {name}"), &v.sluice);
-            line += "\n";
-            line += &row(
-                &format!("Sluice -> kernel (Flannel) node, {name}"),
-                &v.to_kernel,
-            );
-            line += "\n";
-            line += &row(
-                &format!("kernel (Flannel) node -> Sluice, {name}"),
-                &v.from_kernel,
-            );
-            line += "\n";
         }
         let line = line.trim_end().to_string();
         println!("{line}");
