@@ -238,26 +238,6 @@ impl UplinkTap {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
         netcfg::Rtnl::new()?.link_up(name)
     }
-
-    /// Writes `bufs` (Ethernet frames) in order, VXLAN frames of a TCP
-    /// flow merged; returns how many were taken (an error only if none).
-    pub fn send(&mut self, bufs: &[Buf]) -> io::Result<usize> {
-        let fd: RawFd = self.fd.as_raw_fd();
-        let (w, err) = write_mixed(&mut self.gro, &mut self.plain, bufs, |b| {
-            // SAFETY: writes `b`, a live slice, to our descriptor.
-            let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        self.writes += w.writes as u64;
-        match err {
-            Some(e) if w.failed >= bufs.len() && !bufs.is_empty() => Err(e),
-            _ => Ok(bufs.len().saturating_sub(w.failed)),
-        }
-    }
 }
 
 /// Writes `bufs` in order: each run of consecutive VXLAN frames through
@@ -294,8 +274,71 @@ where
     (total, last)
 }
 
+/// The segments a write carries: 1 for a frame written alone (no GSO in
+/// its virtio-net header), else its payload over the segment size.
+fn segments(out: &[u8]) -> usize {
+    let h = |i: usize| {
+        out.get(i..)
+            .and_then(|b| b.first_chunk::<2>())
+            .map_or(0, |b| usize::from(u16::from_ne_bytes(*b)))
+    };
+    if out.get(1).is_none_or(|t| *t == 0) {
+        return 1;
+    }
+    let (hdr_len, gso) = (h(2), h(4).max(1));
+    out.len()
+        .saturating_sub(TUNNEL_HDR_LEN + hdr_len)
+        .div_ceil(gso)
+        .max(1)
+}
+
+/// Sends `bufs` in order: runs of a TCP flow's segments merged into
+/// super-packets through `tap_write`, every frame that stays alone
+/// through `direct` (the AF_XDP socket, which sends a batch with one
+/// system call where the TAP takes one per frame), a contiguous batch at a
+/// time, each batch before the merged write that follows it. Returns the
+/// frames taken (sent either way), and the last error.
+pub fn split_send(
+    vxlan: &mut Coalescer,
+    plain: &mut Coalescer,
+    bufs: &[Buf],
+    mut direct: impl FnMut(&[Buf]) -> io::Result<usize>,
+    mut tap_write: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> (usize, Option<io::Error>) {
+    // Frames consumed so far; where the unsent lone frames start.
+    let (mut next, mut lone_from, mut taken) = (0usize, 0usize, 0usize);
+    let mut last = None;
+    let mut flush = |from: usize, to: usize, taken: &mut usize, last: &mut Option<io::Error>| {
+        if from < to {
+            match direct(bufs.get(from..to).unwrap_or_default()) {
+                Ok(n) => *taken += n,
+                Err(e) => *last = Some(e),
+            }
+        }
+    };
+    let (_, err) = write_mixed(vxlan, plain, bufs, |out| {
+        let segs = segments(out);
+        if segs <= 1 {
+            next += 1;
+            return Ok(out.len());
+        }
+        flush(lone_from, next, &mut taken, &mut last);
+        next += segs;
+        lone_from = next;
+        let r = tap_write(out);
+        if r.is_ok() {
+            taken += segs;
+        }
+        r
+    });
+    flush(lone_from, next, &mut taken, &mut last);
+    (taken, err.or(last))
+}
+
 /// The uplink in offload mode: frames received on the AF_XDP socket (the
-/// steering program picks what is Sluice's), frames sent through the TAP.
+/// steering program picks what is Sluice's); a TCP flow's runs of segments
+/// sent through the TAP as super-packets, the frames that stay alone
+/// through the AF_XDP socket, in order.
 #[derive(Debug)]
 pub struct OffloadUplink {
     rx: super::xdp::XdpPort,
@@ -338,8 +381,33 @@ impl super::Port for OffloadUplink {
         self.rx.recv(bufs)
     }
 
+    /// Merged runs through the TAP, lone frames through the AF_XDP
+    /// socket ([`split_send`]).
     fn send(&mut self, bufs: &[Buf]) -> io::Result<usize> {
-        self.tx.send(bufs)
+        let (rx, tx) = (&mut self.rx, &mut self.tx);
+        let fd = tx.fd.as_raw_fd();
+        let mut writes = 0u64;
+        let (n, err) = split_send(
+            &mut tx.gro,
+            &mut tx.plain,
+            bufs,
+            |b| rx.send(b),
+            |out| {
+                writes += 1;
+                // SAFETY: writes `out`, a live slice, to our descriptor.
+                let n = unsafe { libc::write(fd, out.as_ptr().cast(), out.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            },
+        );
+        tx.writes += writes;
+        match err {
+            Some(e) if n == 0 && !bufs.is_empty() => Err(e),
+            _ => Ok(n),
+        }
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -408,5 +476,71 @@ mod tests {
         // Then the lone frames, as they came.
         assert_eq!(out[2][TUNNEL_HDR_LEN..], arp[..]);
         assert_eq!(out[3][TUNNEL_HDR_LEN..], vx[0][..]);
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::port::gro::VXLAN_OUTER;
+    use crate::port::gro::fuzzing::{tcp_segment, vxlan_wrap};
+
+    fn buf(frame: &[u8]) -> Buf {
+        let mut b = Buf::new();
+        b.rx_room()[..frame.len()].copy_from_slice(frame);
+        b.set_len(frame.len());
+        b
+    }
+
+    #[test]
+    fn merged_runs_go_to_the_tap_lone_frames_to_af_xdp_in_order() {
+        let seg = |i: u32| tcp_segment(1 + i * 1000, &[i as u8; 1000], 0x10, &[]);
+        let vx: Vec<Vec<u8>> = (0..3).map(|i| vxlan_wrap(&seg(i))).collect();
+        let eth: Vec<Vec<u8>> = vx.iter().map(|f| f[VXLAN_OUTER - 14..].to_vec()).collect();
+        let arp = vec![0xffu8; 42];
+        let frames = [
+            &arp, &vx[0], &vx[1], &vx[2], &arp, &arp, &eth[0], &eth[1], &vx[0],
+        ];
+        let bufs: Vec<Buf> = frames.iter().map(|f| buf(f)).collect();
+        // What went where, in order: ("xdp", frames) or ("tap", segments).
+        let log = std::cell::RefCell::new(Vec::new());
+        let (mut a, mut b) = (
+            Coalescer::with_layout(Layout::VXLAN),
+            Coalescer::with_layout(Layout::ETHERNET),
+        );
+        let (n, e) = split_send(
+            &mut a,
+            &mut b,
+            &bufs,
+            |d| {
+                log.borrow_mut().push(("xdp", d.len(), d[0].data().len()));
+                Ok(d.len())
+            },
+            |out| {
+                log.borrow_mut().push(("tap", segments(out), out.len()));
+                Ok(out.len())
+            },
+        );
+        assert!(e.is_none());
+        assert_eq!(n, frames.len(), "every frame taken");
+        let log = log.into_inner();
+        let kinds: Vec<(&str, usize)> = log.iter().map(|(k, n, _)| (*k, *n)).collect();
+        assert_eq!(
+            kinds,
+            [("xdp", 1), ("tap", 3), ("xdp", 2), ("tap", 2), ("xdp", 1)],
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn frames_the_af_xdp_ring_refuses_are_not_counted() {
+        let arp = vec![0xffu8; 42];
+        let bufs: Vec<Buf> = (0..4).map(|_| buf(&arp)).collect();
+        let (mut a, mut b) = (
+            Coalescer::with_layout(Layout::VXLAN),
+            Coalescer::with_layout(Layout::ETHERNET),
+        );
+        let (n, _) = split_send(&mut a, &mut b, &bufs, |d| Ok(d.len() - 1), |o| Ok(o.len()));
+        assert_eq!(n, 3);
     }
 }
