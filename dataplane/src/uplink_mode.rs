@@ -10,10 +10,10 @@ use std::str::FromStr;
 pub enum UplinkMode {
     /// Zero-copy AF_XDP where the driver has it; otherwise the offload TAP
     /// where the kernel has UDP-tunnel GSO on TAP (6.17); otherwise
-    /// copy-mode AF_XDP.
+    /// copy-mode AF_XDP. The default.
+    #[default]
     Auto,
     /// AF_XDP both ways (zero-copy where the driver has it).
-    #[default]
     AfXdp,
     /// Sends through the offload TAP: super-packets the kernel segments
     /// late. Start-up fails if the kernel cannot.

@@ -1,4 +1,5 @@
-//! Issue 17: `node.uplink_mode`. Both demo nodes (TUN pods) run with
+//! Issue 17: `node.uplink_mode` (default `auto`, which takes the offload TAP
+//! on veth: daemon_ops.rs checks that). Both demo nodes (TUN pods) run with
 //! `uplink_mode: offload`: they say so (status, Prometheus), and pods
 //! reach each other across VXLAN and the external host through SNAT, TCP
 //! byte-exact both ways, with the uplink's frames going out through the
@@ -86,4 +87,31 @@ fn both_nodes_in_offload_mode_carry_pods_and_snat() {
             );
         }
     }
+}
+
+/// `uplink_mode: afxdp` holds where `auto` would take the offload TAP:
+/// the nodes say so and create no TAP.
+#[test]
+fn a_forced_afxdp_mode_holds() {
+    if !require_root("a_forced_afxdp_mode_holds") {
+        return;
+    }
+    let t = Topology::build_tun_with_mode(Path::new(SLUICE), "afxdp").expect("topology");
+    for s in &t.sockets {
+        let st = daemon::request(s, "status").unwrap();
+        assert!(
+            st.contains("uplink_mode afxdp\nuplink_mode_reason uplink_mode: afxdp\n"),
+            "{st}"
+        );
+    }
+    let tap = std::process::Command::new("ip")
+        .args(["-n", &t.ns("a"), "link", "show", "sluice-up"])
+        .output()
+        .unwrap();
+    assert!(!tap.status.success(), "no offload TAP in afxdp mode");
+    t.exec(
+        "a1",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.2.2"],
+    )
+    .expect("a1 -> b1");
 }
