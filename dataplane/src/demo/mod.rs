@@ -674,6 +674,28 @@ pub fn checks(t: &Topology) -> Summary {
             Err(e) => s.check(false, format!("udp {pod} -> external: {e}")),
         }
     }
+    // How each node's uplink sends (issue 17): `auto` on veth, which has
+    // no zero-copy AF_XDP, takes the offload TAP where the kernel has it.
+    for (i, sock) in t.sockets.iter().enumerate() {
+        let st = daemon::request(sock, "status").unwrap_or_default();
+        let field = |k: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(str::trim)
+                .unwrap_or("?")
+                .to_string()
+        };
+        let mode = field("uplink_mode ");
+        s.check(
+            mode == "offload" || mode == "afxdp",
+            format!(
+                "uplink of node-{}: {mode} ({}), zero-copy {}",
+                NODES.get(i).map_or("?", |n| n.0),
+                field("uplink_mode_reason "),
+                field("uplink_zero_copy ")
+            ),
+        );
+    }
     // The node's own kernel still serves on the uplink (port outside the
     // SNAT range) while Sluice runs.
     let r = tcp(t, "ext", "a", Ipv4Addr::new(192, 168, 77, 1), 64 << 10);
