@@ -1046,6 +1046,19 @@ fn bandwidth_annotations_are_enforced_for_tun_and_veth_pods() {
     assert_eq!(r.code, 110, "CHECK with other limits: {}", r.out);
     assert!(r.out.contains("limits pod"), "{}", r.out);
     let port = "pod/bw0/eth0";
+    // Workers publish their counters every 100 ms (and at once after
+    // attaching a pod): the new port shows up within that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !dataplane::daemon::request(&sock, "stats")
+        .unwrap()
+        .contains(&format!("port {port} "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{port} never in stats"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let (drop_out, drop_in) = ("pod_egress_rate_limited", "pod_ingress_rate_limited");
     let (out0, in0) = (stat(&sock, drop_out), stat(&sock, drop_in));
     let paused0 = stat(&sock, &format!("{port} paused"));

@@ -155,7 +155,7 @@ fn daemon_end_to_end() {
     // the node's kernel still serves on the uplink.
     let s = demo::checks(&t);
     assert!(s.failed().is_empty(), "failed: {:?}", s.failed());
-    assert_eq!(s.lines.len(), 12 * 3 + 6 + 1, "checks run");
+    assert_eq!(s.lines.len(), 12 * 3 + 6 + 2 + 1, "checks run");
 
     // `sluice conntrack` lists the SNAT flows the checks opened: a1's UDP
     // echo to the external host, translated to node-a's IP and a port of

@@ -137,9 +137,9 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
         }
         ["conntrack"] => {
             let mut out = String::from("ok\n");
-            for tx in &ctx.cmds {
+            for w in 0..ctx.cmds.len() {
                 let (rtx, rrx) = crossbeam_channel::bounded(1);
-                if tx.send(Cmd::Conntrack { reply: rtx }).is_err() {
+                if ctx.command(w, Cmd::Conntrack { reply: rtx }).is_err() {
                     return "error: worker stopped\n".into();
                 }
                 match rrx.recv_timeout(Duration::from_secs(2)) {
@@ -201,9 +201,9 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 .ok()
                 .and_then(|c| c.pods.get(&ip).map(|a| a.rec.clone()));
             let mut found = false;
-            for tx in &ctx.cmds {
+            for w in 0..ctx.cmds.len() {
                 let (rtx, rrx) = crossbeam_channel::bounded(1);
-                let _ = tx.send(Cmd::DelPod { ip, reply: rtx });
+                let _ = ctx.command(w, Cmd::DelPod { ip, reply: rtx });
                 found |= rrx.recv_timeout(Duration::from_secs(2)).unwrap_or(false);
             }
             // A veth pod's pair goes with it (deleting one end deletes both);

@@ -241,6 +241,17 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Hands `cmd` to worker `w` and wakes it, so a pod is attached (or a
+    /// listing answered) now, not after the worker's idle sleep. Err if
+    /// the worker is gone.
+    fn command(&self, w: usize, cmd: Cmd) -> Result<(), ()> {
+        self.cmds.get(w).ok_or(())?.send(cmd).map_err(|_| ())?;
+        if let Some(wake) = self.wakers.get(w).and_then(|x| x.get()) {
+            wake();
+        }
+        Ok(())
+    }
+
     /// Asks every thread to stop; wakes the listeners' waits (workers are
     /// woken by [`Daemon::stop`]).
     fn request_stop(&self) {

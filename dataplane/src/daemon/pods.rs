@@ -245,26 +245,29 @@ pub(super) fn attach_pod(ctx: &Ctx, p: &PodRecord, prefer: Option<u8>) -> Result
             .map_or(0, |(i, _)| i as u8)
     };
     // A pod attached again (restart, repeated ADD) leaves its old worker.
-    for (i, tx) in ctx.cmds.iter().enumerate() {
+    for i in 0..ctx.cmds.len() {
         if i != usize::from(worker) {
             let (rtx, _rrx) = crossbeam_channel::bounded(1);
-            let _ = tx.send(Cmd::DelPod {
-                ip: p.ip,
-                reply: rtx,
-            });
+            let _ = ctx.command(
+                i,
+                Cmd::DelPod {
+                    ip: p.ip,
+                    reply: rtx,
+                },
+            );
         }
     }
-    ctx.cmds
-        .get(usize::from(worker))
-        .ok_or("no worker")?
-        .send(Cmd::AddPod {
+    ctx.command(
+        usize::from(worker),
+        Cmd::AddPod {
             name: p.name.clone(),
             ip: p.ip,
             mac,
             port,
             limits: p.limits,
-        })
-        .map_err(|_| "worker stopped")?;
+        },
+    )
+    .map_err(|()| "worker stopped")?;
     save_pod(&cfg, p, worker);
     if let Ok(mut ctl) = ctx.control.lock() {
         ctl.pods.insert(

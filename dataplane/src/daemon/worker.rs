@@ -24,7 +24,9 @@ pub(super) fn worker_main(
         .and_then(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }).then_some(c));
     let mut last = Instant::now();
     let between = |w: &mut Worker| {
+        let mut commanded = false;
         while let Ok(cmd) = rx.try_recv() {
+            commanded = true;
             match cmd {
                 Cmd::AddPod {
                     name,
@@ -45,8 +47,10 @@ pub(super) fn worker_main(
                 }
             }
         }
-        // Publish counters at most every 100 ms, never waiting for the lock.
-        if last.elapsed() >= Duration::from_millis(100)
+        // Publish counters at most every 100 ms (at once after a command:
+        // a pod just attached shows up in `stats`), never waiting for the
+        // lock.
+        if (commanded || last.elapsed() >= Duration::from_millis(100))
             && let Some(Ok(mut s)) = ctx.stats.get(index).map(Mutex::try_lock)
         {
             s.counters = w.counters.clone();
