@@ -10,10 +10,13 @@ use std::str::FromStr;
 pub enum UplinkMode {
     /// Zero-copy AF_XDP where the driver has it; otherwise the offload TAP
     /// where the kernel has UDP-tunnel GSO on TAP (6.17); otherwise
-    /// copy-mode AF_XDP. The default.
-    #[default]
+    /// copy-mode AF_XDP.
     Auto,
-    /// AF_XDP both ways (zero-copy where the driver has it).
+    /// AF_XDP both ways (zero-copy where the driver has it). The default
+    /// for now: the offload TAP's set-up and tear-down (its TCX link, its
+    /// device) lengthen a restart's forwarding gap from ~40 to ~100 ms
+    /// (benches/RESULTS.md), past issue 16's goal.
+    #[default]
     AfXdp,
     /// Sends through the offload TAP: super-packets the kernel segments
     /// late. Start-up fails if the kernel cannot.

@@ -339,13 +339,13 @@ fn check_readiness_metrics_reserved_ports_and_a_clean_exit() {
     );
 
     // veth has no zero-copy AF_XDP: the daemon asked for it, was refused,
-    // bound in copy mode and says so (log, status, Prometheus); and with
-    // no uplink_mode set (auto) it chose the offload TAP for sending.
+    // bound in copy mode and says so (log, status, Prometheus); with no
+    // uplink_mode set (afxdp) it sends through AF_XDP.
     assert_eq!(sample(&m1, "sluice_uplink_zero_copy"), 0.0);
-    assert_eq!(sample(&m1, "sluice_uplink_offload"), 1.0);
+    assert_eq!(sample(&m1, "sluice_uplink_offload"), 0.0);
     let st = dataplane::daemon::request(&dir.join("a.sock"), "status").unwrap();
     assert!(
-        st.contains("uplink_mode offload\nuplink_mode_reason auto: no zero-copy AF_XDP;")
+        st.contains("uplink_mode afxdp\nuplink_mode_reason uplink_mode: afxdp\n")
             && st.contains("uplink_zero_copy false\n")
             && st.contains("uplink_copy_reason up0 refused zero-copy: Operation not supported"),
         "{st}"

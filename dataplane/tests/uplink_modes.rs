@@ -1,5 +1,5 @@
-//! Issue 17: `node.uplink_mode` (default `auto`, which takes the offload TAP
-//! on veth: daemon_ops.rs checks that). Both demo nodes (TUN pods) run with
+//! Issue 17: `node.uplink_mode`. `auto` on veth (no zero-copy AF_XDP)
+//! takes the offload TAP; `afxdp` holds. Both demo nodes (TUN pods) run with
 //! `uplink_mode: offload`: they say so (status, Prometheus), and pods
 //! reach each other across VXLAN and the external host through SNAT, TCP
 //! byte-exact both ways, with the uplink's frames going out through the
@@ -109,6 +109,31 @@ fn a_forced_afxdp_mode_holds() {
         .output()
         .unwrap();
     assert!(!tap.status.success(), "no offload TAP in afxdp mode");
+    t.exec(
+        "a1",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.2.2"],
+    )
+    .expect("a1 -> b1");
+}
+
+/// `uplink_mode: auto` on veth, which has no zero-copy AF_XDP, takes the
+/// offload TAP where the kernel has UDP-tunnel GSO on TAP, and says why.
+#[test]
+fn auto_on_veth_takes_the_offload_tap() {
+    if !require_root("auto_on_veth_takes_the_offload_tap") {
+        return;
+    }
+    if let Err(e) = dataplane::port::tap::probe_tunnel_gso() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let t = Topology::build_tun_with_mode(Path::new(SLUICE), "auto").expect("topology");
+    let st = daemon::request(&t.sockets[0], "status").unwrap();
+    assert!(
+        st.contains("uplink_mode offload\nuplink_mode_reason auto: no zero-copy AF_XDP;")
+            && st.contains("uplink_zero_copy false\nuplink_copy_reason up-a refused zero-copy"),
+        "{st}"
+    );
     t.exec(
         "a1",
         &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.2.2"],

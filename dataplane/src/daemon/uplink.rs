@@ -76,7 +76,14 @@ pub(super) fn build(
     let meshes = Mesh::new(n, 4096);
     let wakers = meshes.first().map(Mesh::wakers).unwrap_or_default();
     let panicked = || std::io::Error::other("start-up thread panicked");
-    let (prog, parts) = std::thread::scope(|s| {
+    // The offload TAP (unless AF_XDP is forced) is opened alongside: the
+    // attempt is the probe (a kernel without UDP-tunnel GSO on TAP refuses
+    // it), and a throw-away probe device would cost its unregistration
+    // (tens of milliseconds under the RTNL lock) in every restart.
+    let t0 = std::time::Instant::now();
+    let want_tap = cfg.uplink_mode != UplinkMode::AfXdp;
+    let (prog, parts, tap) = std::thread::scope(|s| {
+        let tap = want_tap.then(|| s.spawn(|| offload_tap(&cfg.uplink, n)));
         let prog = s.spawn(|| {
             SteerProgram::attach(
                 &cfg.uplink,
@@ -111,8 +118,12 @@ pub(super) fn build(
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err(panicked())))
                 .collect::<std::io::Result<Vec<_>>>(),
+            tap.map(|h| h.join().unwrap_or_else(|_| Err(panicked()))),
         )
     });
+    if let Some(Ok(_)) = &tap {
+        tracing::debug!("offload TAP ready at +{} ms", t0.elapsed().as_millis());
+    }
     let prog = Arc::new(prog?);
     let parts = parts?;
     // Every queue of one device binds the same way; the first says how.
@@ -128,13 +139,21 @@ pub(super) fn build(
     }
     let (chosen, why) = cfg
         .uplink_mode
-        .choose(copy_why.is_none(), crate::port::tap::probe_tunnel_gso)
+        .choose(copy_why.is_none(), || match &tap {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Err(std::io::Error::other("not tried (uplink_mode: afxdp)")),
+        })
         .map_err(std::io::Error::other)?;
     tracing::info!("uplink {}: mode {chosen} ({why})", cfg.uplink);
-    let redirect = if chosen == UplinkMode::Offload {
-        Some(offload_tap(&cfg.uplink, n)?)
-    } else {
-        None
+    let redirect = match tap {
+        Some(Ok(t)) if chosen == UplinkMode::Offload => Some(t),
+        // Opened for nothing (zero-copy won): closed off the start-up path.
+        Some(Ok(t)) => {
+            std::thread::spawn(move || drop(t));
+            None
+        }
+        _ => None,
     };
     let mode = BindMode {
         mode: chosen,

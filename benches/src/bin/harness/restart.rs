@@ -143,6 +143,27 @@ pub fn run(sluice: &Path, runs: usize, smoke: bool) -> Result<String, String> {
     }) {
         eprintln!("node-a: {l}");
     }
+    // Where the last restart's time went (printed, not written): node-a's
+    // daemon log, its start-up phases and the hand-over.
+    if let Some(log) = t
+        .sockets
+        .first()
+        .and_then(|s| std::fs::read_to_string(s.with_extension("log")).ok())
+    {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("start-up")
+                    || l.contains("handed over")
+                    || l.contains("mode ")
+                    || l.contains("bound at")
+                    || l.contains("TAP ready")
+            })
+            .collect();
+        for l in lines.iter().skip(lines.len().saturating_sub(16)) {
+            eprintln!("restart, node-a: {l}");
+        }
+    }
     Ok(out)
 }
 
