@@ -44,9 +44,10 @@ impl Default for IdlePolicy {
 #[cfg(feature = "io")]
 impl Worker {
     /// Runs until `stop` is set: busy-polls while frames arrive; after
-    /// `idle.spins` empty polls, or `idle.spin_time` without a frame, sleeps on the ports' descriptors (epoll
-    /// through mio) until one is readable or `max_sleep` passes. `clock`
-    /// gives the time passed to conntrack.
+    /// `idle.spins` empty polls, or `idle.spin_time` without a frame,
+    /// sleeps on the ports' descriptors (epoll through mio) until one is
+    /// readable or `max_sleep` passes. `clock` gives the time passed to
+    /// conntrack.
     pub fn run(
         &mut self,
         stop: &AtomicBool,
