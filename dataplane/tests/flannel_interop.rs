@@ -205,6 +205,27 @@ fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6], offload: bool) -> R
     }
 }
 
+/// Node A (for Sluice) and the Flannel node B joined by a veth, with a
+/// pod namespace each, named from `tag`.
+fn wire(tag: &str) -> (Netns, Netns, Netns, Netns) {
+    let a = Netns::new(&format!("{tag}a"));
+    let b = Netns::new(&format!("{tag}b"));
+    let pa = Netns::new(&format!("{tag}pa"));
+    let pb = Netns::new(&format!("{tag}pb"));
+    a.ip(&[
+        "link", "add", "up-a", "type", "veth", "peer", "name", "up-b", "netns", &b.name,
+    ]);
+    a.ip(&["addr", "add", "192.168.77.1/24", "dev", "up-a"]);
+    b.ip(&["addr", "add", "192.168.77.2/24", "dev", "up-b"]);
+    a.ip(&["link", "set", "up-a", "up"]);
+    b.ip(&["link", "set", "up-b", "up"]);
+    // Native XDP on a veth receives only when the peer end has GRO or XDP.
+    b.exec(&["ethtool", "-K", "up-b", "gro", "on", "tx", "off"]);
+    a.exec(&["ethtool", "-K", "up-a", "gro", "on"]);
+    flannel_node(&b, &pb);
+    (a, b, pa, pb)
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
@@ -245,21 +266,7 @@ fn sluice_joins_a_flannel_node() {
     if !require_root("sluice_joins_a_flannel_node") {
         return;
     }
-    let a = Netns::new("fla");
-    let b = Netns::new("flb");
-    let pa = Netns::new("flpa");
-    let pb = Netns::new("flpb");
-    a.ip(&[
-        "link", "add", "up-a", "type", "veth", "peer", "name", "up-b", "netns", &b.name,
-    ]);
-    a.ip(&["addr", "add", "192.168.77.1/24", "dev", "up-a"]);
-    b.ip(&["addr", "add", "192.168.77.2/24", "dev", "up-b"]);
-    a.ip(&["link", "set", "up-a", "up"]);
-    b.ip(&["link", "set", "up-b", "up"]);
-    // Native XDP on a veth receives only when the peer end has XDP or GRO.
-    b.exec(&["ethtool", "-K", "up-b", "gro", "on", "tx", "off"]);
-    a.exec(&["ethtool", "-K", "up-a", "gro", "on"]);
-    flannel_node(&b, &pb);
+    let (a, b, pa, pb) = wire("fl");
     let running = sluice_node(&a, &pa, b.mac("up-b"), false);
     // Node A's kernel answers on the uplink while Sluice runs.
     b.exec(&["ping", "-c", "2", "-W", "2", "192.168.77.1"]);
@@ -303,20 +310,7 @@ fn sluice_joins_a_flannel_node_sending_super_packets() {
         eprintln!("skipped: {e}");
         return;
     }
-    let a = Netns::new("foa");
-    let b = Netns::new("fob");
-    let pa = Netns::new("fopa");
-    let pb = Netns::new("fopb");
-    a.ip(&[
-        "link", "add", "up-a", "type", "veth", "peer", "name", "up-b", "netns", &b.name,
-    ]);
-    a.ip(&["addr", "add", "192.168.77.1/24", "dev", "up-a"]);
-    b.ip(&["addr", "add", "192.168.77.2/24", "dev", "up-b"]);
-    a.ip(&["link", "set", "up-a", "up"]);
-    b.ip(&["link", "set", "up-b", "up"]);
-    b.exec(&["ethtool", "-K", "up-b", "gro", "on", "tx", "off"]);
-    a.exec(&["ethtool", "-K", "up-a", "gro", "on"]);
-    flannel_node(&b, &pb);
+    let (a, b, pa, pb) = wire("fo");
     let running = sluice_node(&a, &pa, b.mac("up-b"), true);
     b.exec(&["ping", "-c", "2", "-W", "2", "192.168.77.1"]);
     pa.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.2"]);

@@ -477,20 +477,6 @@ mod tests {
         assert_eq!(out[2][TUNNEL_HDR_LEN..], arp[..]);
         assert_eq!(out[3][TUNNEL_HDR_LEN..], vx[0][..]);
     }
-}
-
-#[cfg(test)]
-mod split_tests {
-    use super::*;
-    use crate::port::gro::VXLAN_OUTER;
-    use crate::port::gro::fuzzing::{tcp_segment, vxlan_wrap};
-
-    fn buf(frame: &[u8]) -> Buf {
-        let mut b = Buf::new();
-        b.rx_room()[..frame.len()].copy_from_slice(frame);
-        b.set_len(frame.len());
-        b
-    }
 
     #[test]
     fn merged_runs_go_to_the_tap_lone_frames_to_af_xdp_in_order() {
