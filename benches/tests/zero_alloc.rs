@@ -251,7 +251,7 @@ fn a_mirrored_table_allocates_nothing_per_packet() {
         ct.handle_timeout(Duration::from_secs(100_000));
     });
     assert_eq!(per_expiry, 0.0, "expiry, written through");
-    assert_eq!(ct.state().unwrap().mark(), 2 * 2_000);
+    assert_eq!(ct.state().unwrap().mark(), 3 * 2_000);
 }
 
 /// The hit path with the table at 1M live entries (the size

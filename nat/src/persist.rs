@@ -2,16 +2,21 @@
 //! restarted daemon carries on every flow: entries, translations (and so
 //! the SNAT ports in use), TCP window tracking and expiry times.
 //!
-//! Each slot of the table owns two 64-byte records, one cache line each:
-//! the *dynamic* record (`2 * slot`: expiry, TCP state and windows, seen
-//! reply), rewritten on every packet, and the *static* record
-//! (`2 * slot + 1`: tuples, service, kind), written when the entry is
-//! made. Both carry the entry's creation id. Creating an entry clears the
-//! dynamic record first and writes it last, so a process killed in between
-//! leaves a slot that restores as empty; a packet's update touches one line.
+//! Each slot of the table owns three 64-byte records, one cache line each:
+//! two copies of the *dynamic* record (`3 * slot` and `3 * slot + 1`:
+//! expiry, TCP state and windows, seen reply, an update count), and the
+//! *static* record (`3 * slot + 2`: tuples, service, kind), written when
+//! the entry is made. All carry the entry's creation id. A packet's update
+//! rewrites the older dynamic copy with the count one past the newer's, so
+//! a process killed mid-write tears only the copy being written and the
+//! other still holds the entry as of the packet before: a live flow is
+//! never lost to a kill (a single record rewritten in place was, about one
+//! kill in a hundred under load). Creating an entry clears both dynamic
+//! copies first and writes the first one last, so a process killed in
+//! between leaves a slot that restores as empty.
 //!
-//! Restoring trusts nothing: each record must be whole ([`persist::read`]),
-//! the two must carry the same creation id, every field must decode (the
+//! Restoring trusts nothing: it takes the newest whole ([`persist::read`])
+//! dynamic copy carrying the static record's creation id, every field must decode (the
 //! protocol, the TCP state, the kind matching the protocol, window scales
 //! at most 14), the entry must not have expired, and neither tuple may be
 //! in the table already. Anything else is counted and cleared.
@@ -30,7 +35,11 @@ use crate::tuple::{Direction, Tuple};
 /// Bytes per record.
 pub const RECORD: usize = 64;
 /// The record layout's version ([`persist::Spec::version`]).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Records per slot: two dynamic copies, then the static record.
+const PER_SLOT: usize = 3;
+/// Where a dynamic copy keeps its update count (body offset).
+const COUNT_AT: usize = 44;
 /// An entry's `service_gen` after a restore: the service table it was made
 /// under is gone, so its service port is looked up again on its next packet.
 pub(crate) const RESTORED: u32 = u32::MAX;
@@ -55,7 +64,7 @@ pub fn spec(cfg: &ConntrackConfig, snat: Option<&SnatConfig>, epoch: [u8; 16]) -
         kind: "conntrack",
         version: VERSION,
         record_len: RECORD,
-        records: 2 * max,
+        records: PER_SLOT * max,
         epoch,
         params,
     }
@@ -68,8 +77,8 @@ pub struct Restored {
     pub entries: usize,
     /// Entries that had expired meanwhile.
     pub expired: usize,
-    /// Slots torn by a kill mid-update (the two records disagree, or one
-    /// is half-written).
+    /// Slots torn by a kill (no whole dynamic copy of the entry the static
+    /// record holds, or the static record half-written).
     pub torn: usize,
     /// Slots whose fields do not decode.
     pub invalid: usize,
@@ -169,9 +178,10 @@ fn kind_of(p: &ProtoState) -> u8 {
     }
 }
 
-/// Writes the dynamic part of `e` (creation id `id`).
-fn dynamic_to(b: &mut [u8], id: u32, e: &Entry) {
+/// Writes the dynamic part of `e` (creation id `id`, update count `count`).
+fn dynamic_to(b: &mut [u8], id: u32, count: u32, e: &Entry) {
     put(b, 0, &id.to_le_bytes());
+    put(b, COUNT_AT, &count.to_le_bytes());
     put(b, 4, &e.expires_ms().to_le_bytes());
     let (state, senders) = match &e.proto {
         ProtoState::Tcp { state, senders } => (*state as u8, Some(senders)),
@@ -200,43 +210,52 @@ enum Slot {
     Live(Entry),
 }
 
-/// Why a slot does not restore.
-enum Bad {
-    Torn,
-    Invalid,
+/// A field that does not decode.
+struct Invalid;
+
+/// The newest whole dynamic copy among records `a` and `b` (whole
+/// records, sequence words included) that carries creation id `id` (any,
+/// if `None`): its index (0 or 1) and body. Counts compare as serial
+/// numbers, so they may wrap.
+fn newest<'a>(a: &'a [u8], b: &'a [u8], id: Option<u32>) -> Option<(usize, &'a [u8])> {
+    let whole = |r: &'a [u8]| persist::read(r).filter(|d| id.is_none() || u32_at(d, 0) == id);
+    let count = |d: &[u8]| u32_at(d, COUNT_AT).unwrap_or(0);
+    match (whole(a), whole(b)) {
+        (Some(x), Some(y)) if (count(y).wrapping_sub(count(x)) as i32) > 0 => Some((1, y)),
+        (Some(x), _) => Some((0, x)),
+        (None, Some(y)) => Some((1, y)),
+        (None, None) => None,
+    }
 }
 
 /// Decodes slot records `dynamic` and `stat` (bodies) into an entry.
-fn decode(dynamic: &[u8], stat: &[u8]) -> Result<Entry, Bad> {
-    if u32_at(dynamic, 0) != u32_at(stat, 0) {
-        return Err(Bad::Torn);
-    }
-    let inv = |_| Bad::Invalid;
-    let orig = stat.get(4..).and_then(tuple_from).ok_or(Bad::Invalid)?;
-    let reply = stat.get(17..).and_then(tuple_from).ok_or(Bad::Invalid)?;
-    let service = u32_at(stat, 30).ok_or(Bad::Invalid)?;
-    let kind = *stat.get(34).ok_or(Bad::Invalid)?;
-    let expires_ms = u64_at(dynamic, 4).ok_or(Bad::Invalid)?;
+fn decode(dynamic: &[u8], stat: &[u8]) -> Result<Entry, Invalid> {
+    let inv = |_| Invalid;
+    let orig = stat.get(4..).and_then(tuple_from).ok_or(Invalid)?;
+    let reply = stat.get(17..).and_then(tuple_from).ok_or(Invalid)?;
+    let service = u32_at(stat, 30).ok_or(Invalid)?;
+    let kind = *stat.get(34).ok_or(Invalid)?;
+    let expires_ms = u64_at(dynamic, 4).ok_or(Invalid)?;
     let (state, seen) = match dynamic.get(12..14) {
         Some(&[s, r]) if r <= 1 => (s, r == 1),
-        _ => return Err(Bad::Invalid),
+        _ => return Err(Invalid),
     };
     if orig.proto != reply.proto {
-        return Err(Bad::Invalid);
+        return Err(Invalid);
     }
     let proto = match (kind, orig.proto) {
         (0, ip_proto::TCP) => ProtoState::Tcp {
-            state: tcp_state(state).ok_or(Bad::Invalid)?,
+            state: tcp_state(state).ok_or(Invalid)?,
             senders: [
-                sender_from(dynamic, 16).ok_or(Bad::Invalid)?,
-                sender_from(dynamic, 29).ok_or(Bad::Invalid)?,
+                sender_from(dynamic, 16).ok_or(Invalid)?,
+                sender_from(dynamic, 29).ok_or(Invalid)?,
             ],
         },
         (1, ip_proto::UDP) => ProtoState::Udp,
         (2, ip_proto::ICMP) => ProtoState::Icmp,
         // ICMP messages other than echo and errors are tracked as "other".
         (3, p) if !matches!(p, ip_proto::TCP | ip_proto::UDP) => ProtoState::Other,
-        _ => return Err(Bad::Invalid),
+        _ => return Err(Invalid),
     };
     if !matches!(proto, ProtoState::Tcp { .. }) && state != NO_TCP {
         return Err(inv(()));
@@ -252,7 +271,7 @@ fn decode(dynamic: &[u8], stat: &[u8]) -> Result<Entry, Bad> {
         _ => true,
     };
     if !portless(&orig) || !portless(&reply) {
-        return Err(Bad::Invalid);
+        return Err(Invalid);
     }
     Ok(Entry::restored(
         orig, reply, proto, expires_ms, seen, service,
@@ -264,67 +283,95 @@ impl Mirror {
         Mirror { region, next_id: 1 }
     }
 
-    /// Records a new entry in `slot`: dynamic record cleared, static
-    /// written, dynamic written.
+    /// Records a new entry in `slot`: both dynamic copies cleared, static
+    /// written, the first dynamic copy written.
     pub(crate) fn create(&mut self, slot: u32, e: &Entry) {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        let i = 2 * slot as usize;
-        self.region.raise_mark(i + 2);
-        if let Some(r) = self.region.record_mut(i) {
-            persist::clear(r);
+        let i = PER_SLOT * slot as usize;
+        self.region.raise_mark(i + PER_SLOT);
+        for c in [i, i + 1] {
+            if let Some(r) = self.region.record_mut(c) {
+                persist::clear(r);
+            }
         }
-        if let Some(r) = self.region.record_mut(i + 1) {
+        if let Some(r) = self.region.record_mut(i + 2) {
             persist::write(r, |b| static_to(b, id, e));
         }
         if let Some(r) = self.region.record_mut(i) {
-            persist::write(r, |b| dynamic_to(b, id, e));
+            persist::write(r, |b| dynamic_to(b, id, 1, e));
         }
     }
 
-    /// Records a packet's change to the entry in `slot` (one cache line).
+    /// Records a packet's change to the entry in `slot`: the older dynamic
+    /// copy is rewritten (two cache lines read, one written), so the newer
+    /// one stays whole whenever the process dies.
     #[inline]
     pub(crate) fn update(&mut self, slot: u32, e: &Entry) {
-        if let Some(r) = self.region.record_mut(2 * slot as usize) {
-            let id = persist::body(r)
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u32::from_le_bytes);
-            persist::write(r, |b| dynamic_to(b, id, e));
+        let i = PER_SLOT * slot as usize;
+        let (Some(a), Some(b)) = (self.region.record(i), self.region.record(i + 1)) else {
+            return;
+        };
+        let (older, id, count) = match newest(a, b, None) {
+            Some((n, d)) => (
+                i + 1 - n,
+                u32_at(d, 0).unwrap_or(0),
+                u32_at(d, COUNT_AT).unwrap_or(0).wrapping_add(1),
+            ),
+            // Neither whole (never, while this process writes them): the
+            // creation id from the static record.
+            None => {
+                let id = self
+                    .region
+                    .record(i + 2)
+                    .and_then(|s| u32_at(persist::body(s), 0))
+                    .unwrap_or(0);
+                (i, id, 1)
+            }
+        };
+        if let Some(r) = self.region.record_mut(older) {
+            persist::write(r, |b| dynamic_to(b, id, count, e));
         }
     }
 
     /// Forgets the entry in `slot`.
     pub(crate) fn remove(&mut self, slot: u32) {
-        if let Some(r) = self.region.record_mut(2 * slot as usize) {
-            persist::clear(r);
+        let i = PER_SLOT * slot as usize;
+        for c in [i, i + 1] {
+            if let Some(r) = self.region.record_mut(c) {
+                persist::clear(r);
+            }
         }
     }
 
     /// Slots the region has records for.
     pub(crate) fn slots(&self) -> usize {
-        self.region.records() / 2
+        self.region.records() / PER_SLOT
     }
 
     /// What `slot` holds at `now` (milliseconds); a slot that is not
     /// [`Slot::Empty`] or [`Slot::Live`] is counted in `r`.
     fn load(&self, slot: usize, now_ms: u64, r: &mut Restored) -> Slot {
-        let (Some(d), Some(s)) = (
-            self.region.record(2 * slot),
-            self.region.record(2 * slot + 1),
+        let i = PER_SLOT * slot;
+        let (Some(a), Some(b), Some(s)) = (
+            self.region.record(i),
+            self.region.record(i + 1),
+            self.region.record(i + 2),
         ) else {
             return Slot::Empty;
         };
-        let d = match persist::read(d) {
-            Some(d) => d,
-            // Torn mid-update; else never written, or removed.
-            None if persist::torn(d) => {
-                r.torn += 1;
-                return Slot::Drop;
-            }
-            None => return Slot::Empty,
-        };
+        let empty = |d: &[u8]| persist::read(d).is_none() && !persist::torn(d);
+        if empty(a) && empty(b) {
+            // Never written, or removed.
+            return Slot::Empty;
+        }
         let Some(s) = persist::read(s) else {
+            r.torn += 1;
+            return Slot::Drop;
+        };
+        // No whole copy of this entry: torn by a kill mid-create (or both
+        // copies, which one process never leaves).
+        let Some((_, d)) = newest(a, b, u32_at(s, 0)) else {
             r.torn += 1;
             return Slot::Drop;
         };
@@ -334,20 +381,16 @@ impl Mirror {
                 Slot::Drop
             }
             Ok(e) => Slot::Live(e),
-            Err(Bad::Torn) => {
-                r.torn += 1;
-                Slot::Drop
-            }
-            Err(Bad::Invalid) => {
+            Err(Invalid) => {
                 r.invalid += 1;
                 Slot::Drop
             }
         }
     }
 
-    /// Clears both records of `slot` (a rejected entry).
+    /// Clears the records of `slot` (a rejected entry).
     pub(crate) fn discard(&mut self, slot: usize) {
-        for i in [2 * slot, 2 * slot + 1] {
+        for i in PER_SLOT * slot..PER_SLOT * (slot + 1) {
             if let Some(r) = self.region.record_mut(i) {
                 persist::clear(r);
             }
@@ -385,7 +428,7 @@ impl Conntrack {
         let now_ms = ms(now);
         // Up to the high-water mark: the untouched rest of a sparse file is
         // never faulted in.
-        let used = m.region.mark().div_ceil(2);
+        let used = m.region.mark().div_ceil(PER_SLOT);
         for slot in 0..m.slots().min(ct.cfg.max_entries).min(used) {
             let e = match m.load(slot, now_ms, &mut r) {
                 Slot::Empty => continue,

@@ -185,17 +185,79 @@ fn slot_of(ct: &Conntrack, sport: u16) -> usize {
         .unwrap()
 }
 
+/// The record of `slot`'s newest whole dynamic copy.
+fn newest_copy(ct: &mut Conntrack, slot: usize) -> usize {
+    let r = region(ct);
+    let (a, b) = (r.record(3 * slot).unwrap(), r.record(3 * slot + 1).unwrap());
+    3 * slot + newest(a, b, None).unwrap().0
+}
+
+/// A kill lands while a packet's update is being written: the copy being
+/// written is torn, the other holds the entry as of the packet before,
+/// and the flow is carried on with that state (its next packet brings the
+/// rest). With one dynamic record per slot the flow was lost.
 #[test]
-fn a_slot_torn_by_a_kill_restores_empty() {
+fn a_kill_mid_update_tears_one_copy_and_the_flow_carries_on() {
+    for tear in ["head moved", "body half written"] {
+        let p = path("kill-mid-update");
+        let (mut ct, _, _) = open(&p, secs(1));
+        let (port, seq) = flows(&mut ct, secs(1));
+        let slot = slot_of(&ct, 40000);
+        let before = shape(&ct);
+        let copies = |ct: &mut Conntrack| -> Vec<Vec<u8>> {
+            (0..2)
+                .map(|i| region(ct).record(3 * slot + i).unwrap().to_vec())
+                .collect()
+        };
+        let old = copies(&mut ct);
+        // The next packet (the server's ACK with data, a later time).
+        let mut d = tcp(OUTSIDE, 80, NODE, port, F::Ack, 5001, seq, &[1; 10]);
+        accept(ct.process(secs(5), &mut d, Origin::Uplink));
+        assert_ne!(shape(&ct), before, "the packet changed the entry");
+        let new = copies(&mut ct);
+        let written: Vec<usize> = (0..2).filter(|&i| old[i] != new[i]).collect();
+        assert_eq!(written.len(), 1, "one copy written per packet");
+        // Undo the end of that write, as a kill before it would have.
+        let rec = region(&mut ct).record_mut(3 * slot + written[0]).unwrap();
+        let tail = rec.len() - 4;
+        rec[tail..].copy_from_slice(&old[written[0]][tail..]);
+        if tear == "body half written" {
+            rec[4 + 20..tail].copy_from_slice(&old[written[0]][4 + 20..tail]);
+        }
+        assert!(persist::torn(rec), "{tear}");
+        drop(ct);
+        let (mut ct, r, _) = open(&p, secs(6));
+        assert_eq!((r.entries, r.torn), (3, 0), "{tear}: {r:?}");
+        assert_eq!(shape(&ct), before, "{tear}: the state before the packet");
+        // The flow goes on: the server's next segment (the state lags one
+        // packet, which the window still takes), then the pod's ACK of
+        // both, translated as before.
+        let mut d = tcp(OUTSIDE, 80, NODE, port, F::Ack, 5011, seq, &[2; 10]);
+        accept(ct.process(secs(6), &mut d, Origin::Uplink));
+        let mut d = tcp(POD_A, 40000, OUTSIDE, 80, F::Ack, seq, 5021, b"x");
+        accept(ct.process(secs(6), &mut d, Origin::Pod));
+        assert_eq!(ends(&d).1, port, "{tear}");
+        // And its updates go on alternating from the copy that was whole.
+        let slot = slot_of(&ct, 40000);
+        let whole = newest_copy(&mut ct, slot);
+        assert_eq!(whole, 3 * slot + 1 - written[0], "{tear}");
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+}
+
+#[test]
+fn a_slot_with_no_whole_copy_restores_empty() {
     let p = path("torn");
     let (mut ct, _, _) = open(&p, secs(1));
     flows(&mut ct, secs(1));
     let tcp_slot = slot_of(&ct, 40000);
     let udp_slot = slot_of(&ct, 5353);
-    // Killed mid-update: the dynamic record's head moved, its tail not.
-    region(&mut ct).record_mut(2 * tcp_slot).unwrap()[0] ^= 0x40;
+    // Both dynamic copies torn (no one kill leaves this, but a file may).
+    for i in [3 * tcp_slot, 3 * tcp_slot + 1] {
+        region(&mut ct).record_mut(i).unwrap()[0] ^= 0x40;
+    }
     // The static record rewritten for another entry (creation id differs).
-    let rec = region(&mut ct).record_mut(2 * udp_slot + 1).unwrap();
+    let rec = region(&mut ct).record_mut(3 * udp_slot + 2).unwrap();
     persist::write(rec, |b| b[0] ^= 1);
     drop(ct);
     let (ct, r, _) = open(&p, secs(2));
@@ -204,9 +266,29 @@ fn a_slot_torn_by_a_kill_restores_empty() {
     let _ = std::fs::remove_dir_all(p.parent().unwrap());
 }
 
+/// Killed mid-create (the static record written, the first dynamic copy
+/// torn): the entry was never made, and nothing is carried on for it.
+#[test]
+fn a_kill_mid_create_leaves_no_entry() {
+    let p = path("mid-create");
+    let (mut ct, _, _) = open(&p, secs(1));
+    flows(&mut ct, secs(1));
+    let slot = slot_of(&ct, 7);
+    let rec = region(&mut ct).record_mut(3 * slot + 1).unwrap();
+    assert!(persist::read(rec).is_none(), "an echo is never updated");
+    let rec = region(&mut ct).record_mut(3 * slot).unwrap();
+    let tail = rec.len() - 4;
+    rec[tail..].copy_from_slice(&[0; 4]);
+    drop(ct);
+    let (ct, r, _) = open(&p, secs(2));
+    assert_eq!((r.entries, r.torn), (2, 1), "{r:?}");
+    assert!(ct.entries().all(|e| e.orig.proto != 1));
+    let _ = std::fs::remove_dir_all(p.parent().unwrap());
+}
+
 #[test]
 fn undecodable_fields_are_refused_one_by_one() {
-    // (record: 0 dynamic, 1 static; body offset; value)
+    // (record: 0 dynamic (the newest copy), 1 static; body offset; value)
     let cases: [(&str, usize, usize, u8); 7] = [
         ("unknown kind", 1, 34, 9),
         ("kind not the protocol's", 1, 34, 1),
@@ -221,7 +303,11 @@ fn undecodable_fields_are_refused_one_by_one() {
         let (mut ct, _, _) = open(&p, secs(1));
         flows(&mut ct, secs(1));
         let slot = slot_of(&ct, 40000);
-        let r = region(&mut ct).record_mut(2 * slot + rec).unwrap();
+        let i = match rec {
+            0 => newest_copy(&mut ct, slot),
+            _ => 3 * slot + 2,
+        };
+        let r = region(&mut ct).record_mut(i).unwrap();
         persist::write(r, |b| b[at] = v);
         drop(ct);
         let (ct, r, _) = open(&p, secs(2));
@@ -234,7 +320,7 @@ fn undecodable_fields_are_refused_one_by_one() {
     let (mut ct, _, _) = open(&p, secs(1));
     flows(&mut ct, secs(1));
     let slot = slot_of(&ct, 7);
-    let r = region(&mut ct).record_mut(2 * slot + 1).unwrap();
+    let r = region(&mut ct).record_mut(3 * slot + 2).unwrap();
     persist::write(r, |b| b[27] = 143);
     drop(ct);
     let (_, r, _) = open(&p, secs(2));
@@ -244,7 +330,8 @@ fn undecodable_fields_are_refused_one_by_one() {
     let (mut ct, _, _) = open(&p, secs(1));
     flows(&mut ct, secs(1));
     let slot = slot_of(&ct, 5353);
-    let r = region(&mut ct).record_mut(2 * slot).unwrap();
+    let i = newest_copy(&mut ct, slot);
+    let r = region(&mut ct).record_mut(i).unwrap();
     persist::write(r, |b| b[12] = 3);
     drop(ct);
     let (_, r, _) = open(&p, secs(2));
@@ -258,16 +345,16 @@ fn a_tuple_held_twice_restores_once() {
     let (mut ct, _, _) = open(&p, secs(1));
     flows(&mut ct, secs(1));
     let slot = slot_of(&ct, 40000);
-    let copy: Vec<Vec<u8>> = (0..2)
-        .map(|i| region(&mut ct).record(2 * slot + i).unwrap().to_vec())
+    let copy: Vec<Vec<u8>> = (0..3)
+        .map(|i| region(&mut ct).record(3 * slot + i).unwrap().to_vec())
         .collect();
     for (i, c) in copy.iter().enumerate() {
         region(&mut ct)
-            .record_mut(2 * 40 + i)
+            .record_mut(3 * 40 + i)
             .unwrap()
             .copy_from_slice(c);
     }
-    region(&mut ct).raise_mark(2 * 41);
+    region(&mut ct).raise_mark(3 * 41);
     drop(ct);
     let (mut ct, r, _) = open(&p, secs(2));
     assert_eq!((r.entries, r.duplicate), (3, 1), "{r:?}");
@@ -333,7 +420,7 @@ fn random_whole_slots_are_decoded_or_refused() {
     let s = snat();
     let sp = spec(&cfg(), Some(&s), EPOCH);
     let mut region = Region::anonymous(&sp).unwrap();
-    for slot in 0..region.records() / 2 {
+    for slot in 0..region.records() / 3 {
         let id: u32 = rng.random();
         let kind = rng.random_range(0..5u8);
         let proto = [6u8, 17, 1, 47][rng.random_range(0..4)];
@@ -343,7 +430,7 @@ fn random_whole_slots_are_decoded_or_refused() {
         body[16] = proto;
         body[29] = proto;
         body[34] = kind;
-        persist::write(region.record_mut(2 * slot + 1).unwrap(), |b| {
+        persist::write(region.record_mut(3 * slot + 2).unwrap(), |b| {
             b.copy_from_slice(&body)
         });
         let mut d = [0u8; RECORD - 8];
@@ -360,9 +447,12 @@ fn random_whole_slots_are_decoded_or_refused() {
                 0xff
             };
         }
-        persist::write(region.record_mut(2 * slot).unwrap(), |b| {
-            b.copy_from_slice(&d)
-        });
+        persist::write(
+            region
+                .record_mut(3 * slot + rng.random_range(0..2))
+                .unwrap(),
+            |b| b.copy_from_slice(&d),
+        );
     }
     let n = region.records();
     region.raise_mark(n);
@@ -424,7 +514,7 @@ fn the_layout_names_the_settings_entries_depend_on() {
     let b = spec(&cfg(), Some(&s), EPOCH);
     assert_ne!(a, b);
     assert!(b.params.contains(&("worker", 1)) && b.params.contains(&("workers", 2)));
-    assert_eq!(a.records, 2 * cfg().max_entries);
+    assert_eq!(a.records, 3 * cfg().max_entries);
     assert!(
         !spec(&cfg(), None, EPOCH)
             .params
@@ -442,20 +532,20 @@ fn the_restore_stops_at_the_high_water_mark() {
     let (mut ct, _, _) = open(&p, secs(1));
     assert_eq!(region(&mut ct).mark(), 0);
     flows(&mut ct, secs(1));
-    // Three entries in slots 0..3: records 0..6.
-    assert_eq!(region(&mut ct).mark(), 6);
+    // Three entries in slots 0..3: records 0..9.
+    assert_eq!(region(&mut ct).mark(), 9);
     drop(ct);
     let (ct, r, _) = open(&p, secs(2));
     assert_eq!(r.entries, 3);
     drop(ct);
     // A record past the mark (written by no tracker) is not read.
     let (mut ct, _, _) = open(&p, secs(2));
-    let copy: Vec<Vec<u8>> = (0..2)
+    let copy: Vec<Vec<u8>> = (0..3)
         .map(|i| region(&mut ct).record(i).unwrap().to_vec())
         .collect();
     for (i, c) in copy.iter().enumerate() {
         region(&mut ct)
-            .record_mut(20 + i)
+            .record_mut(30 + i)
             .unwrap()
             .copy_from_slice(c);
     }
