@@ -11,6 +11,7 @@ use crate::buf::Buf;
 
 pub mod fake;
 pub mod gro;
+pub mod gso;
 #[cfg(feature = "io")]
 pub mod tap;
 #[cfg(feature = "io")]
