@@ -332,9 +332,10 @@ fn corrupted_and_foreign_state_files_are_discarded_with_a_log_line() {
     let before = t.daemon_log(0).len();
     t.restart_daemon(0, Path::new(SLUICE)).unwrap();
     let log = t.daemon_log(0)[before..].to_string();
+    let version = format!("version is 99 in the file, {} now", nat::STATE_VERSION);
     for (file, why) in [
         ("conntrack-0.state", "not a sluice state file"),
-        ("conntrack-1.state", "version is 99 in the file, 1 now"),
+        ("conntrack-1.state", version.as_str()),
         ("affinity-0.state", "5000 bytes where the layout needs"),
     ] {
         assert!(
