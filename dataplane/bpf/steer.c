@@ -15,6 +15,12 @@
 // On a pod's veth (config `all`), every frame is Sluice's. What Sluice
 // owns is dropped while no socket is bound (see `steer`).
 //
+// The same choice, made at the uplink's TCX ingress instead (program
+// sluice_to_tap), redirects Sluice's packets to the offload uplink's TAP
+// whole: a peer's GSO super-packet stays one packet (an XDP program on a
+// veth makes its peer segment everything before sending), and its
+// checksum state travels in the TAP's virtio-net header.
+//
 // Built by dataplane/build.rs with clang -target bpf; helpers are declared
 // here so that only the kernel's UAPI headers are needed.
 
@@ -49,6 +55,12 @@ struct icmphdr {
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
+static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
+
+// TCX verdicts (linux/bpf.h, Linux 6.6).
+#define SLUICE_TCX_PASS 0
+#define SLUICE_TCX_DROP 2
 
 struct steer_config {
 	__u32 node_ip;      // network order
@@ -58,6 +70,8 @@ struct steer_config {
 	__u16 ident_min;    // host order: SNAT ICMP identifiers
 	__u16 ident_max;
 	__u16 all;          // 1: redirect every frame (a pod's veth)
+	__u16 pad;
+	__u32 tap_ifindex;  // the offload uplink's TAP (sluice_to_tap), 0: none
 };
 
 struct {
@@ -130,6 +144,63 @@ static __attribute__((always_inline)) int steer(struct xdp_md *ctx)
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
 }
 
+// Whether the frame in [data, end) is Sluice's (see the top).
+static __attribute__((always_inline)) int owned(void *data, void *end, struct steer_config *c)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(ETH_P_IP))
+		return 0;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+		return 0;
+	// Fragments: the kernel reassembles them.
+	if (ip->frag_off & __builtin_bswap16(0x3fff))
+		return 0;
+	void *l4 = (void *)ip + ip->ihl * 4;
+	if (l4 > end)
+		return 0;
+	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
+		__u16 *ports = l4;
+		if ((void *)(ports + 2) > end)
+			return 0;
+		struct frontend_key k = {
+			.addr = ip->daddr,
+			.port = ports[1],
+			.proto = ip->protocol,
+			.pad = 0,
+		};
+		if (bpf_map_lookup_elem(&frontends, &k))
+			return 1;
+	}
+	if (ip->daddr != c->node_ip)
+		return 0;
+
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *u = l4;
+		if ((void *)(u + 1) > end)
+			return 0;
+		if (u->dest == c->vxlan_port)
+			return 1;
+	}
+	if (snat_port(l4, end, ip->protocol, 1, c))
+		return 1;
+	if (ip->protocol == IPPROTO_ICMP) {
+		struct icmphdr *ic = l4;
+		if ((void *)(ic + 1) > end)
+			return 0;
+		if (ic->type == ICMP_DEST_UNREACH || ic->type == ICMP_TIME_EXCEEDED) {
+			struct iphdr *q = (void *)(ic + 1);
+			if ((void *)(q + 1) > end || q->ihl < 5 || q->saddr != c->node_ip)
+				return 0;
+			void *ql4 = (void *)q + q->ihl * 4;
+			if (ql4 > end)
+				return 0;
+			return snat_port(ql4, end, q->protocol, 0, c);
+		}
+	}
+	return 0;
+}
+
 SEC("xdp")
 int sluice_steer(struct xdp_md *ctx)
 {
@@ -139,64 +210,36 @@ int sluice_steer(struct xdp_md *ctx)
 	struct steer_config *c = bpf_map_lookup_elem(&config, &zero);
 	if (!c)
 		return XDP_PASS;
-
-	if (c->all)
+	if (c->all || owned(data, end, c))
 		return steer(ctx);
+	return XDP_PASS;
+}
 
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(ETH_P_IP))
-		return XDP_PASS;
-	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
-		return XDP_PASS;
-	// Fragments: the kernel reassembles them.
-	if (ip->frag_off & __builtin_bswap16(0x3fff))
-		return XDP_PASS;
-	void *l4 = (void *)ip + ip->ihl * 4;
-	if (l4 > end)
-		return XDP_PASS;
-	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
-		__u16 *ports = l4;
-		if ((void *)(ports + 2) > end)
-			return XDP_PASS;
-		struct frontend_key k = {
-			.addr = ip->daddr,
-			.port = ports[1],
-			.proto = ip->protocol,
-			.pad = 0,
-		};
-		if (bpf_map_lookup_elem(&frontends, &k))
-			return steer(ctx);
-	}
-	if (ip->daddr != c->node_ip)
-		return XDP_PASS;
+// Headers the choice reads (Ethernet, IP with options, an ICMP error's
+// quoted IP and ports), made linear if the packet arrived in pieces.
+#define PULL 128
 
-	int ours = 0;
-	if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *u = l4;
-		if ((void *)(u + 1) > end)
-			return XDP_PASS;
-		ours = u->dest == c->vxlan_port;
-	}
-	if (!ours)
-		ours = snat_port(l4, end, ip->protocol, 1, c);
-	if (!ours && ip->protocol == IPPROTO_ICMP) {
-		struct icmphdr *ic = l4;
-		if ((void *)(ic + 1) > end)
-			return XDP_PASS;
-		if (ic->type == ICMP_DEST_UNREACH || ic->type == ICMP_TIME_EXCEEDED) {
-			struct iphdr *q = (void *)(ic + 1);
-			if ((void *)(q + 1) > end || q->ihl < 5 || q->saddr != c->node_ip)
-				return XDP_PASS;
-			void *ql4 = (void *)q + q->ihl * 4;
-			if (ql4 > end)
-				return XDP_PASS;
-			ours = snat_port(ql4, end, q->protocol, 0, c);
-		}
-	}
-	if (!ours)
-		return XDP_PASS;
-	return steer(ctx);
+SEC("tcx/ingress")
+int sluice_to_tap(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct steer_config *c = bpf_map_lookup_elem(&config, &zero);
+	if (!c)
+		return SLUICE_TCX_PASS;
+	__u32 want = skb->len < PULL ? skb->len : PULL;
+	if (skb->data_end - skb->data < want)
+		bpf_skb_pull_data(skb, want);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (!owned(data, end, c))
+		return SLUICE_TCX_PASS;
+	// To the TAP's transmit side: the daemon reads it. With no TAP yet
+	// (a new daemon between attaching and opening it), or a TAP gone with
+	// the daemon that made it, what Sluice owns is dropped, never passed
+	// to the kernel (see `steer`).
+	if (!c->tap_ifindex)
+		return SLUICE_TCX_DROP;
+	return bpf_redirect(c->tap_ifindex, 0);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

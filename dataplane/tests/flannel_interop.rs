@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dataplane::port::Port;
+use dataplane::port::steer::Hook;
 use dataplane::port::tap::{OffloadUplink, Redirect, UplinkTap};
 use dataplane::port::tun::TunPort;
 use dataplane::port::xdp::{SteerConfig, SteerProgram, XdpPort};
@@ -31,8 +32,9 @@ const POD_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
 const VTEP_A: MacAddr = MacAddr([0x0a, 0x5e, 0, 0, 0, 1]);
 const VTEP_B: &str = "0a:5e:00:00:00:02";
 
-/// The kernel node: Flannel's flannel.1 plus one pod on a routed veth.
-fn flannel_node(node: &Netns, pod: &Netns) {
+/// The kernel node: Flannel's flannel.1 plus one pod on a routed veth;
+/// with `defaults`, every offload left as the kernel sets it.
+fn flannel_node(node: &Netns, pod: &Netns, defaults: bool) {
     node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     node.ip(&[
         "link",
@@ -100,7 +102,21 @@ fn flannel_node(node: &Netns, pod: &Netns) {
     // Software checksums on the pod side: AF_XDP in copy mode on veth sees
     // frames as the kernel left them, and a CHECKSUM_PARTIAL inner packet
     // would reach the Sluice pod unfinished (a NIC finishes it in hardware).
-    pod.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+    // Receiving through the TAP, the virtio-net header says so instead.
+    if !defaults {
+        pod.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+    }
+}
+
+/// How node A's uplink runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Uplink {
+    /// AF_XDP both ways, the program at XDP.
+    AfXdp,
+    /// Receiving on AF_XDP; sending super-packets through the TAP.
+    OffloadTx,
+    /// The program at TCX ingress, receiving through the TAP too.
+    Offload,
 }
 
 struct Running {
@@ -124,9 +140,9 @@ impl Drop for Running {
     }
 }
 
-/// Starts Sluice on node A: AF_XDP on up-a (sending through the offload
-/// TAP when `offload`), a TUN pod in `pod`.
-fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6], offload: bool) -> Running {
+/// Starts Sluice on node A: its uplink up-a run as `mode`, a TUN pod in
+/// `pod`.
+fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6], mode: Uplink) -> Running {
     let uplink_mac = MacAddr(node.mac("up-a"));
     let vxlan = VxlanConfig::default();
     let snapshot = Snapshot::new(
@@ -161,24 +177,30 @@ fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6], offload: bool) -> R
     let mut w = Worker::new(routes, ConntrackConfig::default(), Some(snat), 1024);
     let ns_path = PathBuf::from(format!("/var/run/netns/{}", node.name));
     let uplink = dataplane::netns::run_in(&ns_path, move || {
-        let prog = SteerProgram::attach(
-            "up-a",
-            SteerConfig {
-                node_ip: A_IP,
-                vxlan_port: 8472,
-                ports: (pmin, pmax),
-                idents: (pmin, pmax),
-                all: false,
-            },
-        )?;
-        let rx = XdpPort::open("up-a", 0, Some(Arc::new(prog)))?;
-        if !offload {
+        let cfg = |tap| SteerConfig {
+            node_ip: A_IP,
+            vxlan_port: 8472,
+            ports: (pmin, pmax),
+            idents: (pmin, pmax),
+            all: false,
+            tap,
+        };
+        let hook = if mode == Uplink::Offload {
+            Hook::Tcx
+        } else {
+            Hook::Xdp
+        };
+        let prog = Arc::new(SteerProgram::attach_at("up-a", cfg(0), hook)?);
+        let rx = XdpPort::open("up-a", 0, Some(prog.clone()))?;
+        if mode == Uplink::AfXdp {
             return Ok(Box::new(rx) as Box<dyn Port>);
         }
         let tx = UplinkTap::open("sl-up")?;
         UplinkTap::prepare("sl-up")?;
         let redirect = Arc::new(Redirect::attach("sl-up", "up-a")?);
-        Ok(Box::new(OffloadUplink::new(rx, tx, redirect)) as Box<dyn Port>)
+        prog.configure(cfg(netcfg::if_index("sl-up")?))?;
+        let tap_rx = mode == Uplink::Offload;
+        Ok(Box::new(OffloadUplink::new(rx, tx, redirect, tap_rx)) as Box<dyn Port>)
     })
     .expect("AF_XDP uplink");
     w.add_port(uplink, Role::Uplink);
@@ -206,8 +228,9 @@ fn sluice_node(node: &Netns, pod: &Netns, peer_mac: [u8; 6], offload: bool) -> R
 }
 
 /// Node A (for Sluice) and the Flannel node B joined by a veth, with a
-/// pod namespace each, named from `tag`.
-fn wire(tag: &str) -> (Netns, Netns, Netns, Netns) {
+/// pod namespace each, named from `tag`; with `defaults`, node B keeps
+/// every offload as the kernel sets it.
+fn wire(tag: &str, defaults: bool) -> (Netns, Netns, Netns, Netns) {
     let a = Netns::new(&format!("{tag}a"));
     let b = Netns::new(&format!("{tag}b"));
     let pa = Netns::new(&format!("{tag}pa"));
@@ -220,9 +243,13 @@ fn wire(tag: &str) -> (Netns, Netns, Netns, Netns) {
     a.ip(&["link", "set", "up-a", "up"]);
     b.ip(&["link", "set", "up-b", "up"]);
     // Native XDP on a veth receives only when the peer end has GRO or XDP.
-    b.exec(&["ethtool", "-K", "up-b", "gro", "on", "tx", "off"]);
-    a.exec(&["ethtool", "-K", "up-a", "gro", "on"]);
-    flannel_node(&b, &pb);
+    if !defaults {
+        b.exec(&["ethtool", "-K", "up-b", "gro", "on", "tx", "off"]);
+    }
+    if !defaults {
+        a.exec(&["ethtool", "-K", "up-a", "gro", "on"]);
+    }
+    flannel_node(&b, &pb, defaults);
     (a, b, pa, pb)
 }
 
@@ -266,8 +293,8 @@ fn sluice_joins_a_flannel_node() {
     if !require_root("sluice_joins_a_flannel_node") {
         return;
     }
-    let (a, b, pa, pb) = wire("fl");
-    let running = sluice_node(&a, &pa, b.mac("up-b"), false);
+    let (a, b, pa, pb) = wire("fl", false);
+    let running = sluice_node(&a, &pa, b.mac("up-b"), Uplink::AfXdp);
     // Node A's kernel answers on the uplink while Sluice runs.
     b.exec(&["ping", "-c", "2", "-W", "2", "192.168.77.1"]);
     pa.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.2"]);
@@ -286,14 +313,17 @@ fn sluice_joins_a_flannel_node() {
 
 /// The link's received packets, read in its namespace.
 fn rx_packets(ns: &Netns, dev: &str) -> u64 {
+    link_packets(ns, dev, "rx")
+}
+
+/// The link's packets in direction `dir` ("rx", "tx").
+fn link_packets(ns: &Netns, dev: &str, dir: &str) -> u64 {
     let out = std::process::Command::new("ip")
         .args(["-n", &ns.name, "-s", "-j", "link", "show", dev])
         .output()
         .expect("ip");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
-    v[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .expect("rx packets")
+    v[0]["stats64"][dir]["packets"].as_u64().expect("packets")
 }
 
 /// Issue 17: the offload uplink. Sluice's VXLAN frames of a TCP flow go
@@ -310,8 +340,8 @@ fn sluice_joins_a_flannel_node_sending_super_packets() {
         eprintln!("skipped: {e}");
         return;
     }
-    let (a, b, pa, pb) = wire("fo");
-    let running = sluice_node(&a, &pa, b.mac("up-b"), true);
+    let (a, b, pa, pb) = wire("fo", false);
+    let running = sluice_node(&a, &pa, b.mac("up-b"), Uplink::OffloadTx);
     b.exec(&["ping", "-c", "2", "-W", "2", "192.168.77.1"]);
     pa.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.2"]);
     pb.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.2"]);
@@ -330,6 +360,51 @@ fn sluice_joins_a_flannel_node_sending_super_packets() {
         "{packets} packets for {segments} segments: not sent as super-packets"
     );
     tcp_transfer(&pb, &pa, POD_A, &data);
+    let w = running.stop();
+    let c = &w.counters;
+    assert!(c.encapsulated > 1000, "{c:?}");
+    assert!(c.decapsulated > 1000, "{c:?}");
+}
+
+/// Issue 17 items 1 and 4: the offload uplink receiving too. The steering
+/// program runs at up-a's TCX ingress (no XDP program, so the kernel
+/// node's veth keeps its GSO) and hands Sluice's packets to the TAP whole:
+/// the Flannel node, every offload left on (TSO, checksum offload: its
+/// packets arrive with checksums unfinished), sends a TCP flow as
+/// UDP-tunnel GSO super-packets that Sluice reads one at a time and cuts
+/// into the pod's segments. Ping, 2000-byte UDP (fragmented in the pod)
+/// and 100 MB of TCP each way, byte-exact.
+#[test]
+fn sluice_joins_a_flannel_node_with_its_offloads_on_receiving_super_packets() {
+    if !require_root("sluice_joins_a_flannel_node_with_its_offloads_on_receiving_super_packets") {
+        return;
+    }
+    if let Err(e) = dataplane::port::tap::probe_tunnel_gso() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let (a, b, pa, pb) = wire("fr", true);
+    let running = sluice_node(&a, &pa, b.mac("up-b"), Uplink::Offload);
+    b.exec(&["ping", "-c", "2", "-W", "2", "192.168.77.1"]);
+    pa.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.2"]);
+    pb.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.2"]);
+    udp_echo(&pa, &pb, POD_B, 2000);
+    udp_echo(&pb, &pa, POD_A, 2000);
+    let data = pattern(100 << 20);
+    let (up, tap) = (rx_packets(&a, "up-a"), link_packets(&a, "sl-up", "tx"));
+    tcp_transfer(&pb, &pa, POD_A, &data);
+    let up = rx_packets(&a, "up-a") - up;
+    let tap = link_packets(&a, "sl-up", "tx") - tap;
+    let segments = data.len() as u64 / 1400;
+    eprintln!(
+        "100 MB B -> A: {up} packets on Sluice's uplink, {tap} read from the TAP \
+         ({segments} segments' worth)"
+    );
+    assert!(
+        tap < segments / 3,
+        "{tap} reads for {segments} segments: not received as super-packets"
+    );
+    tcp_transfer(&pa, &pb, POD_B, &data);
     let w = running.stop();
     let c = &w.counters;
     assert!(c.encapsulated > 1000, "{c:?}");

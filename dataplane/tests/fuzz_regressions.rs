@@ -1,4 +1,4 @@
-//! Replays the committed `pipeline` and `tun_gro` fuzz corpora and
+//! Replays the committed `pipeline`, `tun_gro` and `tap_gso` fuzz corpora and
 //! regressions (`fuzz/corpus/<target>`, `fuzz/regressions/<target>`) under
 //! `cargo test`.
 
@@ -34,4 +34,9 @@ fn pipeline_corpus_replays_clean() {
 #[test]
 fn tun_gro_corpus_replays_clean() {
     replay("tun_gro", 5, dataplane::port::gro::fuzzing::harness);
+}
+
+#[test]
+fn tap_gso_corpus_replays_clean() {
+    replay("tap_gso", 5, dataplane::port::gso::fuzzing::harness);
 }

@@ -31,7 +31,9 @@ fn both_nodes_in_offload_mode_carry_pods_and_snat() {
     for s in &t.sockets {
         let st = daemon::request(s, "status").unwrap();
         assert!(
-            st.contains("uplink_mode offload\nuplink_mode_reason uplink_mode: offload\n"),
+            st.contains(
+                "uplink_mode offload\nuplink_mode_reason uplink_mode: offload\nuplink_receive tap\n"
+            ),
             "{st}"
         );
     }
@@ -47,20 +49,21 @@ fn both_nodes_in_offload_mode_carry_pods_and_snat() {
         &["ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.77.100"],
     )
     .expect("a1 -> external host through SNAT");
-    // (writes, bytes) to node-a's offload TAP so far (its receive
-    // counters).
-    let written = || -> (u64, u64) {
+    // (packets, bytes) node-a's offload TAP counted so far in direction
+    // `dir`: "rx" is what the daemon wrote, "tx" what it read.
+    let tap = |dir: &str| -> (u64, u64) {
         let out = std::process::Command::new("ip")
             .args(["-n", &t.ns("a"), "-s", "-j", "link", "show", "sluice-up"])
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let rx = &v[0]["stats64"]["rx"];
+        let c = &v[0]["stats64"][dir];
         (
-            rx["packets"].as_u64().unwrap_or(0),
-            rx["bytes"].as_u64().unwrap_or(0),
+            c["packets"].as_u64().unwrap_or(0),
+            c["bytes"].as_u64().unwrap_or(0),
         )
     };
+    let written = || tap("rx");
     const N: usize = 30 << 20;
     for (client, server, addr) in [
         ("a1", "b1", Ipv4Addr::new(10, 244, 2, 2)),
@@ -68,13 +71,27 @@ fn both_nodes_in_offload_mode_carry_pods_and_snat() {
         ("a1", "ext", Ipv4Addr::new(192, 168, 77, 100)),
     ] {
         let before = written();
+        let read_before = tap("tx");
         let (ok, seen, _) = demo::tcp(&t, client, server, addr, N).unwrap();
         assert!(ok, "{client} -> {server}: 30 MB not byte-exact");
         let after = written();
+        let read = tap("tx");
+        let (reads, read_bytes) = (read.0 - read_before.0, read.1 - read_before.1);
         let (writes, bytes) = (after.0 - before.0, after.1 - before.1);
         eprintln!(
             "{client} -> {server} ({addr}, seen from {seen}): 30 MB byte-exact, {writes} writes ({bytes} bytes) to node-a's TAP"
         );
+        if client == "b1" {
+            // Node-b sends the flow as super-packets, and node-a reads
+            // them whole from its TAP (the program at TCX ingress keeps
+            // them whole): far fewer reads than segments.
+            let segments = (N / 1400) as u64;
+            eprintln!("  node-a read {reads} packets ({read_bytes} bytes) from its TAP");
+            assert!(
+                read_bytes > N as u64 / 2 && reads < segments / 3,
+                "b1 -> a1: {reads} reads of {read_bytes} bytes for {segments} segments"
+            );
+        }
         if client == "a1" {
             // Across VXLAN and through SNAT alike, most of a TCP flow's
             // bytes leave node-a as super-packets through the TAP: far
@@ -100,7 +117,9 @@ fn a_forced_afxdp_mode_holds() {
     for s in &t.sockets {
         let st = daemon::request(s, "status").unwrap();
         assert!(
-            st.contains("uplink_mode afxdp\nuplink_mode_reason uplink_mode: afxdp\n"),
+            st.contains(
+                "uplink_mode afxdp\nuplink_mode_reason uplink_mode: afxdp\nuplink_receive afxdp\n"
+            ),
             "{st}"
         );
     }
@@ -131,6 +150,7 @@ fn auto_on_veth_takes_the_offload_tap() {
     let st = daemon::request(&t.sockets[0], "status").unwrap();
     assert!(
         st.contains("uplink_mode offload\nuplink_mode_reason auto: no zero-copy AF_XDP;")
+            && st.contains("\nuplink_receive tap\n")
             && st.contains("uplink_zero_copy false\nuplink_copy_reason up-a refused zero-copy"),
         "{st}"
     );

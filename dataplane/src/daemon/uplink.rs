@@ -10,6 +10,7 @@ use nat::{ConntrackConfig, SnatConfig};
 
 use crate::config::Config;
 use crate::port::Port;
+use crate::port::steer::Hook;
 use crate::port::tap::{OffloadUplink, Redirect, UplinkTap};
 use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
 use crate::route::Routes;
@@ -36,15 +37,19 @@ pub(super) struct BindMode {
     /// Why the sockets copy frames (the driver refused zero-copy); `None`:
     /// zero-copy.
     pub copy_reason: Option<String>,
+    /// Received through the offload TAP (the steering program at the
+    /// uplink's TCX ingress), not the AF_XDP sockets.
+    pub rx_tap: bool,
 }
 
 impl BindMode {
     /// Lines for `sluice status`.
     pub fn status(&self) -> String {
         format!(
-            "uplink_mode {}\nuplink_mode_reason {}\nuplink_zero_copy {}\n{}",
+            "uplink_mode {}\nuplink_mode_reason {}\nuplink_receive {}\nuplink_zero_copy {}\n{}",
             self.mode,
             self.why,
+            if self.rx_tap { "tap" } else { "afxdp" },
             self.copy_reason.is_none(),
             self.copy_reason
                 .as_ref()
@@ -82,20 +87,25 @@ pub(super) fn build(
     // (tens of milliseconds under the RTNL lock) in every restart.
     let t0 = std::time::Instant::now();
     let want_tap = cfg.uplink_mode != UplinkMode::AfXdp;
+    let steer = |tap: u32| SteerConfig {
+        node_ip: cfg.ip,
+        vxlan_port: cfg.vxlan_port,
+        ports: cfg.snat_ports,
+        idents: cfg.snat_ports,
+        all: false,
+        tap,
+    };
+    // Forced offload receives through the TAP: the program goes to the
+    // uplink's TCX ingress at once (it drops what is Sluice's until it
+    // learns the TAP). Otherwise XDP, moved there if auto picks offload.
+    let hook = if cfg.uplink_mode == UplinkMode::Offload {
+        Hook::Tcx
+    } else {
+        Hook::Xdp
+    };
     let (prog, parts, tap) = std::thread::scope(|s| {
         let tap = want_tap.then(|| s.spawn(|| offload_tap(&cfg.uplink, n)));
-        let prog = s.spawn(|| {
-            SteerProgram::attach(
-                &cfg.uplink,
-                SteerConfig {
-                    node_ip: cfg.ip,
-                    vxlan_port: cfg.vxlan_port,
-                    ports: cfg.snat_ports,
-                    idents: cfg.snat_ports,
-                    all: false,
-                },
-            )
-        });
+        let prog = s.spawn(|| SteerProgram::attach_at(&cfg.uplink, steer(0), hook));
         let parts: Vec<_> = meshes
             .into_iter()
             .enumerate()
@@ -124,7 +134,7 @@ pub(super) fn build(
     if let Some(Ok(_)) = &tap {
         tracing::debug!("offload TAP ready at +{} ms", t0.elapsed().as_millis());
     }
-    let prog = Arc::new(prog?);
+    let mut prog = prog?;
     let parts = parts?;
     // Every queue of one device binds the same way; the first says how.
     let copy_why = parts
@@ -155,10 +165,22 @@ pub(super) fn build(
         }
         _ => None,
     };
+    if redirect.is_some() {
+        let tap = netcfg::if_index(OFFLOAD_TAP)?;
+        if prog.hook() == Hook::Xdp {
+            // Auto chose offload: the program moves to TCX ingress (the XDP
+            // one steers until the new one is in place, then goes).
+            prog = SteerProgram::attach_at(&cfg.uplink, steer(tap), Hook::Tcx)?;
+        }
+        prog.configure(steer(tap))?;
+    }
+    let prog = Arc::new(prog);
+    let tap_rx = prog.hook() == Hook::Tcx;
     let mode = BindMode {
         mode: chosen,
         why,
         copy_reason: copy_why,
+        rx_tap: tap_rx,
     };
     let mut taps = redirect.map(|(r, q)| (r, q.into_iter()));
     let mut workers = Vec::with_capacity(n);
@@ -174,7 +196,7 @@ pub(super) fn build(
                 let q = queues
                     .next()
                     .ok_or_else(|| std::io::Error::other("offload TAP: a queue short"))?;
-                Box::new(OffloadUplink::new(port, q, r.clone()))
+                Box::new(OffloadUplink::new(port, q, r.clone(), tap_rx))
             }
             None => Box::new(port),
         };

@@ -164,8 +164,16 @@ impl Topology {
         })
     }
 
+    /// Whether the wire and the nodes keep the kernel's offloads (TSO,
+    /// checksum offload): when the uplinks receive through the offload TAP
+    /// (`uplink_mode` offload or auto, which takes it on veth).
+    pub fn kernel_offloads(&self) -> bool {
+        matches!(self.uplink_mode, Some("offload" | "auto"))
+    }
+
     /// [`Topology::build_tun`] with both nodes' `node.uplink_mode` set to
-    /// `mode` (`offload`: sending through the offload TAP).
+    /// `mode` (`offload`: sending and receiving through the offload TAP;
+    /// the wire then keeps the kernel's offloads, [`Topology::kernel_offloads`]).
     pub fn build_tun_with_mode(sluice: &Path, mode: &'static str) -> io::Result<Topology> {
         let mut t = Self::empty(1)?;
         t.b_kind = "tun";
@@ -358,8 +366,15 @@ fn build_net(t: &mut Topology) -> io::Result<()> {
         t.ip(tag, &["link", "set", dev, "up"])?;
         // Native XDP on a veth receives when the peer end has GRO; software
         // checksums so no CHECKSUM_PARTIAL frame reaches AF_XDP unfinished.
-        t.exec("wire", &["ethtool", "-K", &w, "gro", "on", "tx", "off"])?;
-        t.exec(tag, &["ethtool", "-K", dev, "tx", "off"])?;
+        // The offload uplink reads through its TAP, whose header says when
+        // a checksum is unfinished: the kernel's defaults stay (TSO and
+        // checksum offload on, so super-packets cross the wire whole).
+        if t.kernel_offloads() {
+            t.exec("wire", &["ethtool", "-K", &w, "gro", "on"])?;
+        } else {
+            t.exec("wire", &["ethtool", "-K", &w, "gro", "on", "tx", "off"])?;
+            t.exec(tag, &["ethtool", "-K", dev, "tx", "off"])?;
+        }
     }
     t.ip("a", &["route", "add", "default", "via", "192.168.77.100"])?;
     t.ip("b", &["route", "add", "default", "via", "192.168.77.100"])?;

@@ -61,14 +61,13 @@ impl VnetHdr {
     /// Reads the first 10 bytes of a header (the legacy part, which every
     /// larger header starts with).
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
-        let h = b.first_chunk::<10>()?;
-        let u = |at: usize| u16::from_ne_bytes([h[at], h[at + 1]]);
+        let &[flags, gso_type, _, _, s0, s1, c0, c1, o0, o1] = b.first_chunk::<10>()?;
         Some(VnetHdr {
-            flags: h[0],
-            gso_type: h[1],
-            gso_size: u(4),
-            csum_start: u(6),
-            csum_offset: u(8),
+            flags,
+            gso_type,
+            gso_size: u16::from_ne_bytes([s0, s1]),
+            csum_start: u16::from_ne_bytes([c0, c1]),
+            csum_offset: u16::from_ne_bytes([o0, o1]),
         })
     }
 
@@ -77,12 +76,10 @@ impl VnetHdr {
         let Some(h) = b.first_chunk_mut::<10>() else {
             return;
         };
-        h[0] = self.flags;
-        h[1] = self.gso_type;
-        h[2..4].fill(0);
-        h[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        h[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        h[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        let [s0, s1] = self.gso_size.to_ne_bytes();
+        let [c0, c1] = self.csum_start.to_ne_bytes();
+        let [o0, o1] = self.csum_offset.to_ne_bytes();
+        *h = [self.flags, self.gso_type, 0, 0, s0, s1, c0, c1, o0, o1];
     }
 }
 
@@ -296,13 +293,8 @@ impl Plan {
                 put16(o, ip + 10, 0);
                 let c = internet_checksum(o.get(ip..l4)?);
                 put16(o, ip + 10, c);
-                let (src, dst) = {
-                    let a = o.get(ip + 12..ip + 20)?;
-                    (
-                        Ipv4Addr::new(a[0], a[1], a[2], a[3]),
-                        Ipv4Addr::new(a[4], a[5], a[6], a[7]),
-                    )
-                };
+                let &[a, b, c, d, e, f, g, h] = o.get(ip + 12..)?.first_chunk::<8>()?;
+                let (src, dst) = (Ipv4Addr::new(a, b, c, d), Ipv4Addr::new(e, f, g, h));
                 let field = if tcp {
                     let seq = u32::from_be_bytes(*o.get(l4 + 4..)?.first_chunk::<4>()?)
                         .wrapping_add(u32::try_from(i * mss).ok()?);
@@ -331,6 +323,118 @@ impl Plan {
                 Some(n)
             }
         }
+    }
+}
+
+/// Fuzz support: checks the cutting's invariants, panicking when one
+/// breaks (that is its job, hence the allowances).
+#[doc(hidden)]
+#[allow(clippy::indexing_slicing, clippy::panic)]
+pub mod fuzzing {
+    use super::*;
+    use crate::port::gro::fuzzing::{tcp_segment, vxlan_wrap};
+    use crate::port::gro::{Coalescer, Layout, TUNNEL_HDR_LEN};
+
+    /// Fuzz harness (the `tap_gso` target). With bit 0 of the first byte
+    /// clear, the next 10 bytes are a virtio-net header and the rest a
+    /// packet: planning and cutting never panic, no frame is larger than
+    /// [`Plan::max_frame`], and every segment of a GSO packet has a right
+    /// IP header checksum, IP length and transport checksum. With it set,
+    /// the rest describes a burst of one TCP flow (segment sizes, VXLAN or
+    /// not) that the transmit side's coalescer merges: cutting the merged
+    /// write gives back exactly the segments that made it.
+    pub fn harness(data: &[u8]) {
+        let Some((&sel, rest)) = data.split_first() else {
+            return;
+        };
+        if sel & 1 == 0 {
+            raw(rest);
+        } else {
+            round_trip(sel & 2 != 0, rest);
+        }
+    }
+
+    fn raw(data: &[u8]) {
+        let Some(h) = VnetHdr::parse(data) else {
+            return;
+        };
+        let frame = &data[10..];
+        let Ok(plan) = Plan::new(&h, frame) else {
+            return;
+        };
+        let mut out = vec![0u8; 4096];
+        for i in 0..plan.count().min(64) {
+            let Some(n) = plan.segment(frame, i, &mut out) else {
+                continue;
+            };
+            assert!(n <= plan.max_frame());
+            if let Cut::Segments { tcp, ip, ihl, .. } = plan.cut {
+                let o = &out[..n];
+                assert_eq!(internet_checksum(&o[ip..ip + ihl]), 0, "IP checksum");
+                assert_eq!(usize::from(u16_at(o, ip + 2).unwrap()), n - ip);
+                let l4 = ip + ihl;
+                let src = Ipv4Addr::new(o[ip + 12], o[ip + 13], o[ip + 14], o[ip + 15]);
+                let dst = Ipv4Addr::new(o[ip + 16], o[ip + 17], o[ip + 18], o[ip + 19]);
+                let proto = if tcp { 6 } else { 17 };
+                let mut c = pseudo_header_v4(src, dst, proto, (n - l4) as u16);
+                c.add_bytes(&o[l4..]);
+                assert_eq!(c.finish(), 0, "transport checksum of segment {i}");
+            }
+        }
+    }
+
+    fn round_trip(tunnel: bool, data: &[u8]) {
+        let mut seq = 7u32;
+        let mut frames = Vec::new();
+        let n = data.len().min(60);
+        for (i, &b) in data.iter().take(n).enumerate() {
+            // Every segment but the last the same size, as a sender's TSO.
+            let size = if i + 1 == n {
+                1 + usize::from(b) * 5
+            } else {
+                1400
+            };
+            let flags = if i + 1 == n { 0x18 } else { 0x10 };
+            let body: Vec<u8> = (0..size).map(|k| (k as u8) ^ b).collect();
+            let mut p = tcp_segment(seq, &body, flags, &[]);
+            seq = seq.wrapping_add(size as u32);
+            p[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+            p[10..12].fill(0);
+            let c = internet_checksum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut f = vxlan_wrap(&p);
+            f[18..20].copy_from_slice(&(i as u16).to_be_bytes());
+            f[24..26].fill(0);
+            let c = internet_checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            frames.push(if tunnel {
+                f
+            } else {
+                f[VXLAN_OUTER - 14..].to_vec()
+            });
+        }
+        let lay = if tunnel {
+            Layout::VXLAN
+        } else {
+            Layout::ETHERNET
+        };
+        let mut writes = Vec::new();
+        let _ = Coalescer::with_layout(lay).write_batch(frames.iter().map(Vec::as_slice), |b| {
+            writes.push(b.to_vec());
+            Ok(b.len())
+        });
+        let mut got = Vec::new();
+        let mut out = vec![0u8; 4096];
+        for w in &writes {
+            let h = VnetHdr::parse(w).unwrap();
+            let f = &w[TUNNEL_HDR_LEN..];
+            let plan = Plan::new(&h, f).unwrap();
+            for i in 0..plan.count() {
+                let n = plan.segment(f, i, &mut out).unwrap();
+                got.push(out[..n].to_vec());
+            }
+        }
+        assert!(got == frames, "cut back differently from what was merged");
     }
 }
 

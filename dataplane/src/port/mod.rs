@@ -13,6 +13,8 @@ pub mod fake;
 pub mod gro;
 pub mod gso;
 #[cfg(feature = "io")]
+pub mod steer;
+#[cfg(feature = "io")]
 pub mod tap;
 #[cfg(feature = "io")]
 pub mod tun;

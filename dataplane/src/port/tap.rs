@@ -25,6 +25,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::gro::{Coalescer, Layout, TUNNEL_HDR_LEN};
+use super::gso;
 use crate::buf::Buf;
 
 static REDIRECT_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/to_uplink.o"));
@@ -39,7 +40,10 @@ const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO6: libc::c_ulong = 0x04;
+const TUN_F_USO4: libc::c_ulong = 0x20;
+const TUN_F_USO6: libc::c_ulong = 0x40;
 const TUN_F_UDP_TUNNEL_GSO: libc::c_ulong = 0x80;
+const TUN_F_UDP_TUNNEL_GSO_CSUM: libc::c_ulong = 0x100;
 
 /// `struct ifreq` as TUNSETIFF reads it.
 #[repr(C)]
@@ -85,7 +89,18 @@ fn open_queue(name: &str) -> io::Result<OwnedFd> {
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &size) } < 0 {
         return Err(last(&format!("TAP {name}: virtio-net header size")));
     }
-    let offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_UDP_TUNNEL_GSO;
+    // What the TAP takes whole from the uplink (redirected by the steering
+    // program) as well as from the worker: TCP and UDP GSO, inside UDP
+    // tunnels too, with or without an outer UDP checksum (Linux's vxlan
+    // sets one by default: without `_CSUM` here, a kernel peer's VXLAN
+    // super-packets would be segmented on their way into the TAP).
+    let offload = TUN_F_CSUM
+        | TUN_F_TSO4
+        | TUN_F_TSO6
+        | TUN_F_USO4
+        | TUN_F_USO6
+        | TUN_F_UDP_TUNNEL_GSO
+        | TUN_F_UDP_TUNNEL_GSO_CSUM;
     // SAFETY: TUNSETOFFLOAD takes the flags by value.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offload) } < 0 {
         let e = io::Error::last_os_error();
@@ -200,7 +215,9 @@ impl Drop for Redirect {
     }
 }
 
-/// One queue of the uplink TAP: what a worker writes its uplink frames to.
+/// One queue of the uplink TAP: what a worker writes its uplink frames to,
+/// and (with the steering program's `sluice_to_tap` at the uplink's
+/// ingress) where it reads what the uplink received for Sluice.
 pub struct UplinkTap {
     fd: OwnedFd,
     /// VXLAN frames to other nodes.
@@ -209,6 +226,34 @@ pub struct UplinkTap {
     plain: Coalescer,
     /// Write calls made (a merged run counts once).
     pub writes: u64,
+    rx: RxState,
+    /// Read calls that returned a packet.
+    pub reads: u64,
+}
+
+/// The last packet read from the TAP and how much of it has been handed
+/// out ([`gso::Plan`]).
+struct RxState {
+    /// Virtio-net header and packet: up to 64 KiB and an Ethernet header.
+    buf: Box<[u8]>,
+    len: usize,
+    plan: Option<gso::Plan>,
+    next: usize,
+    /// Packets that could not be handed on (refused headers, a segment
+    /// larger than a buffer), since the last [`super::Port::take_rx_errors`].
+    errors: u64,
+}
+
+impl RxState {
+    fn new() -> RxState {
+        RxState {
+            buf: vec![0u8; TUNNEL_HDR_LEN + 14 + 65_535].into_boxed_slice(),
+            len: 0,
+            plan: None,
+            next: 0,
+            errors: 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for UplinkTap {
@@ -229,7 +274,76 @@ impl UplinkTap {
             gro: Coalescer::with_layout(Layout::VXLAN),
             plain: Coalescer::with_layout(Layout::ETHERNET),
             writes: 0,
+            rx: RxState::new(),
+            reads: 0,
         })
+    }
+
+    /// Receives up to `bufs.len()` frames without blocking: the segments
+    /// of the packet read last that are not handed out yet, then more
+    /// packets, each read whole (one system call for a peer's 64 KiB
+    /// burst) and cut into frames ([`gso::Plan`]).
+    pub fn recv(&mut self, bufs: &mut [Buf]) -> io::Result<usize> {
+        let rx = &mut self.rx;
+        let mut n = 0;
+        while let Some(b) = bufs.get_mut(n) {
+            if let Some(plan) = rx.plan
+                && rx.next < plan.count()
+            {
+                let frame = rx.buf.get(TUNNEL_HDR_LEN..rx.len).unwrap_or_default();
+                match plan.segment(frame, rx.next, b.rx_room()) {
+                    Some(len) => {
+                        b.set_len(len);
+                        n += 1;
+                        rx.next += 1;
+                    }
+                    None => {
+                        rx.errors += 1;
+                        rx.plan = None;
+                    }
+                }
+                continue;
+            }
+            // SAFETY: reads into our buffer, within its length.
+            let r = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    rx.buf.as_mut_ptr().cast(),
+                    rx.buf.len(),
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock || n > 0 {
+                    break;
+                }
+                return Err(e);
+            }
+            self.reads += 1;
+            rx.len = r as usize;
+            rx.plan = None;
+            rx.next = 0;
+            let h = rx.buf.get(..rx.len).and_then(gso::VnetHdr::parse);
+            let frame = rx.buf.get(TUNNEL_HDR_LEN..rx.len);
+            match (h, frame) {
+                (Some(h), Some(f)) => match gso::Plan::new(&h, f) {
+                    Ok(p) => rx.plan = Some(p),
+                    Err(_) => rx.errors += 1,
+                },
+                _ => rx.errors += 1,
+            }
+        }
+        Ok(n)
+    }
+
+    /// Packets read but not handed on since the last call.
+    pub fn take_rx_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.rx.errors)
+    }
+
+    /// The queue's descriptor (readable when a packet waits).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// Brings TAP `name` up (a TAP drops writes while down) without IPv6
@@ -335,14 +449,17 @@ pub fn split_send(
     (taken, err.or(last))
 }
 
-/// The uplink in offload mode: frames received on the AF_XDP socket (the
-/// steering program picks what is Sluice's); a TCP flow's runs of segments
-/// sent through the TAP as super-packets, the frames that stay alone
-/// through the AF_XDP socket, in order.
+/// The uplink in offload mode: frames received through the TAP (the
+/// steering program at the uplink's TCX ingress redirects what is
+/// Sluice's there, super-packets whole) or, with `tap_rx` off, on the
+/// AF_XDP socket (the program at XDP); a TCP flow's runs of segments sent
+/// through the TAP as super-packets, the frames that stay alone through
+/// the AF_XDP socket, in order.
 #[derive(Debug)]
 pub struct OffloadUplink {
     rx: super::xdp::XdpPort,
     tx: UplinkTap,
+    tap_rx: bool,
     /// Keeps the TAP's redirect attached while any queue uses it.
     _redirect: std::sync::Arc<Redirect>,
 }
@@ -354,10 +471,12 @@ impl OffloadUplink {
         rx: super::xdp::XdpPort,
         tx: UplinkTap,
         redirect: std::sync::Arc<Redirect>,
+        tap_rx: bool,
     ) -> OffloadUplink {
         OffloadUplink {
             rx,
             tx,
+            tap_rx,
             _redirect: redirect,
         }
     }
@@ -365,6 +484,11 @@ impl OffloadUplink {
     /// Write calls made to the TAP (a merged run counts once).
     pub fn writes(&self) -> u64 {
         self.tx.writes
+    }
+
+    /// Packets read from the TAP (a super-packet counts once).
+    pub fn reads(&self) -> u64 {
+        self.tx.reads
     }
 }
 
@@ -378,7 +502,11 @@ impl super::Port for OffloadUplink {
     }
 
     fn recv(&mut self, bufs: &mut [Buf]) -> io::Result<usize> {
-        self.rx.recv(bufs)
+        if self.tap_rx {
+            self.tx.recv(bufs)
+        } else {
+            self.rx.recv(bufs)
+        }
     }
 
     /// Merged runs through the TAP, lone frames through the AF_XDP
@@ -411,7 +539,11 @@ impl super::Port for OffloadUplink {
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
-        self.rx.poll_fd()
+        if self.tap_rx {
+            Some(self.tx.fd())
+        } else {
+            self.rx.poll_fd()
+        }
     }
 
     fn before_sleep(&mut self) {
@@ -424,6 +556,10 @@ impl super::Port for OffloadUplink {
 
     fn kernel_drops(&self) -> u64 {
         self.rx.kernel_drops()
+    }
+
+    fn take_rx_errors(&mut self) -> u64 {
+        self.tx.take_rx_errors()
     }
 }
 
