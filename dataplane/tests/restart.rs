@@ -207,12 +207,21 @@ enum Restart {
 }
 
 fn transfers_survive(name: &str, how: Restart) {
+    transfers_survive_in(name, how, None, env_or("SLUICE_RESTART_ROUNDS", 20));
+}
+
+/// [`transfers_survive`] with both nodes' `node.uplink_mode` set to
+/// `mode` (`None`: the default), `rounds` times.
+fn transfers_survive_in(name: &str, how: Restart, mode: Option<&'static str>, rounds: u64) {
     if !require_root(name) {
         return;
     }
     let mb = env_or("SLUICE_RESTART_MB", 300);
-    let rounds = env_or("SLUICE_RESTART_ROUNDS", 20);
-    let mut t = Topology::build(Path::new(SLUICE)).expect("topology");
+    let mut t = match mode {
+        Some(m) => Topology::build_with_mode(Path::new(SLUICE), m),
+        None => Topology::build(Path::new(SLUICE)),
+    }
+    .expect("topology");
     let started = Instant::now();
     for round in 0..rounds {
         let total = mb << 20;
@@ -274,6 +283,24 @@ fn transfers_through_snat_and_vxlan_survive_kill_9_and_an_immediate_start() {
     transfers_survive(
         "transfers_through_snat_and_vxlan_survive_kill_9_and_an_immediate_start",
         Restart::Kill9,
+    );
+}
+
+/// The same with the offload uplink (the steering program at TCX ingress,
+/// the TAP both ways): the program stays when the daemon is killed and
+/// drops what is Sluice's until the next one replaces it and opens a new
+/// TAP. Fewer rounds: the mechanism differs from AF_XDP's only there.
+#[test]
+fn transfers_survive_kill_9_with_the_offload_uplink() {
+    if dataplane::port::tap::probe_tunnel_gso().is_err() {
+        eprintln!("skipped: no UDP-tunnel GSO on TAP");
+        return;
+    }
+    transfers_survive_in(
+        "transfers_survive_kill_9_with_the_offload_uplink",
+        Restart::Kill9,
+        Some("offload"),
+        env_or("SLUICE_RESTART_OFFLOAD_ROUNDS", 5),
     );
 }
 

@@ -164,6 +164,15 @@ impl Topology {
         })
     }
 
+    /// [`Topology::build`] (veth pods, two workers on node-a) with both
+    /// nodes' `node.uplink_mode` set to `mode`.
+    pub fn build_with_mode(sluice: &Path, mode: &'static str) -> io::Result<Topology> {
+        let mut t = Self::empty(2)?;
+        t.uplink_mode = Some(mode);
+        build(&mut t, sluice)?;
+        Ok(t)
+    }
+
     /// Whether the wire and the nodes keep the kernel's offloads (TSO,
     /// checksum offload): when the uplinks receive through the offload TAP
     /// (`uplink_mode` offload or auto, which takes it on veth).

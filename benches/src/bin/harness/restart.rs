@@ -73,14 +73,38 @@ fn gap(out: &str, count: u64) -> (u64, u64) {
 
 /// Runs each restart kind `runs` times; returns the Markdown table.
 pub fn run(sluice: &Path, runs: usize, smoke: bool) -> Result<String, String> {
-    let mut t = Topology::build(sluice).map_err(|e| format!("restart topology: {e}"))?;
-    let count = if smoke { 150 } else { 300 };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| restart of node-a's daemon | path (ping from pod a1 every {INTERVAL_MS} ms) | gap, ms: median [range] of {runs} | pings lost, all runs |"
+        "| uplink | restart of node-a's daemon | path (ping from pod a1 every {INTERVAL_MS} ms) | gap, ms: median [range] of {runs} | pings lost, all runs |"
     );
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    run_mode(sluice, runs, smoke, None, &mut out)?;
+    if dataplane::port::tap::probe_tunnel_gso().is_ok() {
+        run_mode(sluice, runs, smoke, Some("offload"), &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The rows of [`run`] for nodes in uplink mode `mode` (`None`: the
+/// default, AF_XDP).
+fn run_mode(
+    sluice: &Path,
+    runs: usize,
+    smoke: bool,
+    mode: Option<&'static str>,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut t = match mode {
+        Some(m) => Topology::build_with_mode(sluice, m),
+        None => Topology::build(sluice),
+    }
+    .map_err(|e| format!("restart topology: {e}"))?;
+    let uplink = match mode {
+        Some(m) => m,
+        None => "afxdp (default)",
+    };
+    let count = if smoke { 150 } else { 300 };
     for how in [How::Kill9, How::Graceful, How::NewFirst] {
         let mut gaps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         let mut lost = [0u64; 2];
@@ -117,7 +141,7 @@ pub fn run(sluice: &Path, runs: usize, smoke: bool) -> Result<String, String> {
         {
             let _ = writeln!(
                 out,
-                "| {} | {path} | {} | {} |",
+                "| {uplink} | {} | {path} | {} | {} |",
                 how.label(),
                 sluice_benches::report::fmt_spread(
                     sluice_benches::netbench::median(gaps[i].clone()),
@@ -161,10 +185,10 @@ pub fn run(sluice: &Path, runs: usize, smoke: bool) -> Result<String, String> {
             })
             .collect();
         for l in lines.iter().skip(lines.len().saturating_sub(16)) {
-            eprintln!("restart, node-a: {l}");
+            eprintln!("restart ({uplink}), node-a: {l}");
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
