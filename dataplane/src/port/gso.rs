@@ -329,7 +329,7 @@ impl Plan {
 /// Fuzz support: checks the cutting's invariants, panicking when one
 /// breaks (that is its job, hence the allowances).
 #[doc(hidden)]
-#[allow(clippy::indexing_slicing, clippy::panic)]
+#[allow(clippy::indexing_slicing, clippy::panic, clippy::unwrap_used)]
 pub mod fuzzing {
     use super::*;
     use crate::port::gro::fuzzing::{tcp_segment, vxlan_wrap};
