@@ -100,10 +100,7 @@ fn run_mode(
         None => Topology::build(sluice),
     }
     .map_err(|e| format!("restart topology: {e}"))?;
-    let uplink = match mode {
-        Some(m) => m,
-        None => "afxdp (default)",
-    };
+    let uplink = mode.unwrap_or("afxdp (default)");
     let count = if smoke { 150 } else { 300 };
     for how in [How::Kill9, How::Graceful, How::NewFirst] {
         let mut gaps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
