@@ -228,7 +228,8 @@ impl KernelPath {
 /// One iperf3 measurement from namespace `client` to a server in `server`
 /// at `addr`: TCP: (Gbit/s received, segments the sender retransmitted);
 /// UDP: (Gbit/s received, packets per second received). `streams` TCP
-/// connections in parallel (`-P`).
+/// connections in parallel (`-P`), each offered `rate` (`-b`, e.g. "1G")
+/// if given, else as fast as they go.
 pub fn iperf(
     client: &str,
     server: &str,
@@ -236,6 +237,7 @@ pub fn iperf(
     udp64: bool,
     secs: u32,
     streams: u32,
+    rate: Option<&str>,
 ) -> Result<(f64, f64), String> {
     let mut srv = Command::new("ip")
         .args([
@@ -257,6 +259,10 @@ pub fn iperf(
     let p = streams.max(1).to_string();
     if streams > 1 {
         args.extend_from_slice(&["-P", &p]);
+    }
+    if let Some(r) = rate {
+        // Offered load, per stream.
+        args.extend_from_slice(&["-b", r]);
     }
     let out = sh(&args);
     let _ = srv.wait();

@@ -149,18 +149,50 @@ fn machine_busy() -> f64 {
     busy as f64 / 100.0
 }
 
-/// TCP streams per iperf3 run: one, and four (`-P 4`).
-const STREAMS: [u32; 2] = [1, 4];
+/// The TCP loads of iperf3 runs: one stream and four (`-P 4`) flat out,
+/// and one stream at a fixed 1 Gbit/s (`-b 1G`), where the CPU per GB of
+/// a light load shows (issue 17 item 2: a poll-mode worker's idle spin
+/// costs there, not at full rate).
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    streams: u32,
+    rate: Option<&'static str>,
+}
+
+const LOADS: [Load; 3] = [
+    Load {
+        streams: 1,
+        rate: None,
+    },
+    Load {
+        streams: 4,
+        rate: None,
+    },
+    Load {
+        streams: 1,
+        rate: Some("1G"),
+    },
+];
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} stream(s)", self.streams)?;
+        match self.rate {
+            Some(r) => write!(f, " at {r}bit/s offered"),
+            None => Ok(()),
+        }
+    }
+}
 
 fn iperf_run(
     client: &str,
     server: &str,
     addr: Ipv4Addr,
     secs: u32,
-    streams: u32,
+    load: Load,
 ) -> Result<TcpRun, String> {
     let b0 = machine_busy();
-    let (gbps, _) = netbench::iperf(client, server, addr, false, secs, streams)?;
+    let (gbps, _) = netbench::iperf(client, server, addr, false, secs, load.streams, load.rate)?;
     let cpu = machine_busy() - b0;
     let gb = gbps * f64::from(secs) / 8.0;
     Ok(TcpRun {
@@ -204,14 +236,14 @@ fn join_node_c(t: &mut Topology) -> Result<(), String> {
     Err("pod a1 never reached pod c1 on the kernel node".into())
 }
 
-/// The TCP runs of one kind of Sluice node, per stream count (index into
-/// [`STREAMS`]): with a Sluice peer, then to and from a kernel (Flannel)
+/// The TCP runs of one kind of Sluice node, per load (index into
+/// [`LOADS`]): with a Sluice peer, then to and from a kernel (Flannel)
 /// node.
 #[derive(Default)]
 struct SluiceTcp {
-    sluice: [Vec<TcpRun>; 2],
-    to_kernel: [Vec<TcpRun>; 2],
-    from_kernel: [Vec<TcpRun>; 2],
+    sluice: [Vec<TcpRun>; 3],
+    to_kernel: [Vec<TcpRun>; 3],
+    from_kernel: [Vec<TcpRun>; 3],
 }
 
 fn sluice_tcp(
@@ -227,10 +259,10 @@ fn sluice_tcp(
     );
     let mut t = Topology::build_tun_with_mode(sluice, mode).map_err(|e| e.to_string())?;
     join_node_c(&mut t)?;
-    for (i, p) in STREAMS.into_iter().enumerate() {
+    for (i, p) in LOADS.into_iter().enumerate() {
         let run = |c: &str, s: &str, addr| {
             iperf_run(&t.ns(c), &t.ns(s), addr, secs, p)
-                .map_err(|e| format!("Sluice {mode} {c} -> {s}, {p} streams: {e}"))
+                .map_err(|e| format!("Sluice {mode} {c} -> {s}, {p}: {e}"))
         };
         into.sluice[i].push(run("a1", "b1", b1)?);
         into.to_kernel[i].push(run("a1", "c1", c1)?);
@@ -248,10 +280,10 @@ fn tcp_runs(
     runs: usize,
     secs: u32,
     sides: [bool; 2],
-) -> Result<([Vec<TcpRun>; 2], SluiceTcp, SluiceTcp), String> {
+) -> Result<([Vec<TcpRun>; 3], SluiceTcp, SluiceTcp), String> {
     let b1 = Ipv4Addr::new(10, 244, 2, 2);
     let (mut k, mut s, mut o) = (
-        [Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
         SluiceTcp::default(),
         SluiceTcp::default(),
     );
@@ -267,10 +299,10 @@ fn tcp_runs(
         }
         if sides[0] {
             let kp = KernelPath::build()?;
-            for (i, p) in STREAMS.into_iter().enumerate() {
+            for (i, p) in LOADS.into_iter().enumerate() {
                 k[i].push(
                     iperf_run(&kp.name("a1"), &kp.name("b1"), b1, secs, p)
-                        .map_err(|e| format!("TCP run {} kernel, {p} streams: {e}", run + 1))?,
+                        .map_err(|e| format!("TCP run {} kernel, {p}: {e}", run + 1))?,
                 );
             }
         }
@@ -496,11 +528,11 @@ fn run(cli: Cli) -> Result<(), String> {
         let g = |v: &[TcpRun]| v.iter().map(|r| r.gbps).collect::<Vec<_>>();
         let c = |v: &[TcpRun]| v.iter().map(|r| r.cpu_per_gb).collect::<Vec<_>>();
         let mut line = String::new();
-        for (i, p) in STREAMS.into_iter().enumerate() {
+        for (i, p) in LOADS.into_iter().enumerate() {
             let k = &k[i];
             let row = |label: &str, v: &[TcpRun]| {
                 format!(
-                    "| {TCP_NAME}, {p} stream(s) | {label} | {} | {} | **{}** | {} |\n",
+                    "| {TCP_NAME}, {p} | {label} | {} | {} | **{}** | {} |\n",
                     report::fmt_spread(median(g(v)), 1.0, 2),
                     report::fmt_spread(median(c(v)), 1.0, 2),
                     report::fmt_spread(report::paired_ratio(&g(v), &g(k)), 1.0, 2),
@@ -508,7 +540,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 )
             };
             line += &format!(
-                "| {TCP_NAME}, {p} stream(s) | kernel vxlan <-> kernel vxlan | {} | {} | | |\n",
+                "| {TCP_NAME}, {p} | kernel vxlan <-> kernel vxlan | {} | {} | | |\n",
                 report::fmt_spread(median(g(k)), 1.0, 2),
                 report::fmt_spread(median(c(k)), 1.0, 2),
             );
