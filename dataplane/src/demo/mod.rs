@@ -713,9 +713,10 @@ pub fn checks(t: &Topology) -> Summary {
         s.check(
             mode == "offload" || mode == "afxdp",
             format!(
-                "uplink of node-{}: {mode} ({}), zero-copy {}",
+                "uplink of node-{}: {mode} ({}), receiving through {}, zero-copy {}",
                 NODES.get(i).map_or("?", |n| n.0),
                 field("uplink_mode_reason "),
+                field("uplink_receive "),
                 field("uplink_zero_copy ")
             ),
         );

@@ -352,7 +352,12 @@ impl SteerProgram {
     pub fn attach_at(ifname: &str, cfg: SteerConfig, hook: Hook) -> io::Result<SteerProgram> {
         let ifindex = netcfg::if_index(ifname)?;
         let xdp_old = Predecessor::find(ifindex, ifname)?;
-        let tcx_old = tcx_sluice_programs(ifindex, ifname)?;
+        // A kernel before 6.6 has no TCX: nothing there to take over, and
+        // XDP mode must not fail for it.
+        let tcx_old = match hook {
+            Hook::Tcx => tcx_sluice_programs(ifindex, ifname)?,
+            Hook::Xdp => tcx_sluice_programs(ifindex, ifname).unwrap_or(None),
+        };
         let (old, other) = match hook {
             Hook::Xdp => (xdp_old, tcx_old),
             Hook::Tcx => (tcx_old, xdp_old),
@@ -629,7 +634,8 @@ impl SteerProgram {
 /// whether there was one.
 pub fn detach(ifname: &str) -> io::Result<bool> {
     let ifindex = netcfg::if_index(ifname)?;
-    let tcx = tcx_sluice_programs(ifindex, ifname)?;
+    // Before Linux 6.6 there is no TCX to look at.
+    let tcx = tcx_sluice_programs(ifindex, ifname).unwrap_or(None);
     if let Some(o) = &tcx {
         detach_tcx(ifindex, ifname, o)?;
     }
