@@ -383,36 +383,44 @@ pub mod fuzzing {
         }
     }
 
-    fn round_trip(tunnel: bool, data: &[u8]) {
+    /// `n` segments of one TCP flow as a sender's TSO cuts them: 1,400
+    /// payload bytes each but the last (`last` bytes, with PSH), IP ids
+    /// counting up, TCP options `opts`; as VXLAN frames (outer ids counting
+    /// up too) if `tunnel`, else as Ethernet frames. Payload bytes mix in
+    /// `seed`.
+    pub fn burst(n: usize, last: usize, opts: &[u8], tunnel: bool, seed: u8) -> Vec<Vec<u8>> {
         let mut seq = 7u32;
-        let mut frames = Vec::new();
+        (0..n)
+            .map(|i| {
+                let size = if i + 1 == n { last } else { 1400 };
+                let flags = if i + 1 == n { 0x18 } else { 0x10 };
+                let body: Vec<u8> = (0..size).map(|k| (k as u8) ^ seed ^ (i as u8)).collect();
+                let mut p = tcp_segment(seq, &body, flags, opts);
+                seq = seq.wrapping_add(size as u32);
+                p[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+                p[10..12].fill(0);
+                let c = internet_checksum(&p[..20]);
+                p[10..12].copy_from_slice(&c.to_be_bytes());
+                let mut f = vxlan_wrap(&p);
+                f[18..20].copy_from_slice(&(i as u16).to_be_bytes());
+                f[24..26].fill(0);
+                let c = internet_checksum(&f[14..34]);
+                f[24..26].copy_from_slice(&c.to_be_bytes());
+                if tunnel {
+                    f
+                } else {
+                    f[VXLAN_OUTER - 14..].to_vec()
+                }
+            })
+            .collect()
+    }
+
+    fn round_trip(tunnel: bool, data: &[u8]) {
         let n = data.len().min(60);
-        for (i, &b) in data.iter().take(n).enumerate() {
-            // Every segment but the last the same size, as a sender's TSO.
-            let size = if i + 1 == n {
-                1 + usize::from(b) * 5
-            } else {
-                1400
-            };
-            let flags = if i + 1 == n { 0x18 } else { 0x10 };
-            let body: Vec<u8> = (0..size).map(|k| (k as u8) ^ b).collect();
-            let mut p = tcp_segment(seq, &body, flags, &[]);
-            seq = seq.wrapping_add(size as u32);
-            p[4..6].copy_from_slice(&(i as u16).to_be_bytes());
-            p[10..12].fill(0);
-            let c = internet_checksum(&p[..20]);
-            p[10..12].copy_from_slice(&c.to_be_bytes());
-            let mut f = vxlan_wrap(&p);
-            f[18..20].copy_from_slice(&(i as u16).to_be_bytes());
-            f[24..26].fill(0);
-            let c = internet_checksum(&f[14..34]);
-            f[24..26].copy_from_slice(&c.to_be_bytes());
-            frames.push(if tunnel {
-                f
-            } else {
-                f[VXLAN_OUTER - 14..].to_vec()
-            });
-        }
+        let Some(&b) = data.get(n.wrapping_sub(1)) else {
+            return;
+        };
+        let frames = burst(n, 1 + usize::from(b) * 5, &[], tunnel, b);
         let lay = if tunnel {
             Layout::VXLAN
         } else {

@@ -1,39 +1,14 @@
 //! Tests of the receive side's cutting ([`super`]).
 
 use super::*;
-use crate::port::gro::fuzzing::{tcp_segment, vxlan_wrap};
 use crate::port::gro::{Coalescer, Layout, TUNNEL_HDR_LEN};
 
 const ACK: u8 = 0x10;
 
-/// `n` segments of one flow, 1,400 bytes each but the last (`last`
-/// bytes), with IP ids counting up as a sender's do; PSH on the last.
-/// As Ethernet frames, or VXLAN frames (outer ids counting up too).
+/// `n` segments of one flow with TCP timestamps, the last `last` bytes
+/// ([`fuzzing::burst`]).
 fn burst(n: usize, last: usize, tunnel: bool) -> Vec<Vec<u8>> {
-    let mut seq = 1000u32;
-    (0..n)
-        .map(|i| {
-            let size = if i + 1 == n { last } else { 1400 };
-            let flags = if i + 1 == n { ACK | TCP_PSH } else { ACK };
-            let body: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
-            let mut p = tcp_segment(seq, &body, flags, &[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 4]);
-            seq = seq.wrapping_add(size as u32);
-            p[4..6].copy_from_slice(&(0x1000 + i as u16).to_be_bytes());
-            p[10..12].fill(0);
-            let c = internet_checksum(&p[..20]);
-            p[10..12].copy_from_slice(&c.to_be_bytes());
-            let mut f = vxlan_wrap(&p);
-            f[18..20].copy_from_slice(&(0x2000 + i as u16).to_be_bytes());
-            f[24..26].fill(0);
-            let c = internet_checksum(&f[14..34]);
-            f[24..26].copy_from_slice(&c.to_be_bytes());
-            if tunnel {
-                f
-            } else {
-                f[VXLAN_OUTER - 14..].to_vec()
-            }
-        })
-        .collect()
+    fuzzing::burst(n, last, &[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 4], tunnel, 0)
 }
 
 /// The one write a coalescer of `lay` makes of `frames`.
