@@ -80,3 +80,4 @@ pub fn pings(t: &Topology, from: &str, to: &str) -> bool {
     t.exec(from, &["ping", "-c", "2", "-i", "0.2", "-W", "1", to])
         .is_ok()
 }
+pub mod cni;
