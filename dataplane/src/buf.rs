@@ -5,6 +5,13 @@
 //! 50-byte VXLAN header in front of that without moving the frame. Buffers
 //! move between the worker's pool, the RX burst and the TX queues by value
 //! (a pointer move): nothing is allocated per packet.
+//!
+//! A worker with ports that move super-packets (offloading TUN pods, the
+//! offload uplink's TAP) also holds a few *big* buffers ([`Buf::big`]): a
+//! pod's TSO burst or a peer's UDP-tunnel GSO burst is read into one and
+//! crosses the pipeline whole, its segmentation described by [`Gso`], so
+//! its headers are handled once and its payload is never cut and merged
+//! again in userspace.
 
 /// Bytes of a buffer.
 pub const BUF_SIZE: usize = 2048;
@@ -16,14 +23,32 @@ pub const HEADROOM: usize = 128;
 /// Largest frame a buffer holds after its headroom.
 pub const MAX_FRAME: usize = BUF_SIZE - HEADROOM;
 
+/// Bytes of a big buffer: the headroom, then a 64 KiB IP packet behind an
+/// Ethernet header (a super-packet read from a TAP) and a virtio-net
+/// header read with it.
+pub const BIG_BUF_SIZE: usize = HEADROOM + 65_536 + 64;
+
+/// How a super-packet is cut into segments (by the kernel that receives
+/// it, or by the worker for a port that takes no super-packets): a TCP
+/// over IPv4 burst, as `SKB_GSO_TCPV4` describes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gso {
+    /// Payload bytes per segment (the MSS).
+    pub size: u16,
+    /// The TCP packet is inside VXLAN (outer Ethernet, IPv4, UDP, VXLAN,
+    /// inner Ethernet), as `SKB_GSO_UDP_TUNNEL` describes one.
+    pub tunnel: bool,
+}
+
 /// One packet buffer. It belongs to the worker that allocated it: a buffer
 /// handed to another worker goes back to its owner's pool after use, so
 /// pools never drift between workers.
 pub struct Buf {
-    data: Box<[u8; BUF_SIZE]>,
+    data: Box<[u8]>,
     start: usize,
     len: usize,
     owner: u8,
+    gso: Option<Gso>,
 }
 
 impl std::fmt::Debug for Buf {
@@ -32,6 +57,7 @@ impl std::fmt::Debug for Buf {
             .field("owner", &self.owner)
             .field("start", &self.start)
             .field("len", &self.len)
+            .field("gso", &self.gso)
             .finish()
     }
 }
@@ -50,12 +76,38 @@ impl Buf {
 
     /// An empty buffer of worker `owner`.
     pub fn owned_by(owner: u8) -> Buf {
+        Buf::sized(owner, BUF_SIZE)
+    }
+
+    /// An empty big buffer ([`BIG_BUF_SIZE`]) of worker `owner`, for a
+    /// super-packet (allocates: call at start-up, not per packet).
+    pub fn big(owner: u8) -> Buf {
+        Buf::sized(owner, BIG_BUF_SIZE)
+    }
+
+    fn sized(owner: u8, size: usize) -> Buf {
         Buf {
-            data: Box::new([0; BUF_SIZE]),
+            data: vec![0; size].into_boxed_slice(),
             start: HEADROOM,
             len: 0,
             owner,
+            gso: None,
         }
+    }
+
+    /// Whether this is a big buffer (room for a super-packet).
+    pub fn is_big(&self) -> bool {
+        self.data.len() > BUF_SIZE
+    }
+
+    /// How the frame is cut into segments, if it is a super-packet.
+    pub fn gso(&self) -> Option<Gso> {
+        self.gso
+    }
+
+    /// Marks the frame a super-packet cut as `gso` says (or not).
+    pub fn set_gso(&mut self, gso: Option<Gso>) {
+        self.gso = gso;
     }
 
     /// The worker whose pool this buffer belongs to.
@@ -68,6 +120,7 @@ impl Buf {
     pub fn rx_room(&mut self) -> &mut [u8] {
         self.start = HEADROOM;
         self.len = 0;
+        self.gso = None;
         self.data.get_mut(HEADROOM..).unwrap_or_default()
     }
 
@@ -77,23 +130,28 @@ impl Buf {
         self.data.get(HEADROOM..).unwrap_or_default()
     }
 
-    /// Exchanges the frames (bytes, start and length) of two buffers by
-    /// moving pointers; each keeps its owner, so pools do not drift.
+    /// Exchanges the frames (bytes, start, length and [`Gso`]) of two
+    /// buffers by moving pointers; each keeps its owner, so pools do not
+    /// drift. Both must be the same size ([`Buf::is_big`]), so a pool's
+    /// big buffers stay big.
     pub fn swap_frame(&mut self, other: &mut Buf) {
+        debug_assert_eq!(self.data.len(), other.data.len());
         std::mem::swap(&mut self.data, &mut other.data);
         std::mem::swap(&mut self.start, &mut other.start);
         std::mem::swap(&mut self.len, &mut other.len);
+        std::mem::swap(&mut self.gso, &mut other.gso);
     }
 
     /// Sets the frame length after receiving into [`Buf::rx_room`]
     /// (clamped to the room).
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(BUF_SIZE - self.start);
+        self.len = len.min(self.data.len().saturating_sub(self.start));
     }
 
-    /// Replaces the content with `frame` (truncated to [`MAX_FRAME`]).
+    /// Replaces the content with `frame` (truncated to the room:
+    /// [`MAX_FRAME`] bytes, or 64 KiB in a big buffer).
     pub fn fill(&mut self, frame: &[u8]) {
-        let n = frame.len().min(MAX_FRAME);
+        let n = frame.len().min(self.data.len() - HEADROOM);
         let room = self.rx_room();
         if let (Some(dst), Some(src)) = (room.get_mut(..n), frame.get(..n)) {
             dst.copy_from_slice(src);
@@ -161,7 +219,7 @@ impl Buf {
     /// Makes `range` of the whole buffer the frame (after an in-place
     /// operation through [`Buf::raw_mut`]); ignored if out of bounds.
     pub fn set_range(&mut self, range: std::ops::Range<usize>) {
-        if range.start <= range.end && range.end <= BUF_SIZE {
+        if range.start <= range.end && range.end <= self.data.len() {
             self.start = range.start;
             self.len = range.end - range.start;
         }

@@ -218,6 +218,12 @@ pub struct Counters {
     pub svc_flows: u64,
     /// Packets translated for services (DNAT, its reverse, masquerade).
     pub svc_translated: u64,
+    /// Super-packets written whole to a port that takes them
+    /// ([`crate::buf::Gso`]).
+    pub super_whole: u64,
+    /// Super-packets cut into segments by the worker, for a port that
+    /// takes none (AF_XDP).
+    pub super_cut: u64,
 }
 
 impl Default for Counters {
@@ -233,6 +239,8 @@ impl Default for Counters {
             handed_in: 0,
             svc_flows: 0,
             svc_translated: 0,
+            super_whole: 0,
+            super_cut: 0,
         }
     }
 }

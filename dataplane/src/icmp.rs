@@ -71,6 +71,8 @@ pub fn make_error(buf: &mut Buf, from: Ipv4Addr, ty: u8, code: u8, rest: u32) ->
         return false;
     };
     buf.truncate(MAX_QUOTE);
+    // A super-packet's error is one small packet.
+    buf.set_gso(None);
     let quoted = buf.len();
     let Some(h) = buf.push_front(28) else {
         return false;

@@ -431,8 +431,12 @@ impl Worker {
         let tunnel = peer.tunnel.as_ref().ok_or(Reason::NoNeighbour)?;
         let mtu = usize::from(snap.node.uplink_mtu);
         // Outer IP packet = inner IP packet + inner Ethernet + VXLAN
-        // + UDP + IPv4 = inner + 50.
-        if buf.len() + OVERHEAD > mtu {
+        // + UDP + IPv4 = inner + 50; a super-packet's largest segment.
+        let len = match buf.gso() {
+            Some(g) => crate::port::tso::segment_ip_len(buf.data(), false, g).unwrap_or(usize::MAX),
+            None => buf.len(),
+        };
+        if len + OVERHEAD > mtu {
             let df = Ipv4Packet::new_unchecked(buf.data()).dont_frag();
             if !df {
                 return Err(Reason::TooBig);
@@ -465,6 +469,9 @@ impl Worker {
         let (raw, inner) = buf.raw_mut();
         let outer = vxlan::encapsulate(raw, inner, tunnel).map_err(|_| Reason::TooBig)?;
         buf.set_range(outer);
+        if let Some(g) = buf.gso() {
+            buf.set_gso(Some(crate::buf::Gso { tunnel: true, ..g }));
+        }
         self.counters.encapsulated += 1;
         self.uplink().map(Out::Port).ok_or(Reason::NoNeighbour)
     }
@@ -553,6 +560,9 @@ impl Worker {
         let peer = snap.peer_by_ip(d.outer_src).ok_or(Reason::UnknownVtep)?;
         buf.truncate(d.inner.end);
         buf.pull_front(d.inner.start);
+        if let Some(g) = buf.gso() {
+            buf.set_gso(Some(crate::buf::Gso { tunnel: false, ..g }));
+        }
         strip_ethernet(buf)?;
         let (src, mut dst) = check_ipv4(buf)?;
         if !peer.spec.pod_cidrs.iter().any(|c| c.contains(&src)) {

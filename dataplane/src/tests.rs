@@ -775,3 +775,4 @@ fn an_af_xdp_pods_egress_waits_in_a_short_queue() {
 mod edges;
 mod node_ports;
 mod services;
+mod super_packets;

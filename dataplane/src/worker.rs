@@ -13,7 +13,8 @@ use nat::{Conntrack, ConntrackConfig, SnatConfig};
 
 use crate::buf::Buf;
 use crate::counters::{Counters, PortCounters, Reason};
-use crate::port::Port;
+use crate::port::gso::Plan;
+use crate::port::{Framing, Port, tso};
 use crate::route::{AddrMap, Routes, Snapshot};
 use crate::shaper::{PodLimits, TokenBucket};
 
@@ -32,6 +33,12 @@ const SHAPED_QUEUE: usize = 2 * BURST;
 /// rather than queued: many flooded, limited pods must not take the
 /// buffers the worker needs to receive anything.
 const SHAPED_RESERVE: usize = 2 * BURST;
+
+/// Big buffers ([`Buf::big`]) of a worker with a port that moves
+/// super-packets: room for a burst read from such a port and those queued
+/// for sending (4 MiB). When they run out, such ports read into ordinary
+/// buffers and cut what they read, as ports without offload do.
+pub const SUPER_BUFFERS: usize = 64;
 
 /// The largest frame a pod port hands over at once (a pod's MTU is at
 /// most the uplink's, 1500, plus an Ethernet header).
@@ -104,7 +111,7 @@ impl Mesh {
         // between pods on two workers crosses in bursts.
         let inboxes: Vec<_> = (0..n).map(|_| crossbeam_channel::bounded(1024)).collect();
         let returns: Vec<_> = (0..n)
-            .map(|_| crossbeam_channel::bounded(buffers.max(BURST)))
+            .map(|_| crossbeam_channel::bounded(buffers.max(BURST) + SUPER_BUFFERS))
             .collect();
         let sleeping: Vec<Arc<AtomicBool>> =
             (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect();
@@ -185,6 +192,10 @@ pub struct Worker {
     pods: AddrMap<usize>,
     pool: Vec<Buf>,
     rx: Vec<Buf>,
+    /// Big buffers ([`SUPER_BUFFERS`], allocated when the first port that
+    /// moves super-packets is attached) and the burst such ports read into.
+    big: Vec<Buf>,
+    rx_big: Vec<Buf>,
     pub(crate) ct: Conntrack,
     /// Session affinity bindings of the service flows started here.
     pub(crate) affinity: lb::AffinityTable,
@@ -213,6 +224,8 @@ impl Worker {
             pods: AddrMap::default(),
             pool: (0..buffers.max(BURST)).map(|_| Buf::new()).collect(),
             rx: Vec::with_capacity(BURST),
+            big: Vec::new(),
+            rx_big: Vec::new(),
             ct: Conntrack::new(ct, snat),
             affinity: lb::AffinityTable::new(crate::services::AFFINITY_ENTRIES),
             svc: Vec::new(),
@@ -261,7 +274,7 @@ impl Worker {
     /// Returns a buffer to its owner's pool.
     fn recycle(&mut self, buf: Buf) {
         if buf.owner() == self.id {
-            self.pool.push(buf);
+            self.take_back(buf);
         } else if let Some(tx) = self
             .mesh
             .as_ref()
@@ -269,6 +282,15 @@ impl Worker {
         {
             // The channel holds a whole pool: it cannot be full.
             let _ = tx.try_send(buf);
+        }
+    }
+
+    /// Puts one of our buffers back in its pool (big or ordinary).
+    fn take_back(&mut self, buf: Buf) {
+        if buf.is_big() {
+            self.big.push(buf);
+        } else {
+            self.pool.push(buf);
         }
     }
 
@@ -281,6 +303,10 @@ impl Worker {
     /// [`Worker::add_port`] with the name counters use (a pod's name rather
     /// than its interface's, which is `eth0` in every pod).
     pub fn add_port_labelled(&mut self, port: Box<dyn Port>, role: Role, label: String) -> usize {
+        if port.takes_gso() && self.big.is_empty() && self.rx_big.is_empty() {
+            self.big = (0..SUPER_BUFFERS).map(|_| Buf::big(self.id)).collect();
+            self.rx_big.reserve(BURST);
+        }
         let slot = PortSlot {
             counters: PortCounters {
                 name: label,
@@ -415,11 +441,11 @@ impl Worker {
     /// Takes back returned buffers and processes frames other workers
     /// handed over (at most a few bursts per poll).
     fn poll_mesh(&mut self, snap: &Snapshot, now: Duration) -> usize {
-        let Some(m) = self.mesh.as_ref() else {
+        if self.mesh.is_none() {
             return 0;
-        };
-        while let Ok(b) = m.returned.try_recv() {
-            self.pool.push(b);
+        }
+        while let Some(Ok(b)) = self.mesh.as_ref().map(|m| m.returned.try_recv()) {
+            self.take_back(b);
         }
         let mut n = 0;
         while n < 16 * BURST {
@@ -498,13 +524,31 @@ impl Worker {
             }
         }
         self.release_held(snap, now, i);
-        while self.rx.len() < BURST {
-            match self.pool.pop() {
-                Some(b) => self.rx.push(b),
-                None => break,
+        // A port that moves super-packets reads into big buffers while
+        // there are some.
+        let supers = self
+            .ports
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.port.takes_gso());
+        let mut rx = if supers {
+            let mut rx = std::mem::take(&mut self.rx_big);
+            while rx.len() < BURST {
+                match self.big.pop().or_else(|| self.pool.pop()) {
+                    Some(b) => rx.push(b),
+                    None => break,
+                }
             }
-        }
-        let mut rx = std::mem::take(&mut self.rx);
+            rx
+        } else {
+            while self.rx.len() < BURST {
+                match self.pool.pop() {
+                    Some(b) => self.rx.push(b),
+                    None => break,
+                }
+            }
+            std::mem::take(&mut self.rx)
+        };
         let room = room.min(rx.len());
         let n = match self.ports.get_mut(i).and_then(Option::as_mut) {
             Some(slot) => match slot.port.recv(rx.get_mut(..room).unwrap_or_default()) {
@@ -534,7 +578,11 @@ impl Worker {
             let r = self.handle(snap, now, i, &mut buf);
             self.dispatch(now, r, buf);
         }
-        self.rx = rx;
+        if supers {
+            self.rx_big = rx;
+        } else {
+            self.rx = rx;
+        }
         n
     }
 
@@ -613,7 +661,19 @@ impl Worker {
         true
     }
 
-    fn enqueue(&mut self, now: Duration, to: usize, buf: Buf) {
+    fn enqueue(&mut self, now: Duration, to: usize, mut buf: Buf) {
+        if buf.gso().is_some() {
+            let (takes, eth) = self.port(to).map_or((false, false), |s| {
+                (s.port.takes_gso(), s.port.framing() == Framing::Ethernet)
+            });
+            if !(takes && tso::finish(&mut buf, eth)) {
+                self.cut(now, to, buf, eth);
+                return;
+            }
+            if buf.gso().is_some() {
+                self.counters.super_whole += 1;
+            }
+        }
         if self.shaped_queue_full(now, to) {
             self.counters.drop(Reason::PodIngressRate);
             self.recycle(buf);
@@ -636,6 +696,46 @@ impl Worker {
         if full {
             self.flush(now, to);
         }
+    }
+
+    /// Cuts super-packet `buf` into segments for port `to`, which takes no
+    /// super-packets, and queues them (as the kernel's GSO would cut it
+    /// for a device without TSO). A segment without a free buffer is
+    /// dropped and counted.
+    fn cut(&mut self, now: Duration, to: usize, buf: Buf, eth: bool) {
+        let plan = buf
+            .gso()
+            .and_then(|g| tso::vnet(buf.data(), eth, g))
+            .and_then(|h| {
+                if eth {
+                    Plan::new(&h, buf.data()).ok()
+                } else {
+                    Plan::for_ip(&h, buf.data()).ok()
+                }
+            });
+        let Some(plan) = plan else {
+            self.counters.drop(Reason::Malformed);
+            self.recycle(buf);
+            return;
+        };
+        self.counters.super_cut += 1;
+        for i in 0..plan.count() {
+            let Some(mut seg) = self.pool.pop() else {
+                self.counters.drop(Reason::TxFull);
+                continue;
+            };
+            match plan.segment(buf.data(), i, seg.rx_room()) {
+                Some(n) => {
+                    seg.set_len(n);
+                    self.enqueue(now, to, seg);
+                }
+                None => {
+                    self.counters.drop(Reason::Malformed);
+                    self.pool.push(seg);
+                }
+            }
+        }
+        self.recycle(buf);
     }
 
     fn flush_all(&mut self, now: Duration) {
@@ -688,7 +788,14 @@ impl Worker {
 
     /// Buffers in the free pool (all of them when idle: none leak).
     pub fn free_buffers(&self) -> usize {
-        self.pool.len() + self.rx.len()
+        let small = self.rx.iter().chain(&self.rx_big).filter(|b| !b.is_big());
+        self.pool.len() + small.count()
+    }
+
+    /// Big buffers free (all of them when idle: none leak).
+    pub fn free_big_buffers(&self) -> usize {
+        let big = self.rx.iter().chain(&self.rx_big).filter(|b| b.is_big());
+        self.big.len() + big.count()
     }
 }
 

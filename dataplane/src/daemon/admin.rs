@@ -42,7 +42,7 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 );
             }
             out += &format!(
-                "encapsulated {}\ndecapsulated {}\nnat {}\nservice_flows {}\nservice_translated {}\nicmp_sent {}\narp_replies {}\nhanded_off {}\nconntrack_entries {}\nnat_ports {}\nworkers {}\n",
+                "encapsulated {}\ndecapsulated {}\nnat {}\nservice_flows {}\nservice_translated {}\nicmp_sent {}\narp_replies {}\nhanded_off {}\nsuper_packets_whole {}\nsuper_packets_cut {}\nconntrack_entries {}\nnat_ports {}\nworkers {}\n",
                 s.counters.encapsulated,
                 s.counters.decapsulated,
                 s.counters.nat,
@@ -51,6 +51,8 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 s.counters.icmp_sent,
                 s.counters.arp_replies,
                 s.counters.handed_off,
+                s.counters.super_whole,
+                s.counters.super_cut,
                 s.conntrack_entries,
                 s.nat_ports,
                 views.len()

@@ -27,6 +27,8 @@ pub(super) fn sum_stats(views: &[StatsView]) -> StatsView {
         s.counters.handed_in += c.handed_in;
         s.counters.svc_flows += c.svc_flows;
         s.counters.svc_translated += c.svc_translated;
+        s.counters.super_whole += c.super_whole;
+        s.counters.super_cut += c.super_cut;
         s.ports.extend(v.ports.iter().cloned());
         s.conntrack_entries += v.conntrack_entries;
         s.nat_ports += v.nat_ports;
@@ -100,6 +102,16 @@ fn metrics_text(ctx: &Ctx) -> String {
             "sluice_decapsulated_total",
             "Frames VXLAN-decapsulated.",
             s.counters.decapsulated,
+        ),
+        (
+            "sluice_super_packets_whole_total",
+            "Super-packets (TSO or UDP-tunnel GSO bursts) written whole to a TUN device or the uplink TAP.",
+            s.counters.super_whole,
+        ),
+        (
+            "sluice_super_packets_cut_total",
+            "Super-packets the worker cut into segments for a port that takes none (AF_XDP).",
+            s.counters.super_cut,
         ),
         (
             "sluice_nat_total",

@@ -7,14 +7,16 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use super::{Framing, Port};
-use crate::buf::Buf;
+use crate::buf::{Buf, Gso};
 
 #[derive(Debug, Default)]
 struct Queues {
-    rx: VecDeque<Vec<u8>>,
+    rx: VecDeque<(Vec<u8>, Option<Gso>)>,
     tx: Vec<Vec<u8>>,
+    tx_gso: Vec<Option<Gso>>,
     tx_room: Option<usize>,
     loses_unread: bool,
+    takes_gso: bool,
 }
 
 /// The fake port (owned by a worker).
@@ -53,12 +55,37 @@ impl FakeHandle {
 
     /// Queues a frame to be received.
     pub fn inject(&self, frame: Vec<u8>) {
-        self.with(|q| q.rx.push_back(frame));
+        self.with(|q| q.rx.push_back((frame, None)));
+    }
+
+    /// Queues a super-packet to be received whole (into a big buffer; cut
+    /// short in an ordinary one, as no real port would).
+    pub fn inject_super(&self, frame: Vec<u8>, gso: Gso) {
+        self.with(|q| q.rx.push_back((frame, Some(gso))));
     }
 
     /// Takes every frame transmitted so far.
     pub fn take_sent(&self) -> Vec<Vec<u8>> {
-        self.with(|q| std::mem::take(&mut q.tx))
+        self.with(|q| {
+            q.tx_gso.clear();
+            std::mem::take(&mut q.tx)
+        })
+    }
+
+    /// Takes every frame transmitted so far, each with its [`Gso`] (a
+    /// super-packet written whole) or `None`.
+    pub fn take_sent_with_gso(&self) -> Vec<(Vec<u8>, Option<Gso>)> {
+        self.with(|q| {
+            let g = std::mem::take(&mut q.tx_gso);
+            std::mem::take(&mut q.tx).into_iter().zip(g).collect()
+        })
+    }
+
+    /// Makes the port move super-packets whole ([`Port::takes_gso`]), as an
+    /// offloading TUN device or the offload uplink does. Set before the
+    /// port is attached.
+    pub fn set_takes_gso(&self) {
+        self.with(|q| q.takes_gso = true);
     }
 
     /// Limits how many frames one `send` accepts (a full ring).
@@ -86,8 +113,11 @@ impl Port for FakePort {
         let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
         for b in bufs.iter_mut() {
-            let Some(f) = q.rx.pop_front() else { break };
+            let Some((f, gso)) = q.rx.pop_front() else {
+                break;
+            };
             b.fill(&f);
+            b.set_gso(gso);
             n += 1;
         }
         Ok(n)
@@ -97,7 +127,12 @@ impl Port for FakePort {
         let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
         let n = bufs.len().min(q.tx_room.unwrap_or(usize::MAX));
         q.tx.extend(bufs.iter().take(n).map(|b| b.data().to_vec()));
+        q.tx_gso.extend(bufs.iter().take(n).map(Buf::gso));
         Ok(n)
+    }
+
+    fn takes_gso(&self) -> bool {
+        self.q.lock().is_ok_and(|q| q.takes_gso)
     }
 
     fn poll_fd(&self) -> Option<RawFd> {

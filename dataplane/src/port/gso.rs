@@ -151,11 +151,24 @@ fn ipv4_header(frame: &[u8], ip: usize, proto: u8) -> Option<usize> {
 }
 
 impl Plan {
-    /// Checks the packet `frame` (after the virtio-net header `h`) and
-    /// plans its frames.
+    /// Checks the Ethernet frame `frame` (after the virtio-net header `h`)
+    /// and plans its frames.
     pub fn new(h: &VnetHdr, frame: &[u8]) -> Result<Plan, Refused> {
+        Plan::with_l2(h, frame, 14)
+    }
+
+    /// [`Plan::new`] for an IP packet without a link header (a TUN
+    /// device's): no tunnel.
+    pub fn for_ip(h: &VnetHdr, frame: &[u8]) -> Result<Plan, Refused> {
+        if h.gso_type & GSO_UDP_TUNNEL_IPV4 != 0 || h.flags & F_UDP_TUNNEL_CSUM != 0 {
+            return Err(Refused::Malformed);
+        }
+        Plan::with_l2(h, frame, 0)
+    }
+
+    fn with_l2(h: &VnetHdr, frame: &[u8], l2: usize) -> Result<Plan, Refused> {
         let len = frame.len();
-        if len < 14 {
+        if len < l2.max(1) {
             return Err(Refused::Malformed);
         }
         let base = h.gso_type & !(GSO_ECN | GSO_UDP_TUNNEL_IPV4);
@@ -163,7 +176,7 @@ impl Plan {
             let csum = if h.flags & F_NEEDS_CSUM != 0 {
                 let start = usize::from(h.csum_start);
                 let field = start + usize::from(h.csum_offset);
-                if start < 14 || field + 2 > len {
+                if start < l2 || field + 2 > len {
                     return Err(Refused::Malformed);
                 }
                 Some((field, start))
@@ -183,7 +196,7 @@ impl Plan {
             _ => return Err(Refused::GsoType(h.gso_type)),
         };
         let tunnel = h.gso_type & GSO_UDP_TUNNEL_IPV4 != 0;
-        if !ipv4_after(frame, 0) {
+        if l2 > 0 && !ipv4_after(frame, 0) {
             return Err(Refused::Malformed);
         }
         let ip = if tunnel {
@@ -194,7 +207,7 @@ impl Plan {
             }
             VXLAN_OUTER
         } else {
-            14
+            l2
         };
         let proto = if tcp { 6 } else { 17 };
         let ihl = ipv4_header(frame, ip, proto).ok_or(Refused::Malformed)?;

@@ -16,6 +16,7 @@ pub mod gso;
 pub mod steer;
 #[cfg(feature = "io")]
 pub mod tap;
+pub mod tso;
 #[cfg(feature = "io")]
 pub mod tun;
 #[cfg(feature = "io")]
@@ -74,6 +75,14 @@ pub trait Port: Send {
     /// (one system call). Default: 0 (no such count).
     fn kernel_drops(&self) -> u64 {
         0
+    }
+
+    /// Whether the port moves super-packets whole ([`crate::buf::Gso`]):
+    /// it reads them into the worker's big buffers when it is given some,
+    /// and writes a [`tso::finish`]ed one as one packet. The worker cuts a
+    /// super-packet into segments for a port that does not. Default: false.
+    fn takes_gso(&self) -> bool {
+        false
     }
 
     /// Frames this port received but could not hand to the worker (TUN: a

@@ -234,9 +234,10 @@ pub struct UplinkTap {
 /// The last packet read from the TAP and how much of it has been handed
 /// out ([`gso::Plan`]).
 struct RxState {
-    /// Virtio-net header and packet: up to 64 KiB and an Ethernet header.
-    buf: Box<[u8]>,
-    len: usize,
+    /// The packet, up to 64 KiB and an Ethernet header, read behind its
+    /// virtio-net header (a big buffer, exchanged with the worker's when
+    /// the packet goes whole).
+    buf: Buf,
     plan: Option<gso::Plan>,
     next: usize,
     /// Packets that could not be handed on (refused headers, a segment
@@ -247,8 +248,7 @@ struct RxState {
 impl RxState {
     fn new() -> RxState {
         RxState {
-            buf: vec![0u8; TUNNEL_HDR_LEN + 14 + 65_535].into_boxed_slice(),
-            len: 0,
+            buf: Buf::big(0),
             plan: None,
             next: 0,
             errors: 0,
@@ -282,7 +282,9 @@ impl UplinkTap {
     /// Receives up to `bufs.len()` frames without blocking: the segments
     /// of the packet read last that are not handed out yet, then more
     /// packets, each read whole (one system call for a peer's 64 KiB
-    /// burst) and cut into frames ([`gso::Plan`]).
+    /// burst): a TCP super-packet into the next buffer whole if that one
+    /// is big ([`super::tso`]), anything else cut into frames
+    /// ([`gso::Plan`]).
     pub fn recv(&mut self, bufs: &mut [Buf]) -> io::Result<usize> {
         let rx = &mut self.rx;
         let mut n = 0;
@@ -290,8 +292,7 @@ impl UplinkTap {
             if let Some(plan) = rx.plan
                 && rx.next < plan.count()
             {
-                let frame = rx.buf.get(TUNNEL_HDR_LEN..rx.len).unwrap_or_default();
-                match plan.segment(frame, rx.next, b.rx_room()) {
+                match plan.segment(rx.buf.data(), rx.next, b.rx_room()) {
                     Some(len) => {
                         b.set_len(len);
                         n += 1;
@@ -304,14 +305,10 @@ impl UplinkTap {
                 }
                 continue;
             }
+            let room = rx.buf.rx_room();
             // SAFETY: reads into our buffer, within its length.
-            let r = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    rx.buf.as_mut_ptr().cast(),
-                    rx.buf.len(),
-                )
-            };
+            let r =
+                unsafe { libc::read(self.fd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock || n > 0 {
@@ -320,17 +317,26 @@ impl UplinkTap {
                 return Err(e);
             }
             self.reads += 1;
-            rx.len = r as usize;
+            rx.buf.set_len(r as usize);
             rx.plan = None;
             rx.next = 0;
-            let h = rx.buf.get(..rx.len).and_then(gso::VnetHdr::parse);
-            let frame = rx.buf.get(TUNNEL_HDR_LEN..rx.len);
-            match (h, frame) {
-                (Some(h), Some(f)) => match gso::Plan::new(&h, f) {
-                    Ok(p) => rx.plan = Some(p),
-                    Err(_) => rx.errors += 1,
-                },
-                _ => rx.errors += 1,
+            let h = gso::VnetHdr::parse(rx.buf.data()).filter(|_| rx.buf.len() > TUNNEL_HDR_LEN);
+            let Some(h) = h else {
+                rx.errors += 1;
+                continue;
+            };
+            rx.buf.pull_front(TUNNEL_HDR_LEN);
+            if b.is_big()
+                && let Some(g) = super::tso::accept(&h, rx.buf.data_mut(), true)
+            {
+                rx.buf.set_gso(Some(g));
+                b.swap_frame(&mut rx.buf);
+                n += 1;
+                continue;
+            }
+            match gso::Plan::new(&h, rx.buf.data()) {
+                Ok(p) => rx.plan = Some(p),
+                Err(_) => rx.errors += 1,
             }
         }
         Ok(n)
@@ -490,6 +496,35 @@ impl OffloadUplink {
     pub fn reads(&self) -> u64 {
         self.tx.reads
     }
+
+    /// Frames without [`crate::buf::Gso`]: merged runs through the TAP,
+    /// lone frames through the AF_XDP socket ([`split_send`]).
+    fn send_frames(&mut self, bufs: &[Buf]) -> io::Result<usize> {
+        let (rx, tx) = (&mut self.rx, &mut self.tx);
+        let fd = tx.fd.as_raw_fd();
+        let mut writes = 0u64;
+        let (n, err) = split_send(
+            &mut tx.gro,
+            &mut tx.plain,
+            bufs,
+            |b| super::Port::send(rx, b),
+            |out| {
+                writes += 1;
+                // SAFETY: writes `out`, a live slice, to our descriptor.
+                let n = unsafe { libc::write(fd, out.as_ptr().cast(), out.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            },
+        );
+        tx.writes += writes;
+        match err {
+            Some(e) if n == 0 && !bufs.is_empty() => Err(e),
+            _ => Ok(n),
+        }
+    }
 }
 
 impl super::Port for OffloadUplink {
@@ -509,33 +544,39 @@ impl super::Port for OffloadUplink {
         }
     }
 
-    /// Merged runs through the TAP, lone frames through the AF_XDP
-    /// socket ([`split_send`]).
+    /// Super-packets whole and merged runs through the TAP, lone frames
+    /// through the AF_XDP socket ([`split_send`]), in order.
     fn send(&mut self, bufs: &[Buf]) -> io::Result<usize> {
-        let (rx, tx) = (&mut self.rx, &mut self.tx);
-        let fd = tx.fd.as_raw_fd();
-        let mut writes = 0u64;
-        let (n, err) = split_send(
-            &mut tx.gro,
-            &mut tx.plain,
-            bufs,
-            |b| rx.send(b),
-            |out| {
-                writes += 1;
-                // SAFETY: writes `out`, a live slice, to our descriptor.
-                let n = unsafe { libc::write(fd, out.as_ptr().cast(), out.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
+        let mut taken = 0;
+        let mut rest = bufs;
+        while !rest.is_empty() {
+            let k = rest
+                .iter()
+                .position(|b| b.gso().is_some())
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(k);
+            if !run.is_empty() {
+                // What is not taken is dropped by the caller, from the end:
+                // nothing after it may go.
+                match self.send_frames(run) {
+                    Ok(n) if n == run.len() => taken += n,
+                    Ok(n) => return Ok(taken + n),
+                    Err(e) if taken == 0 => return Err(e),
+                    Err(_) => return Ok(taken),
                 }
-            },
-        );
-        tx.writes += writes;
-        match err {
-            Some(e) if n == 0 && !bufs.is_empty() => Err(e),
-            _ => Ok(n),
+            }
+            let Some((whole, tail)) = tail.split_first() else {
+                break;
+            };
+            self.tx.writes += 1;
+            match super::tun::write_whole(self.tx.fd(), whole, TUNNEL_HDR_LEN, true) {
+                Ok(()) => taken += 1,
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => return Ok(taken),
+            }
+            rest = tail;
         }
+        Ok(taken)
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -544,6 +585,10 @@ impl super::Port for OffloadUplink {
         } else {
             self.rx.poll_fd()
         }
+    }
+
+    fn takes_gso(&self) -> bool {
+        true
     }
 
     fn before_sleep(&mut self) {

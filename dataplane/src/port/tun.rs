@@ -8,11 +8,13 @@
 //! By default the device is opened with segmentation offload
 //! (`IFF_VNET_HDR`, TSO/USO announced to the pod's kernel), the way
 //! wireguard-go and tun-rs use TUN: the pod's TCP stack hands over one
-//! super-packet of up to 64 KiB per `read`, which tun-rs splits into
-//! MTU-sized segments with their checksums filled in; on the way back,
-//! segments of one flow in a transmit batch are coalesced into one TSO
-//! `write` ([`super::gro`]). Without it, TCP pays one system call per 1.4 KB segment in each
-//! direction. The worker sees ordinary MTU-sized packets either way.
+//! super-packet of up to 64 KiB per `read`. A TCP one goes to the worker
+//! whole ([`super::tso`]) when it has a big buffer for it; anything else
+//! is split into MTU-sized segments with their checksums filled in
+//! ([`super::gso::Plan`]). On the way back a super-packet is written whole,
+//! and segments of one flow in a transmit batch are coalesced into one TSO
+//! `write` ([`super::gro`]). Without offload, TCP pays one system call per
+//! 1.4 KB segment in each direction.
 //! Without offload (`offload: false`, or a kernel that refuses it),
 //! receiving costs one `read` per packet and the worker stops at the first
 //! `EWOULDBLOCK`.
@@ -41,13 +43,13 @@ pub struct TunPort {
 /// staging vectors grow to the largest coalesced write once, then keep
 /// their capacity).
 struct Offload {
-    /// One `read`: the virtio-net header and a packet of up to 64 KiB.
-    raw: Box<[u8]>,
+    /// One `read`: the virtio-net header and a packet of up to 64 KiB (a
+    /// big buffer, exchanged with the worker's when the packet goes whole).
+    raw: Buf,
     /// Segments split from the last read, `staged[next..count]` not yet
     /// handed to the worker (a 64 KiB read is ~46 segments, more than a
     /// burst).
     staged: Vec<Room>,
-    sizes: Vec<usize>,
     next: usize,
     count: usize,
     /// Packets the port read but could not split (a malformed offload
@@ -75,9 +77,8 @@ impl AsMut<[u8]> for Room {
 impl Offload {
     fn new() -> Box<Offload> {
         Box::new(Offload {
-            raw: vec![0u8; VIRTIO_NET_HDR_LEN + 65535].into_boxed_slice(),
+            raw: Buf::big(0),
             staged: (0..IDEAL_BATCH_SIZE).map(|_| Room(Buf::new())).collect(),
-            sizes: vec![0; IDEAL_BATCH_SIZE],
             next: 0,
             count: 0,
             rx_errors: 0,
@@ -184,9 +185,10 @@ impl TunPort {
     }
 }
 
-/// Receives through tun-rs's offload path: hands out staged segments,
-/// reading (and splitting) one more packet whenever they run out; at most
-/// `bufs.len()` reads.
+/// Receives with offload: hands out staged segments, reading one more
+/// packet whenever they run out; at most `bufs.len()` reads. A TCP
+/// super-packet goes whole into the next buffer if that one is big;
+/// everything else is split into the staged segments.
 fn recv_offload(dev: &SyncDevice, off: &mut Offload, bufs: &mut [Buf]) -> io::Result<usize> {
     let mut n = 0;
     let mut reads = 0;
@@ -195,7 +197,13 @@ fn recv_offload(dev: &SyncDevice, off: &mut Offload, bufs: &mut [Buf]) -> io::Re
             let (Some(dst), Some(src)) = (bufs.get_mut(n), off.staged.get_mut(off.next)) else {
                 return Ok(n);
             };
-            dst.swap_frame(&mut src.0);
+            if dst.is_big() {
+                // Segments of a burst not carried whole (UDP GSO), into a
+                // big buffer: copied, so big buffers stay with the worker.
+                dst.fill(src.0.data());
+            } else {
+                dst.swap_frame(&mut src.0);
+            }
             off.next += 1;
             n += 1;
         }
@@ -203,35 +211,136 @@ fn recv_offload(dev: &SyncDevice, off: &mut Offload, bufs: &mut [Buf]) -> io::Re
             return Ok(n);
         }
         reads += 1;
-        match dev.recv_multiple(&mut off.raw, &mut off.staged, &mut off.sizes, 0) {
-            Ok(k) => {
-                let k = k.min(off.staged.len());
-                for (seg, &len) in off.staged.iter_mut().zip(&off.sizes).take(k) {
-                    seg.0.set_len(len);
-                }
-                off.next = 0;
-                off.count = k;
+        let room = off.raw.rx_room();
+        // SAFETY: reads into `room`, a live buffer of `room.len()` bytes.
+        let r = unsafe { libc::read(dev.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(n),
+                io::ErrorKind::Interrupted => continue,
+                // The read itself failed: the device, not a packet.
+                _ => return if n == 0 { Err(e) } else { Ok(n) },
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // The read itself failed: the device, not a packet.
-            Err(e) if e.raw_os_error().is_some() => return if n == 0 { Err(e) } else { Ok(n) },
-            // A packet was read but could not be split: lost, and counted.
-            Err(_) => off.rx_errors += 1,
         }
+        off.raw.set_len(r as usize);
+        let Some(h) = super::gso::VnetHdr::parse(off.raw.data()) else {
+            off.rx_errors += 1;
+            continue;
+        };
+        off.raw.pull_front(VIRTIO_NET_HDR_LEN);
+        if let Some(dst) = bufs.get_mut(n).filter(|b| b.is_big()) {
+            // A TCP burst whole; a packet without GSO as it is (its
+            // checksum finished in place): either way no copy.
+            if let Some(g) = super::tso::accept(&h, off.raw.data_mut(), false) {
+                off.raw.set_gso(Some(g));
+                dst.swap_frame(&mut off.raw);
+                n += 1;
+                continue;
+            }
+            if h.gso_type == 0 {
+                if super::tso::finish_plain(&h, off.raw.data_mut()) {
+                    dst.swap_frame(&mut off.raw);
+                    n += 1;
+                } else {
+                    off.rx_errors += 1;
+                }
+                continue;
+            }
+        }
+        split(off, &h);
     }
 }
 
-/// Transmits with segmentation offload: segments of one flow coalesced
-/// into TSO writes ([`Coalescer`]), everything else written alone; returns
-/// how many packets were written (an error only if none was).
+/// Splits the packet in `off.raw` (read with header `h`) into the staged
+/// segments; one that cannot be split is lost, and counted.
+fn split(off: &mut Offload, h: &super::gso::VnetHdr) {
+    off.next = 0;
+    off.count = 0;
+    let Ok(plan) = super::gso::Plan::for_ip(h, off.raw.data()) else {
+        off.rx_errors += 1;
+        return;
+    };
+    if plan.count() > off.staged.len() {
+        off.rx_errors += 1;
+        return;
+    }
+    for (i, seg) in off.staged.iter_mut().take(plan.count()).enumerate() {
+        match plan.segment(off.raw.data(), i, seg.0.rx_room()) {
+            Some(len) => seg.0.set_len(len),
+            None => {
+                off.rx_errors += 1;
+                return;
+            }
+        }
+    }
+    off.count = plan.count();
+}
+
+/// Transmits with segmentation offload: super-packets written whole,
+/// segments of one flow coalesced into TSO writes ([`Coalescer`]),
+/// everything else written alone, in order; returns how many packets were
+/// written (an error only if none was).
 fn send_offload(dev: &SyncDevice, off: &mut Offload, bufs: &[Buf]) -> io::Result<usize> {
-    let (w, err) = off
-        .gro
-        .write_batch(bufs.iter().map(Buf::data), |b| dev.send(b));
-    match err {
-        Some(e) if w.failed >= bufs.len() => Err(e),
-        _ => Ok(bufs.len().saturating_sub(w.failed)),
+    let mut failed = 0;
+    let mut last = None;
+    let mut rest = bufs;
+    while !rest.is_empty() {
+        let k = rest
+            .iter()
+            .position(|b| b.gso().is_some())
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(k);
+        if !run.is_empty() {
+            let (w, err) = off
+                .gro
+                .write_batch(run.iter().map(Buf::data), |b| dev.send(b));
+            failed += w.failed;
+            last = err.or(last);
+        }
+        if let Some((whole, tail)) = tail.split_first() {
+            if let Err(e) = write_whole(dev.as_raw_fd(), whole, VIRTIO_NET_HDR_LEN, false) {
+                failed += 1;
+                last = Some(e);
+            }
+            rest = tail;
+        } else {
+            rest = tail;
+        }
+    }
+    match last {
+        Some(e) if failed >= bufs.len() => Err(e),
+        _ => Ok(bufs.len().saturating_sub(failed)),
+    }
+}
+
+/// Writes super-packet `buf` (an Ethernet frame if `eth`, else an IP
+/// packet) to `fd` behind the first `vnet` bytes of its virtio-net header
+/// ([`super::tso::header`]), in one `writev`.
+pub(crate) fn write_whole(fd: RawFd, buf: &Buf, vnet: usize, eth: bool) -> io::Result<()> {
+    let hdr = buf
+        .gso()
+        .and_then(|g| super::tso::header(buf.data(), eth, g))
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let hdr = hdr.get(..vnet).unwrap_or_default();
+    let data = buf.data();
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut libc::c_void,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into live slices of the given lengths,
+    // which writev only reads.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -284,6 +393,10 @@ impl Port for TunPort {
             }
         }
         Ok(n)
+    }
+
+    fn takes_gso(&self) -> bool {
+        self.offload.is_some()
     }
 
     fn take_rx_errors(&mut self) -> u64 {
