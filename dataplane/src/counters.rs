@@ -200,9 +200,11 @@ pub struct PortCounters {
 pub struct Counters {
     /// Drops by [`Reason::index`].
     pub drops: [u64; REASONS],
-    /// Frames encapsulated towards peers.
+    /// Frames encapsulated towards peers (a super-packet counts as the
+    /// segments it carries).
     pub encapsulated: u64,
-    /// Frames decapsulated from peers.
+    /// Frames decapsulated from peers (a super-packet counts as the
+    /// segments it carries).
     pub decapsulated: u64,
     /// Packets translated by SNAT (either direction).
     pub nat: u64,

@@ -465,6 +465,7 @@ impl Worker {
         if let Err(r) = self.decrement_ttl(snap, from, buf) {
             return r.map(Out::Port);
         }
+        let frames = crate::port::tso::segments(buf.data(), buf.gso());
         push_ethernet(buf, peer.spec.vtep_mac, snap.node.vtep_mac)?;
         let (raw, inner) = buf.raw_mut();
         let outer = vxlan::encapsulate(raw, inner, tunnel).map_err(|_| Reason::TooBig)?;
@@ -472,7 +473,7 @@ impl Worker {
         if let Some(g) = buf.gso() {
             buf.set_gso(Some(crate::buf::Gso { tunnel: true, ..g }));
         }
-        self.counters.encapsulated += 1;
+        self.counters.encapsulated += frames;
         self.uplink().map(Out::Port).ok_or(Reason::NoNeighbour)
     }
 
@@ -568,6 +569,7 @@ impl Worker {
         if !peer.spec.pod_cidrs.iter().any(|c| c.contains(&src)) {
             return Err(Reason::InnerSpoofed);
         }
+        let frames = crate::port::tso::segments(buf.data(), buf.gso());
         // A remote backend answering a service flow from the gateway
         // address (the node's own clients, masqueraded ones): reversed
         // here if this worker holds the flow, else on the gateway's worker
@@ -578,7 +580,7 @@ impl Worker {
             if let Some(w) = self.masquerade_owner(&Ipv4Packet::new_unchecked(buf.data()))
                 && w != self.id()
             {
-                self.counters.decapsulated += 1;
+                self.counters.decapsulated += frames;
                 return Ok(Out::Worker(w, Handoff::Masqueraded));
             }
             self.services_reverse(snap, now, buf)?;
@@ -586,7 +588,7 @@ impl Worker {
             // The answer to a client outside the cluster (a NodePort,
             // externalIP or LB IP flow): out through the uplink.
             if dst != snap.node.ip && matches!(snap.route(dst), Route::External) {
-                self.counters.decapsulated += 1;
+                self.counters.decapsulated += frames;
                 return self.out_uplink(snap, buf);
             }
         }
@@ -596,7 +598,7 @@ impl Worker {
         if let Err(r) = self.decrement_ttl(snap, None, buf) {
             return r.map(Out::Port);
         }
-        self.counters.decapsulated += 1;
+        self.counters.decapsulated += frames;
         self.toward_pod(snap, now, dst, buf)
     }
 }

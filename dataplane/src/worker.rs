@@ -13,7 +13,6 @@ use nat::{Conntrack, ConntrackConfig, SnatConfig};
 
 use crate::buf::Buf;
 use crate::counters::{Counters, PortCounters, Reason};
-use crate::port::gso::Plan;
 use crate::port::{Framing, Port, tso};
 use crate::route::{AddrMap, Routes, Snapshot};
 use crate::shaper::{PodLimits, TokenBucket};
@@ -698,46 +697,6 @@ impl Worker {
         }
     }
 
-    /// Cuts super-packet `buf` into segments for port `to`, which takes no
-    /// super-packets, and queues them (as the kernel's GSO would cut it
-    /// for a device without TSO). A segment without a free buffer is
-    /// dropped and counted.
-    fn cut(&mut self, now: Duration, to: usize, buf: Buf, eth: bool) {
-        let plan = buf
-            .gso()
-            .and_then(|g| tso::vnet(buf.data(), eth, g))
-            .and_then(|h| {
-                if eth {
-                    Plan::new(&h, buf.data()).ok()
-                } else {
-                    Plan::for_ip(&h, buf.data()).ok()
-                }
-            });
-        let Some(plan) = plan else {
-            self.counters.drop(Reason::Malformed);
-            self.recycle(buf);
-            return;
-        };
-        self.counters.super_cut += 1;
-        for i in 0..plan.count() {
-            let Some(mut seg) = self.pool.pop() else {
-                self.counters.drop(Reason::TxFull);
-                continue;
-            };
-            match plan.segment(buf.data(), i, seg.rx_room()) {
-                Some(n) => {
-                    seg.set_len(n);
-                    self.enqueue(now, to, seg);
-                }
-                None => {
-                    self.counters.drop(Reason::Malformed);
-                    self.pool.push(seg);
-                }
-            }
-        }
-        self.recycle(buf);
-    }
-
     fn flush_all(&mut self, now: Duration) {
         for i in 0..self.ports.len() {
             self.flush(now, i);
@@ -800,4 +759,5 @@ impl Worker {
 }
 
 mod run;
+mod supers;
 pub use run::IdlePolicy;

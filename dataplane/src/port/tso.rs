@@ -84,6 +84,20 @@ fn shape(frame: &[u8], eth: bool, g: Gso) -> Option<Shape> {
     (thl >= 20 && hend <= frame.len() && g.size > 0).then_some(Shape { ip, ihl, hend })
 }
 
+/// The segments an IP packet makes: 1 without [`Gso`] (or headers that
+/// do not parse), else its payload over the segment size. Counters count
+/// a super-packet's frames with it, as they would count them cut.
+pub fn segments(ip_packet: &[u8], gso: Option<Gso>) -> u64 {
+    let Some(g) = gso else {
+        return 1;
+    };
+    shape(ip_packet, false, g).map_or(1, |s| {
+        (ip_packet.len() - s.hend)
+            .div_ceil(usize::from(g.size))
+            .max(1) as u64
+    })
+}
+
 /// The largest segment's IP packet length: what the MTU must carry.
 pub fn segment_ip_len(frame: &[u8], eth: bool, g: Gso) -> Option<usize> {
     let s = shape(frame, eth, g)?;

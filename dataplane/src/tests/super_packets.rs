@@ -157,6 +157,10 @@ fn a_pods_tso_burst_leaves_for_a_peer_as_one_tunnel_super_packet() {
     let segs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
     assert_segments(&segs, payload);
     assert_eq!(ip_of(segs[0]).ttl(), 63);
+    assert_eq!(
+        w.counters.encapsulated, 43,
+        "counted as the frames it carries"
+    );
     assert_eq!((w.counters.super_whole, w.counters.super_cut), (1, 0));
     assert_eq!(w.counters.total_dropped(), 0);
 }
@@ -238,7 +242,10 @@ fn a_peers_tunnel_burst_reaches_a_pod_whole_or_cut() {
             assert_segments(&segs, payload);
             assert_eq!(w.counters.super_cut, 1);
         }
-        assert_eq!(w.counters.decapsulated, 1);
+        assert_eq!(
+            w.counters.decapsulated, 22,
+            "counted as the frames it carries"
+        );
         assert_eq!(w.counters.total_dropped(), 0);
     }
 }
