@@ -245,7 +245,14 @@ pub struct Config {
     pub cores: Vec<usize>,
     /// Empty polls before sleeping.
     pub idle_spins: u32,
-    /// Longest spin without frames before sleeping, in microseconds.
+    /// Longest spin without frames before sleeping, in microseconds
+    /// (`workers.idle_spin_us`). Default 0: a worker polls while frames
+    /// come and sleeps on its descriptors as soon as a poll finds none, so
+    /// a light load costs wake-ups rather than a spinning core (issue 17:
+    /// the same full-rate TCP figures, less CPU per GB; packet latency p99
+    /// up to a few ms at half rate). A value above 0 spins that long at
+    /// most, and only while frames have been coming closer together than
+    /// that on average ([`crate::worker::IdlePolicy`]).
     pub idle_spin_us: u64,
     /// Longest sleep.
     pub max_sleep_ms: u64,
@@ -642,7 +649,7 @@ impl Config {
             cores: r.workers.cores.clone(),
             idle_spins: r.workers.idle_spins.unwrap_or(2000),
             max_sleep_ms: r.workers.max_sleep_ms.unwrap_or(50),
-            idle_spin_us: r.workers.idle_spin_us.unwrap_or(50),
+            idle_spin_us: r.workers.idle_spin_us.unwrap_or(0),
             conntrack_max,
             tun_offload: r.workers.tun_offload.unwrap_or(true),
             socket: PathBuf::from(

@@ -25,6 +25,8 @@ fn a_good_config_gets_defaults() {
     assert_eq!(c.vtep_mac, MacAddr([0x0a, 0x58, 192, 168, 77, 1]));
     assert_eq!(c.gateway_ip(), Ipv4Addr::new(10, 244, 1, 1));
     assert_eq!(c.peers.len(), 1);
+    // Workers poll while frames come and sleep at the first empty poll.
+    assert_eq!((c.idle_spin_us, c.idle_spins), (0, 2000));
 }
 
 /// Each broken document names the field at fault.

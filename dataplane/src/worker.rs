@@ -285,7 +285,8 @@ impl Worker {
     }
 
     /// Puts one of our buffers back in its pool (big or ordinary).
-    fn take_back(&mut self, buf: Buf) {
+    fn take_back(&mut self, mut buf: Buf) {
+        buf.set_gso(None);
         if buf.is_big() {
             self.big.push(buf);
         } else {

@@ -342,7 +342,12 @@ impl Plan {
 /// Fuzz support: checks the cutting's invariants, panicking when one
 /// breaks (that is its job, hence the allowances).
 #[doc(hidden)]
-#[allow(clippy::indexing_slicing, clippy::panic, clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 pub mod fuzzing {
     use super::*;
     use crate::port::gro::fuzzing::{tcp_segment, vxlan_wrap};
@@ -372,6 +377,8 @@ pub mod fuzzing {
             return;
         };
         let frame = &data[10..];
+        whole(&h, frame, true);
+        whole(&h, frame.get(14..).unwrap_or_default(), false);
         let Ok(plan) = Plan::new(&h, frame) else {
             return;
         };
@@ -394,6 +401,56 @@ pub mod fuzzing {
                 assert_eq!(c.finish(), 0, "transport checksum of segment {i}");
             }
         }
+    }
+
+    /// A packet the worker carries whole ([`tso::accept`]), made ready to
+    /// be written ([`tso::finish`]) and cut by the header it is written
+    /// with ([`tso::vnet`]), makes exactly the segments the header it was
+    /// read with does; one that turns out a single segment is that segment.
+    fn whole(h: &VnetHdr, frame: &[u8], eth: bool) {
+        use crate::buf::Buf;
+        use crate::port::tso;
+        let mut taken = frame.to_vec();
+        let Some(g) = tso::accept(h, &mut taken, eth) else {
+            return;
+        };
+        let plan = |h: &VnetHdr, f: &[u8]| {
+            if eth {
+                Plan::new(h, f)
+            } else {
+                Plan::for_ip(h, f)
+            }
+        };
+        let cut = |p: &Plan, f: &[u8]| -> Vec<Vec<u8>> {
+            let mut out = vec![0u8; p.max_frame()];
+            (0..p.count())
+                .map(|i| {
+                    let n = p.segment(f, i, &mut out).expect("a segment");
+                    out[..n].to_vec()
+                })
+                .collect()
+        };
+        let want = cut(&plan(h, frame).expect("taken whole, so plannable"), frame);
+        let mut b = Buf::big(0);
+        b.fill(&taken);
+        b.set_gso(Some(g));
+        assert!(tso::finish(&mut b, eth));
+        let got = match b.gso() {
+            Some(g) => {
+                let h2 = tso::vnet(b.data(), eth, g).expect("a header");
+                cut(&plan(&h2, b.data()).expect("plannable"), b.data())
+            }
+            None => vec![b.data().to_vec()],
+        };
+        assert!(got == want, "carried whole, cut differently");
+        // Counted as the frames it carries (the IP packet inside).
+        let ip = match (eth, g.tunnel) {
+            (true, true) => VXLAN_OUTER,
+            (true, false) => 14,
+            _ => 0,
+        };
+        let inner = b.gso().map(|g| crate::buf::Gso { tunnel: false, ..g });
+        assert_eq!(tso::segments(&b.data()[ip..], inner), want.len() as u64);
     }
 
     /// `n` segments of one TCP flow as a sender's TSO cuts them: 1,400

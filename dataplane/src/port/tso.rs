@@ -63,6 +63,7 @@ fn shape(frame: &[u8], eth: bool, g: Gso) -> Option<Shape> {
         let vxlan = eth
             && ipv4_at(12)
             && frame.get(14) == Some(&0x45)
+            && u16_at(frame, 20).is_some_and(|f| f & 0x3fff == 0)
             && frame.get(23) == Some(&17)
             && ipv4_at(VXLAN_OUTER - 2);
         vxlan.then_some(VXLAN_OUTER)?
