@@ -13,9 +13,9 @@
 //! is split into MTU-sized segments with their checksums filled in
 //! ([`super::gso::Plan`]). On the way back a super-packet is written whole,
 //! and segments of one flow in a transmit batch are coalesced into one TSO
-//! `write` ([`super::gro`]). Without offload, TCP pays one system call per
-//! 1.4 KB segment in each direction.
-//! Without offload (`offload: false`, or a kernel that refuses it),
+//! `write` ([`super::gro`]). Without offload (`offload: false`, or a
+//! kernel that refuses it), TCP pays one system call per 1.4 KB segment in
+//! each direction:
 //! receiving costs one `read` per packet and the worker stops at the first
 //! `EWOULDBLOCK`.
 
@@ -49,7 +49,7 @@ struct Offload {
     /// Segments split from the last read, `staged[next..count]` not yet
     /// handed to the worker (a 64 KiB read is ~46 segments, more than a
     /// burst).
-    staged: Vec<Room>,
+    staged: Vec<Buf>,
     next: usize,
     count: usize,
     /// Packets the port read but could not split (a malformed offload
@@ -59,26 +59,11 @@ struct Offload {
     gro: Coalescer,
 }
 
-/// A buffer as tun-rs sees it: the room after the headroom.
-struct Room(Buf);
-
-impl AsRef<[u8]> for Room {
-    fn as_ref(&self) -> &[u8] {
-        self.0.room()
-    }
-}
-
-impl AsMut<[u8]> for Room {
-    fn as_mut(&mut self) -> &mut [u8] {
-        self.0.rx_room()
-    }
-}
-
 impl Offload {
     fn new() -> Box<Offload> {
         Box::new(Offload {
             raw: Buf::big(0),
-            staged: (0..IDEAL_BATCH_SIZE).map(|_| Room(Buf::new())).collect(),
+            staged: (0..IDEAL_BATCH_SIZE).map(|_| Buf::new()).collect(),
             next: 0,
             count: 0,
             rx_errors: 0,
@@ -200,9 +185,9 @@ fn recv_offload(dev: &SyncDevice, off: &mut Offload, bufs: &mut [Buf]) -> io::Re
             if dst.is_big() {
                 // Segments of a burst not carried whole (UDP GSO), into a
                 // big buffer: copied, so big buffers stay with the worker.
-                dst.fill(src.0.data());
+                dst.fill(src.data());
             } else {
-                dst.swap_frame(&mut src.0);
+                dst.swap_frame(src);
             }
             off.next += 1;
             n += 1;
@@ -266,8 +251,8 @@ fn split(off: &mut Offload, h: &super::gso::VnetHdr) {
         return;
     }
     for (i, seg) in off.staged.iter_mut().take(plan.count()).enumerate() {
-        match plan.segment(off.raw.data(), i, seg.0.rx_room()) {
-            Some(len) => seg.0.set_len(len),
+        match plan.segment(off.raw.data(), i, seg.rx_room()) {
+            Some(len) => seg.set_len(len),
             None => {
                 off.rx_errors += 1;
                 return;
