@@ -184,6 +184,26 @@ impl std::fmt::Display for Load {
     }
 }
 
+/// Waits (at most 10 s) until the machine is quiet: under 5% of one core
+/// busy over 250 ms. Tearing a topology down leaves the kernel busy for
+/// seconds (network namespace cleanup runs in a kworker), which the next
+/// run's whole-machine CPU figure would otherwise count: at 1 Gbit/s
+/// offered it outweighed the flow itself. Returns the last sample's busy
+/// rate, in cores.
+fn wait_quiet() -> f64 {
+    let window = Duration::from_millis(250);
+    let mut rate = 0.0;
+    for _ in 0..40 {
+        let b0 = machine_busy();
+        std::thread::sleep(window);
+        rate = (machine_busy() - b0) / window.as_secs_f64();
+        if rate < 0.05 {
+            break;
+        }
+    }
+    rate
+}
+
 fn iperf_run(
     client: &str,
     server: &str,
@@ -191,6 +211,7 @@ fn iperf_run(
     secs: u32,
     load: Load,
 ) -> Result<TcpRun, String> {
+    wait_quiet();
     let b0 = machine_busy();
     let (gbps, _) = netbench::iperf(client, server, addr, false, secs, load.streams, load.rate)?;
     let cpu = machine_busy() - b0;
