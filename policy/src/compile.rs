@@ -1,0 +1,367 @@
+//! The policies that select a node's pods, compiled into per-pod ingress
+//! and egress tables of address sets and port sets, and the verdict for a
+//! flow.
+//!
+//! Semantics (kubernetes/api networking/v1, the network-policies concept
+//! page):
+//! - a pod is isolated for ingress (egress) when some policy in its
+//!   namespace selects it and lists Ingress (Egress) in its types; an
+//!   isolated direction allows only what some rule of those policies
+//!   allows (a union: order does not matter, nothing denies);
+//! - a flow needs the source pod's egress and the destination pod's
+//!   ingress to allow it;
+//! - peers: a pod selector alone means pods of the policy's namespace, a
+//!   namespace selector alone all pods of the matching namespaces, both
+//!   the pods matching both; `ipBlock` is its CIDR less its `except`
+//!   ranges and matches pod addresses too; no peers means any address;
+//! - ports: none means every port of every protocol; a port without a
+//!   number every port of its protocol; `endPort` is inclusive; a named
+//!   port is resolved on each destination pod (ingress: the selected pod
+//!   itself; egress: each peer pod, which then matches on its own port
+//!   number only), and a pod without that name matches nothing;
+//! - traffic from the pod's own node (kubelet probes) is always allowed
+//!   in; host-network pods are never isolated and are not pod peers
+//!   (their traffic carries the node's address).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::{Cluster, Labels, Peer, Pod, Policy, PolicyPort, Port, Proto, Rule};
+
+/// Which policy and rule allowed a flow: the policy's index in
+/// [`Tables::policy_name`] and the rule's in its ingress or egress list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleId {
+    /// The policy.
+    pub policy: u32,
+    /// The rule within its direction.
+    pub rule: u16,
+}
+
+/// One direction's verdict for a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The pod is not isolated in this direction (or not on this node).
+    Open,
+    /// Allowed by this rule.
+    Allowed(RuleId),
+    /// From the pod's own node: always allowed in.
+    FromNode,
+    /// Isolated, and no rule allows it.
+    Denied,
+}
+
+impl Side {
+    /// Whether this side lets the flow through.
+    pub fn allows(self) -> bool {
+        !matches!(self, Side::Denied)
+    }
+}
+
+/// A flow's verdict: the source pod's egress and the destination pod's
+/// ingress, as far as they are on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The source's egress.
+    pub egress: Side,
+    /// The destination's ingress.
+    pub ingress: Side,
+}
+
+impl Decision {
+    /// Whether both sides allow the flow.
+    pub fn allowed(&self) -> bool {
+        self.egress.allows() && self.ingress.allows()
+    }
+}
+
+/// Addresses a compiled rule matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Addrs {
+    /// Any address.
+    Any,
+    /// These pod addresses (sorted) and these blocks (CIDR less excepts).
+    Set {
+        hosts: Vec<u32>,
+        blocks: Vec<(Ipv4Net, Vec<Ipv4Net>)>,
+    },
+}
+
+impl Addrs {
+    fn contains(&self, a: Ipv4Addr) -> bool {
+        match self {
+            Addrs::Any => true,
+            Addrs::Set { hosts, blocks } => {
+                hosts.binary_search(&a.to_bits()).is_ok()
+                    || blocks
+                        .iter()
+                        .any(|(c, ex)| c.contains(&a) && !ex.iter().any(|e| e.contains(&a)))
+            }
+        }
+    }
+}
+
+/// Ports a compiled rule matches: any (every protocol), or these
+/// (protocol, first, last) ranges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ports {
+    Any,
+    Ranges(Vec<(Proto, u16, u16)>),
+}
+
+impl Ports {
+    fn contains(&self, proto: u8, port: u16) -> bool {
+        match self {
+            Ports::Any => true,
+            Ports::Ranges(r) => r
+                .iter()
+                .any(|&(p, lo, hi)| p.number() == proto && (lo..=hi).contains(&port)),
+        }
+    }
+}
+
+/// One compiled rule (a policy rule may make several: one per destination
+/// pod of a named egress port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    id: RuleId,
+    peers: Addrs,
+    ports: Ports,
+}
+
+/// A local pod's tables: `None` where it is not isolated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodTables {
+    ingress: Option<Vec<Entry>>,
+    egress: Option<Vec<Entry>>,
+}
+
+impl PodTables {
+    /// Whether the pod is isolated for ingress and for egress.
+    pub fn isolated(&self) -> (bool, bool) {
+        (self.ingress.is_some(), self.egress.is_some())
+    }
+
+    /// Compiled entries (ingress, egress): what `sluice policy` lists.
+    pub fn entries(&self) -> (usize, usize) {
+        let n = |t: &Option<Vec<Entry>>| t.as_ref().map_or(0, Vec::len);
+        (n(&self.ingress), n(&self.egress))
+    }
+}
+
+/// Every local pod's tables, immutable once built: the workers read them
+/// without locks, and a change builds new ones.
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    pods: HashMap<u32, PodTables>,
+    node_ips: Vec<Ipv4Addr>,
+    names: Vec<(String, String)>,
+}
+
+/// Namespace name to the labels its selectors see.
+fn namespace_labels(c: &Cluster) -> HashMap<&str, Labels> {
+    c.namespaces
+        .iter()
+        .map(|n| (n.name.as_str(), n.selector_labels()))
+        .collect()
+}
+
+/// The pods (with addresses, not host-network) a pod peer of a policy in
+/// `ns` selects.
+fn peer_pods<'a>(
+    c: &'a Cluster,
+    nsl: &HashMap<&str, Labels>,
+    ns: &str,
+    namespaces: Option<&crate::model::Selector>,
+    pods: Option<&crate::model::Selector>,
+) -> impl Iterator<Item = &'a Pod> {
+    let in_ns = move |q: &Pod| match namespaces {
+        None => q.namespace == ns,
+        Some(s) => nsl.get(q.namespace.as_str()).is_some_and(|l| s.matches(l)),
+    };
+    c.pods.iter().filter(move |q| {
+        q.ip.is_some() && !q.host_network && in_ns(q) && pods.is_none_or(|s| s.matches(&q.labels))
+    })
+}
+
+/// The addresses of a rule's peers.
+fn addrs(c: &Cluster, nsl: &HashMap<&str, Labels>, p: &Policy, peers: &[Peer]) -> Addrs {
+    if peers.is_empty() {
+        return Addrs::Any;
+    }
+    let mut hosts = Vec::new();
+    let mut blocks = Vec::new();
+    for peer in peers {
+        match peer {
+            Peer::Pods { namespaces, pods } => hosts.extend(
+                peer_pods(c, nsl, &p.namespace, namespaces.as_ref(), pods.as_ref())
+                    .filter_map(|q| q.ip.map(Ipv4Addr::to_bits)),
+            ),
+            Peer::Block { cidr, except } => blocks.push((cidr.trunc(), except.clone())),
+        }
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    Addrs::Set { hosts, blocks }
+}
+
+/// The numeric ranges of `ports` (named ports resolved on `on`, if
+/// given; otherwise left out).
+fn ranges(ports: &[PolicyPort], on: Option<&Pod>) -> Vec<(Proto, u16, u16)> {
+    ports
+        .iter()
+        .filter_map(|pp| match &pp.port {
+            Port::Any => Some((pp.proto, 0, u16::MAX)),
+            &Port::Range(lo, hi) => Some((pp.proto, lo, hi.max(lo))),
+            Port::Named(n) => on
+                .and_then(|q| q.named_port(n, pp.proto))
+                .map(|x| (pp.proto, x, x)),
+        })
+        .collect()
+}
+
+/// Compiles `rule` (number `i` of policy `pi`) for `pod`: ingress named
+/// ports resolve on the pod; egress ones on each peer pod.
+fn compile_rule(
+    c: &Cluster,
+    nsl: &HashMap<&str, Labels>,
+    (pi, p): (u32, &Policy),
+    (i, rule): (usize, &Rule),
+    pod: &Pod,
+    egress: bool,
+    out: &mut Vec<Entry>,
+) {
+    let id = RuleId {
+        policy: pi,
+        rule: u16::try_from(i).unwrap_or(u16::MAX),
+    };
+    let peers = addrs(c, nsl, p, &rule.peers);
+    if rule.ports.is_empty() {
+        out.push(Entry {
+            id,
+            peers,
+            ports: Ports::Any,
+        });
+        return;
+    }
+    if !egress {
+        let r = ranges(&rule.ports, Some(pod));
+        out.push(Entry {
+            id,
+            peers,
+            ports: Ports::Ranges(r),
+        });
+        return;
+    }
+    // Egress: numbered ports for every peer at once; each named port on
+    // each destination pod that has it.
+    out.push(Entry {
+        id,
+        peers: peers.clone(),
+        ports: Ports::Ranges(ranges(&rule.ports, None)),
+    });
+    let named: Vec<PolicyPort> = rule
+        .ports
+        .iter()
+        .filter(|pp| matches!(pp.port, Port::Named(_)))
+        .cloned()
+        .collect();
+    if named.is_empty() {
+        return;
+    }
+    for q in c.pods.iter().filter(|q| !q.host_network) {
+        let Some(ip) = q.ip else { continue };
+        if !peers.contains(ip) {
+            continue;
+        }
+        let r = ranges(&named, Some(q));
+        if !r.is_empty() {
+            out.push(Entry {
+                id,
+                peers: Addrs::Set {
+                    hosts: vec![ip.to_bits()],
+                    blocks: Vec::new(),
+                },
+                ports: Ports::Ranges(r),
+            });
+        }
+    }
+}
+
+impl Tables {
+    /// Compiles the policies of `c` for the pods `local` says run on this
+    /// node (with addresses, not host-network); `node_ips` are the node's
+    /// own addresses (always allowed in).
+    pub fn build(c: &Cluster, local: impl Fn(&Pod) -> bool, node_ips: &[Ipv4Addr]) -> Tables {
+        let nsl = namespace_labels(c);
+        let mut pods = HashMap::new();
+        for pod in c.pods.iter().filter(|q| !q.host_network && local(q)) {
+            let Some(ip) = pod.ip else { continue };
+            let mut t = PodTables::default();
+            for (pi, p) in c.policies.iter().enumerate() {
+                if p.namespace != pod.namespace || !p.select.matches(&pod.labels) {
+                    continue;
+                }
+                let pi = u32::try_from(pi).unwrap_or(u32::MAX);
+                for (egress, on, rules) in [
+                    (false, p.isolates_ingress, &p.ingress),
+                    (true, p.isolates_egress, &p.egress),
+                ] {
+                    if !on {
+                        continue;
+                    }
+                    let table = if egress {
+                        t.egress.get_or_insert_with(Vec::new)
+                    } else {
+                        t.ingress.get_or_insert_with(Vec::new)
+                    };
+                    for (i, r) in rules.iter().enumerate() {
+                        compile_rule(c, &nsl, (pi, p), (i, r), pod, egress, table);
+                    }
+                }
+            }
+            pods.insert(ip.to_bits(), t);
+        }
+        Tables {
+            pods,
+            node_ips: node_ips.to_vec(),
+            names: c
+                .policies
+                .iter()
+                .map(|p| (p.namespace.clone(), p.name.clone()))
+                .collect(),
+        }
+    }
+
+    /// The tables of local pod `ip`.
+    pub fn pod(&self, ip: Ipv4Addr) -> Option<&PodTables> {
+        self.pods.get(&ip.to_bits())
+    }
+
+    /// The namespace and name of policy `i` of a [`RuleId`].
+    pub fn policy_name(&self, i: u32) -> Option<(&str, &str)> {
+        self.names
+            .get(usize::try_from(i).ok()?)
+            .map(|(n, p)| (n.as_str(), p.as_str()))
+    }
+
+    /// The verdict for a flow from `src` to `dst`, IP protocol `proto`,
+    /// destination port `port` (0 for protocols without ports).
+    pub fn decide(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Decision {
+        let side = |t: Option<&Vec<Entry>>, peer: Ipv4Addr| match t {
+            None => Side::Open,
+            Some(entries) => entries
+                .iter()
+                .find(|e| e.ports.contains(proto, port) && e.peers.contains(peer))
+                .map_or(Side::Denied, |e| Side::Allowed(e.id)),
+        };
+        let egress = side(self.pod(src).and_then(|t| t.egress.as_ref()), dst);
+        let ingress = match self.pod(dst).and_then(|t| t.ingress.as_ref()) {
+            Some(_) if self.node_ips.contains(&src) => Side::FromNode,
+            t => side(t, src),
+        };
+        Decision { egress, ingress }
+    }
+}

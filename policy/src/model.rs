@@ -1,0 +1,246 @@
+//! NetworkPolicy objects as the compiler reads them (networking/v1 and the
+//! Namespaces and Pods they select), built by `ctrl` from the API objects
+//! or a static cluster file. Field for field the API's meaning, with its
+//! defaults already applied: a missing `protocol` is TCP, `policyTypes`
+//! is filled in, a missing selector is `None`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// Labels of a Namespace or Pod.
+pub type Labels = BTreeMap<String, String>;
+
+/// The label every Namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A `LabelSelectorRequirement`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// `key In (values)`: the label is set to one of the values.
+    In(String, Vec<String>),
+    /// `key NotIn (values)`: the label is absent or set to none of them.
+    NotIn(String, Vec<String>),
+    /// `key Exists`.
+    Exists(String),
+    /// `key DoesNotExist`.
+    DoesNotExist(String),
+}
+
+impl Requirement {
+    fn matches(&self, labels: &Labels) -> bool {
+        match self {
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+        }
+    }
+}
+
+/// A `LabelSelector`: `matchLabels` and `matchExpressions`, ANDed. The
+/// empty selector matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// `matchLabels`.
+    pub labels: Vec<(String, String)>,
+    /// `matchExpressions`.
+    pub exprs: Vec<Requirement>,
+}
+
+impl Selector {
+    /// The empty selector (everything).
+    pub fn all() -> Selector {
+        Selector::default()
+    }
+
+    /// `matchLabels` of one pair.
+    pub fn label(k: &str, v: &str) -> Selector {
+        Selector {
+            labels: vec![(k.into(), v.into())],
+            exprs: Vec::new(),
+        }
+    }
+
+    /// Whether `labels` satisfy every term.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.labels
+            .iter()
+            .all(|(k, v)| labels.get(k).is_some_and(|x| x == v))
+            && self.exprs.iter().all(|r| r.matches(labels))
+    }
+}
+
+/// A transport protocol a policy port names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    /// TCP (the default).
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Sctp => 132,
+        }
+    }
+
+    /// The protocol of IP protocol number `n`, if a policy can name it.
+    pub fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            132 => Some(Proto::Sctp),
+            _ => None,
+        }
+    }
+}
+
+/// A `NetworkPolicyPort`'s port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// No port: every port of the protocol.
+    Any,
+    /// `port` (and `endPort`, inclusive): `Range(p, p)` for a single port.
+    Range(u16, u16),
+    /// A named container port, resolved on each destination pod.
+    Named(String),
+}
+
+/// A `NetworkPolicyPort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyPort {
+    /// `protocol` (default TCP).
+    pub proto: Proto,
+    /// `port` / `endPort`.
+    pub port: Port,
+}
+
+/// A `NetworkPolicyPeer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// `podSelector` and/or `namespaceSelector`: pods matching `pods`
+    /// (all if `None`) in the namespaces matching `namespaces` (the
+    /// policy's own namespace if `None`).
+    Pods {
+        /// `namespaceSelector`.
+        namespaces: Option<Selector>,
+        /// `podSelector`.
+        pods: Option<Selector>,
+    },
+    /// `ipBlock`: `cidr` less the `except` ranges (which deny nothing:
+    /// another peer may still allow them).
+    Block {
+        /// `cidr`.
+        cidr: Ipv4Net,
+        /// `except`.
+        except: Vec<Ipv4Net>,
+    },
+}
+
+/// An ingress or egress rule: the peers (`from` / `to`; empty: any
+/// address) and the ports (empty: any port of any protocol).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// `from` or `to`.
+    pub peers: Vec<Peer>,
+    /// `ports`.
+    pub ports: Vec<PolicyPort>,
+}
+
+/// A NetworkPolicy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `podSelector` (within its namespace).
+    pub select: Selector,
+    /// `policyTypes` contains Ingress (default: always).
+    pub isolates_ingress: bool,
+    /// `policyTypes` contains Egress (default: when `egress` is present).
+    pub isolates_egress: bool,
+    /// `ingress`.
+    pub ingress: Vec<Rule>,
+    /// `egress`.
+    pub egress: Vec<Rule>,
+}
+
+/// A Namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// Its name.
+    pub name: String,
+    /// Its labels ([`NAMESPACE_NAME_LABEL`] is implied).
+    pub labels: Labels,
+}
+
+impl Namespace {
+    /// The labels a selector sees: the namespace's, and its name under
+    /// [`NAMESPACE_NAME_LABEL`] (the API server sets it on every
+    /// namespace; a cluster file may omit it).
+    pub fn selector_labels(&self) -> Labels {
+        let mut l = self.labels.clone();
+        l.insert(NAMESPACE_NAME_LABEL.into(), self.name.clone());
+        l
+    }
+}
+
+/// A named container port of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedPort {
+    /// `name`.
+    pub name: String,
+    /// `protocol`.
+    pub proto: Proto,
+    /// `containerPort`.
+    pub port: u16,
+}
+
+/// A Pod as policy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// Its IP (none yet: selects nothing, matches nothing).
+    pub ip: Option<Ipv4Addr>,
+    /// Runs in the node's network namespace: its address is the node's,
+    /// and no policy isolates it.
+    pub host_network: bool,
+    /// Its named container ports.
+    pub ports: Vec<NamedPort>,
+}
+
+impl Pod {
+    /// The port number `name` resolves to on this pod for `proto`.
+    pub fn named_port(&self, name: &str, proto: Proto) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.name == name && p.proto == proto)
+            .map(|p| p.port)
+    }
+}
+
+/// Everything a node's policy depends on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// Every Namespace.
+    pub namespaces: Vec<Namespace>,
+    /// Every Pod (on every node: peers are pods anywhere).
+    pub pods: Vec<Pod>,
+    /// Every NetworkPolicy.
+    pub policies: Vec<Policy>,
+}
