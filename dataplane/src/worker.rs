@@ -39,6 +39,9 @@ const SHAPED_RESERVE: usize = 2 * BURST;
 /// buffers and cut what they read, as ports without offload do.
 pub const SUPER_BUFFERS: usize = 64;
 
+/// Super-packets read from one port per poll.
+const SUPER_BURST: usize = 8;
+
 /// The largest frame a pod port hands over at once (a pod's MTU is at
 /// most the uplink's, 1500, plus an Ethernet header).
 const MAX_FRAME: usize = 1514;
@@ -549,7 +552,14 @@ impl Worker {
             }
             std::mem::take(&mut self.rx)
         };
-        let room = room.min(rx.len());
+        // A few super-packets per poll (each up to ~45 segments, all cut
+        // in this poll for a port that takes none): the other ports get
+        // their turn, as they would after one burst of frames.
+        let room = if supers {
+            room.min(rx.len()).min(SUPER_BURST)
+        } else {
+            room.min(rx.len())
+        };
         let n = match self.ports.get_mut(i).and_then(Option::as_mut) {
             Some(slot) => match slot.port.recv(rx.get_mut(..room).unwrap_or_default()) {
                 Ok(n) => n.min(room),

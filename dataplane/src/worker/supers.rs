@@ -12,8 +12,8 @@ use crate::port::tso;
 impl Worker {
     /// Cuts super-packet `buf` into segments for port `to`, which takes no
     /// super-packets, and queues them (as the kernel's GSO would cut it
-    /// for a device without TSO). A segment without a free buffer is
-    /// dropped and counted.
+    /// for a device without TSO), flushing the port every burst. A segment
+    /// without a free buffer is dropped and counted.
     pub(super) fn cut(&mut self, now: Duration, to: usize, buf: Buf, eth: bool) {
         let plan = buf
             .gso()
@@ -40,6 +40,12 @@ impl Worker {
                 Some(n) => {
                     seg.set_len(n);
                     self.enqueue(now, to, seg);
+                    // A burst's worth at a time: a copy-mode AF_XDP
+                    // socket sends what one kick takes (32 frames), so a
+                    // 64 KiB burst queued whole would overflow its ring.
+                    if (i + 1) % super::BURST == 0 {
+                        self.flush(now, to);
+                    }
                 }
                 None => {
                     self.counters.drop(Reason::Malformed);
