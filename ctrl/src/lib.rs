@@ -24,6 +24,7 @@ pub mod cni;
 pub mod fakeapi;
 #[cfg(feature = "client")]
 pub mod kube_sync;
+pub mod netpol;
 pub mod node;
 #[cfg(feature = "client")]
 pub mod service_sync;

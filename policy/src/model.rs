@@ -146,6 +146,30 @@ pub enum Peer {
     },
 }
 
+impl Peer {
+    /// A peer that matches no address: what an unusable peer (an IPv6 or
+    /// malformed `ipBlock`, a selector with an unknown operator) becomes,
+    /// so that the rule fails closed instead of widening to "any peer".
+    pub fn nothing() -> Peer {
+        let none = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32).unwrap_or_default();
+        Peer::Block {
+            cidr: none,
+            except: vec![none],
+        }
+    }
+}
+
+impl PolicyPort {
+    /// A port that matches no traffic (a named port no pod can have): what
+    /// an unusable port entry becomes, so the rule fails closed.
+    pub fn nothing() -> PolicyPort {
+        PolicyPort {
+            proto: Proto::Tcp,
+            port: Port::Named(String::new()),
+        }
+    }
+}
+
 /// An ingress or egress rule: the peers (`from` / `to`; empty: any
 /// address) and the ports (empty: any port of any protocol).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
