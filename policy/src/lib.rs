@@ -21,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+#[doc(hidden)]
+pub mod harness;
 pub mod model;
 
 pub use compile::{Decision, PodTables, RuleId, Side, Tables};

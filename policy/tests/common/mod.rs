@@ -176,77 +176,16 @@ pub fn compiled(c: &Cluster, proto: Proto, port: u16) -> Reach {
     r
 }
 
-/// The independent evaluation: each direction straight from the objects.
+/// The independent evaluation ([`policy::harness::allows`]): each
+/// direction straight from the objects.
 pub fn model(c: &Cluster, proto: Proto, port: u16) -> Reach {
     let mut r = Reach::all(false);
     for f in 0..9 {
         for to in 0..9 {
-            let (src, dst) = (pod_at(c, f), pod_at(c, to));
-            r.0[f][to] = direction(c, src, dst, dst, proto, port, true)
-                && direction(c, dst, src, dst, proto, port, false);
+            r.0[f][to] = policy::harness::allows(c, pod_at(c, f), pod_at(c, to), proto, port);
         }
     }
     r
-}
-
-fn direction(
-    c: &Cluster,
-    subject: &Pod,
-    other: &Pod,
-    dst: &Pod,
-    proto: Proto,
-    port: u16,
-    egress: bool,
-) -> bool {
-    let selecting: Vec<&Policy> = c
-        .policies
-        .iter()
-        .filter(|p| {
-            p.namespace == subject.namespace
-                && p.select.matches(&subject.labels)
-                && if egress {
-                    p.isolates_egress
-                } else {
-                    p.isolates_ingress
-                }
-        })
-        .collect();
-    if selecting.is_empty() {
-        return true;
-    }
-    selecting.iter().any(|p| {
-        let rules = if egress { &p.egress } else { &p.ingress };
-        rules.iter().any(|r| {
-            let peer_ok = r.peers.is_empty()
-                || r.peers.iter().any(|peer| match peer {
-                    Peer::Pods { namespaces, pods } => {
-                        let ns_ok = match namespaces {
-                            None => other.namespace == p.namespace,
-                            Some(s) => c
-                                .namespaces
-                                .iter()
-                                .find(|n| n.name == other.namespace)
-                                .is_some_and(|n| s.matches(&n.selector_labels())),
-                        };
-                        ns_ok && pods.as_ref().is_none_or(|s| s.matches(&other.labels))
-                    }
-                    Peer::Block { cidr, except } => {
-                        let a = other.ip.unwrap();
-                        cidr.contains(&a) && !except.iter().any(|e| e.contains(&a))
-                    }
-                });
-            let port_ok = r.ports.is_empty()
-                || r.ports.iter().any(|pp| {
-                    pp.proto == proto
-                        && match &pp.port {
-                            Port::Any => true,
-                            Port::Range(lo, hi) => (*lo..=(*hi).max(*lo)).contains(&port),
-                            Port::Named(n) => dst.named_port(n, pp.proto) == Some(port),
-                        }
-                });
-            peer_ok && port_ok
-        })
-    })
 }
 
 /// Checks the compiled verdicts and the independent evaluation against
