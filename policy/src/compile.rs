@@ -131,11 +131,77 @@ struct Entry {
     ports: Ports,
 }
 
+/// One direction of a pod: its compiled entries and an index from a
+/// peer address to the entries that can match it, so a flow's first
+/// packet looks at the entries naming its peer (a hash lookup), those
+/// with any peer, and those with address blocks, not at every rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Table {
+    entries: Vec<Entry>,
+    /// Pod address to the entries listing it, ascending.
+    by_host: HashMap<u32, Vec<u32>>,
+    /// Entries matching any address, ascending.
+    any: Vec<u32>,
+    /// Entries with address blocks, ascending.
+    blocks: Vec<u32>,
+}
+
+impl Table {
+    fn new(entries: Vec<Entry>) -> Table {
+        let mut t = Table {
+            entries,
+            ..Table::default()
+        };
+        for (i, e) in t.entries.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            match &e.peers {
+                Addrs::Any => t.any.push(i),
+                Addrs::Set { hosts, blocks } => {
+                    for h in hosts {
+                        t.by_host.entry(*h).or_default().push(i);
+                    }
+                    if !blocks.is_empty() {
+                        t.blocks.push(i);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// The first entry (in compile order, so the answer is the same
+    /// whatever the index) allowing `peer` on `proto`/`port`.
+    fn find(&self, peer: Ipv4Addr, proto: u8, port: u16) -> Option<RuleId> {
+        let mut best: Option<u32> = None;
+        let mut scan = |list: &[u32], check_peer: bool| {
+            for &i in list {
+                if best.is_some_and(|b| i >= b) {
+                    return;
+                }
+                let Some(e) = self.entries.get(i as usize) else {
+                    return;
+                };
+                if e.ports.contains(proto, port) && (!check_peer || e.peers.contains(peer)) {
+                    best = Some(i);
+                    return;
+                }
+            }
+        };
+        if let Some(l) = self.by_host.get(&peer.to_bits()) {
+            scan(l, false);
+        }
+        scan(&self.any, false);
+        scan(&self.blocks, true);
+        best.and_then(|i| self.entries.get(i as usize))
+            .map(|e| e.id)
+    }
+}
+
 /// A local pod's tables: `None` where it is not isolated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodTables {
-    ingress: Option<Vec<Entry>>,
-    egress: Option<Vec<Entry>>,
+    ingress: Option<Table>,
+    egress: Option<Table>,
 }
 
 impl PodTables {
@@ -146,7 +212,7 @@ impl PodTables {
 
     /// Compiled entries (ingress, egress): what `sluice policy` lists.
     pub fn entries(&self) -> (usize, usize) {
-        let n = |t: &Option<Vec<Entry>>| t.as_ref().map_or(0, Vec::len);
+        let n = |t: &Option<Table>| t.as_ref().map_or(0, |t| t.entries.len());
         (n(&self.ingress), n(&self.egress))
     }
 }
@@ -199,6 +265,13 @@ fn addrs(c: &Cluster, nsl: &HashMap<&str, Labels>, p: &Policy, peers: &[Peer]) -
                 peer_pods(c, nsl, &p.namespace, namespaces.as_ref(), pods.as_ref())
                     .filter_map(|q| q.ip.map(Ipv4Addr::to_bits)),
             ),
+            // A single address (the e2e suite's pod /32) is a host: found
+            // by the index's hash lookup, not by a scan of the blocks.
+            Peer::Block { cidr, except } if cidr.prefix_len() == 32 => {
+                if !except.iter().any(|e| e.contains(&cidr.addr())) {
+                    hosts.push(cidr.addr().to_bits());
+                }
+            }
             Peer::Block { cidr, except } => blocks.push((cidr.trunc(), except.clone())),
         }
     }
@@ -299,29 +372,33 @@ impl Tables {
         let mut pods = HashMap::new();
         for pod in c.pods.iter().filter(|q| !q.host_network && local(q)) {
             let Some(ip) = pod.ip else { continue };
-            let mut t = PodTables::default();
+            let (mut ingress, mut egress): (Option<Vec<Entry>>, Option<Vec<Entry>>) = (None, None);
             for (pi, p) in c.policies.iter().enumerate() {
                 if p.namespace != pod.namespace || !p.select.matches(&pod.labels) {
                     continue;
                 }
                 let pi = u32::try_from(pi).unwrap_or(u32::MAX);
-                for (egress, on, rules) in [
+                for (egress_rules, on, rules) in [
                     (false, p.isolates_ingress, &p.ingress),
                     (true, p.isolates_egress, &p.egress),
                 ] {
                     if !on {
                         continue;
                     }
-                    let table = if egress {
-                        t.egress.get_or_insert_with(Vec::new)
+                    let table = if egress_rules {
+                        egress.get_or_insert_with(Vec::new)
                     } else {
-                        t.ingress.get_or_insert_with(Vec::new)
+                        ingress.get_or_insert_with(Vec::new)
                     };
                     for (i, r) in rules.iter().enumerate() {
-                        compile_rule(c, &nsl, (pi, p), (i, r), pod, egress, table);
+                        compile_rule(c, &nsl, (pi, p), (i, r), pod, egress_rules, table);
                     }
                 }
             }
+            let t = PodTables {
+                ingress: ingress.map(Table::new),
+                egress: egress.map(Table::new),
+            };
             pods.insert(ip.to_bits(), t);
         }
         Tables {
@@ -350,12 +427,11 @@ impl Tables {
     /// The verdict for a flow from `src` to `dst`, IP protocol `proto`,
     /// destination port `port` (0 for protocols without ports).
     pub fn decide(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Decision {
-        let side = |t: Option<&Vec<Entry>>, peer: Ipv4Addr| match t {
+        let side = |t: Option<&Table>, peer: Ipv4Addr| match t {
             None => Side::Open,
-            Some(entries) => entries
-                .iter()
-                .find(|e| e.ports.contains(proto, port) && e.peers.contains(peer))
-                .map_or(Side::Denied, |e| Side::Allowed(e.id)),
+            Some(t) => t
+                .find(peer, proto, port)
+                .map_or(Side::Denied, Side::Allowed),
         };
         let egress = side(self.pod(src).and_then(|t| t.egress.as_ref()), dst);
         let ingress = match self.pod(dst).and_then(|t| t.ingress.as_ref()) {
