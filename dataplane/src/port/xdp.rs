@@ -262,7 +262,52 @@ impl Port for XdpPort {
         Ok(n)
     }
 
+    /// Sends in chunks of [`KICK`] frames, one wake-up each: in copy mode
+    /// the kernel transmits at most 32 descriptors per wake-up
+    /// (`TX_BATCH_SIZE`), so a larger batch would leave the rest in the
+    /// ring until the next send. Under load they only grow; when the
+    /// traffic stops, nothing kicks them out and a TCP flow stalls on its
+    /// last segments until retransmissions push them through, 32 per
+    /// retransmission timeout.
     fn send(&mut self, bufs: &[Buf]) -> io::Result<usize> {
+        let mut taken = 0;
+        for chunk in bufs.chunks(KICK) {
+            match self.send_chunk(chunk) {
+                Ok(n) => {
+                    taken += n;
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(taken)
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+
+    fn mac(&self) -> Option<encap::MacAddr> {
+        self.mac
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        self.rx
+            .fd()
+            .xdp_statistics()
+            .map_or(0, |s| s.rx_dropped() + s.rx_ring_full())
+    }
+}
+
+/// Frames handed to the kernel per TX wake-up (copy mode's
+/// `TX_BATCH_SIZE`).
+const KICK: usize = 32;
+
+impl XdpPort {
+    fn send_chunk(&mut self, bufs: &[Buf]) -> io::Result<usize> {
         self.reclaim();
         self.tx_batch.clear();
         for b in bufs {
@@ -288,20 +333,5 @@ impl Port for XdpPort {
             self.tx_free.push(d);
         }
         Ok(n)
-    }
-
-    fn poll_fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-
-    fn mac(&self) -> Option<encap::MacAddr> {
-        self.mac
-    }
-
-    fn kernel_drops(&self) -> u64 {
-        self.rx
-            .fd()
-            .xdp_statistics()
-            .map_or(0, |s| s.rx_dropped() + s.rx_ring_full())
     }
 }
