@@ -53,6 +53,13 @@ pub enum Reason {
     PodEgressRate,
     /// Over the pod's ingress rate limit ([`crate::shaper`]).
     PodIngressRate,
+    /// Refused by the sending pod's egress NetworkPolicy ([`crate::enforce`]).
+    PolicyEgress,
+    /// Refused by the receiving pod's ingress NetworkPolicy.
+    PolicyIngress,
+    /// Policies exist and the pod's labels are not known yet: held back
+    /// until its policies are compiled (isolated before its first packet).
+    PolicyPending,
     /// VXLAN decapsulation refused the frame.
     Decap(DecapDrop),
     /// Conntrack/NAT refused the packet.
@@ -64,7 +71,7 @@ pub enum Reason {
     ServiceReject(lb::LbReject),
 }
 
-const LOCAL: [Reason; 20] = [
+const LOCAL: [Reason; 23] = [
     Reason::Malformed,
     Reason::BadIpChecksum,
     Reason::NotIpv4,
@@ -85,6 +92,9 @@ const LOCAL: [Reason; 20] = [
     Reason::RxError,
     Reason::PodEgressRate,
     Reason::PodIngressRate,
+    Reason::PolicyEgress,
+    Reason::PolicyIngress,
+    Reason::PolicyPending,
 ];
 
 /// Number of distinct reasons.
@@ -137,6 +147,9 @@ impl Reason {
             Reason::RxError => 17,
             Reason::PodEgressRate => 18,
             Reason::PodIngressRate => 19,
+            Reason::PolicyEgress => 20,
+            Reason::PolicyIngress => 21,
+            Reason::PolicyPending => 22,
         }
     }
 
@@ -167,6 +180,9 @@ impl Reason {
             Reason::RxError => "port_rx_error".into(),
             Reason::PodEgressRate => "pod_egress_rate_limited".into(),
             Reason::PodIngressRate => "pod_ingress_rate_limited".into(),
+            Reason::PolicyEgress => "policy_egress_denied".into(),
+            Reason::PolicyIngress => "policy_ingress_denied".into(),
+            Reason::PolicyPending => "policy_pod_pending".into(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod counters;
 pub mod daemon;
 #[cfg(feature = "io")]
 pub mod demo;
+pub mod enforce;
 #[doc(hidden)]
 pub mod harness;
 pub mod icmp;
@@ -30,6 +31,8 @@ pub mod neigh;
 #[cfg(feature = "io")]
 pub mod netns;
 pub mod pipeline;
+#[doc(hidden)]
+pub mod policy_rig;
 pub mod port;
 #[cfg(feature = "io")]
 pub mod reserved_ports;

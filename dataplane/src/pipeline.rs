@@ -124,6 +124,7 @@ impl Worker {
     ) -> Result<Out, Reason> {
         if let Some(to) = self.pod_port(dst) {
             self.services_reverse(snap, now, buf)?;
+            self.police_ingress(snap, now, buf)?;
             return self.deliver(snap, to, buf).map(Out::Port);
         }
         match snap.pod_worker(dst) {
@@ -145,11 +146,13 @@ impl Worker {
             Handoff::Deliver(ip) => {
                 let to = self.pod_port(ip).ok_or(Reason::NoSuchPod)?;
                 self.services_reverse(snap, now, buf)?;
+                self.police_ingress(snap, now, buf)?;
                 self.deliver(snap, to, buf).map(Out::Port)
             }
             Handoff::FromHost(ip) => {
                 let to = self.pod_port(ip).ok_or(Reason::NoSuchPod)?;
                 self.track_from_host(now, buf)?;
+                self.police_ingress(snap, now, buf)?;
                 self.deliver(snap, to, buf).map(Out::Port)
             }
             Handoff::Uplink => self.uplink_rx(snap, now, buf, true),
@@ -328,6 +331,12 @@ impl Worker {
         if pod_ip.is_some_and(|ip| ip != src) {
             return Err(Reason::Spoofed);
         }
+        // NetworkPolicy: the pod's egress, by what it sent (a packet
+        // handed over from another worker was checked there).
+        let mut first = crate::enforce::Pending::Done;
+        if pod_ip.is_some() && from.is_some() {
+            first = self.egress_lookup(snap, now, buf)?;
+        }
         // Services first: DNAT (or reject), or the reverse of a
         // masqueraded flow; then route by the new destination.
         if snap.services.concerns(dst) || (dst == snap.node.gateway_ip && !snap.services.is_empty())
@@ -338,9 +347,18 @@ impl Worker {
                 Origin::Host
             };
             if let Some(out) = self.services_egress(snap, now, from, origin, buf)? {
+                // Leaving for an outside client or another worker: a new
+                // flow is decided for the destination it now carries.
+                if let crate::enforce::Pending::First(k) = first {
+                    self.egress_first(snap, now, k, buf)?;
+                }
                 return Ok(out);
             }
             dst = Ipv4Packet::new_unchecked(buf.data()).dst_addr();
+        }
+        // A new flow: decided for its destination after DNAT, before SNAT.
+        if let crate::enforce::Pending::First(k) = first {
+            self.egress_first(snap, now, k, buf)?;
         }
         // To the node itself, through the host device when there is one.
         if dst == snap.node.ip

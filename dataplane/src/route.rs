@@ -159,6 +159,8 @@ pub struct Snapshot {
     pod_workers: AddrMap<u8>,
     /// Services (shared between snapshots until they change).
     pub services: Arc<lb::ServiceTable>,
+    /// NetworkPolicy tables for this node's pods (shared likewise).
+    pub policy: Arc<policy::Tables>,
 }
 
 impl Snapshot {
@@ -183,6 +185,7 @@ impl Snapshot {
             by_ip: AddrMap::default(),
             pod_workers: AddrMap::default(),
             services: Arc::default(),
+            policy: Arc::default(),
         };
         for spec in peers {
             if spec.ip == s.node.ip {
@@ -217,6 +220,12 @@ impl Snapshot {
     /// The same snapshot with `services`.
     pub fn with_services(mut self, services: Arc<lb::ServiceTable>) -> Self {
         self.services = services;
+        self
+    }
+
+    /// With these NetworkPolicy tables.
+    pub fn with_policy(mut self, policy: Arc<policy::Tables>) -> Self {
+        self.policy = policy;
         self
     }
 

@@ -204,6 +204,10 @@ pub struct Worker {
     /// Flows, packets and bytes by service port ([`lb::PortId`]); grows
     /// when a new port index first appears, not per packet.
     pub svc: Vec<crate::counters::SvcStats>,
+    /// Verdicts of this worker's pods' flows (NetworkPolicy).
+    pub(crate) policy_flows: policy::FlowTable,
+    /// NetworkPolicy counters and the denied log.
+    pub policy: crate::enforce::PolicyView,
     /// Counters.
     pub counters: Counters,
 }
@@ -231,6 +235,8 @@ impl Worker {
             ct: Conntrack::new(ct, snat),
             affinity: lb::AffinityTable::new(crate::services::AFFINITY_ENTRIES),
             svc: Vec::new(),
+            policy_flows: policy::FlowTable::new(crate::enforce::FLOW_ENTRIES),
+            policy: crate::enforce::PolicyView::default(),
             counters: Counters::default(),
         }
     }

@@ -202,6 +202,9 @@ impl Table {
 pub struct PodTables {
     ingress: Option<Table>,
     egress: Option<Table>,
+    /// The first policy isolating each direction (ingress, egress): the
+    /// one a denied flow is reported under.
+    isolating: [Option<u32>; 2],
 }
 
 impl PodTables {
@@ -215,6 +218,75 @@ impl PodTables {
         let n = |t: &Option<Table>| t.as_ref().map_or(0, |t| t.entries.len());
         (n(&self.ingress), n(&self.egress))
     }
+
+    /// The policy a denied flow is reported under: the first one
+    /// isolating the pod in that direction.
+    pub fn isolated_by(&self, egress: bool) -> Option<u32> {
+        self.isolating.get(usize::from(egress)).copied().flatten()
+    }
+
+    /// The compiled entries of one direction, described (`sluice policy`):
+    /// (policy id, rule, peers, ports).
+    pub fn describe(&self, egress: bool) -> Vec<(RuleId, String, String)> {
+        let t = if egress { &self.egress } else { &self.ingress };
+        t.iter()
+            .flat_map(|t| t.entries.iter())
+            .map(|e| (e.id, e.peers.to_string(), e.ports.to_string()))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Addrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addrs::Any => write!(f, "any"),
+            Addrs::Set { hosts, blocks } => {
+                let mut first = true;
+                let mut sep = |f: &mut std::fmt::Formatter<'_>| {
+                    let r = if first { Ok(()) } else { write!(f, ",") };
+                    first = false;
+                    r
+                };
+                for h in hosts {
+                    sep(f)?;
+                    write!(f, "{}", Ipv4Addr::from_bits(*h))?;
+                }
+                for (c, ex) in blocks {
+                    sep(f)?;
+                    write!(f, "{c}")?;
+                    for e in ex {
+                        write!(f, "!{e}")?;
+                    }
+                }
+                if first {
+                    write!(f, "none")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ports::Any => write!(f, "any"),
+            Ports::Ranges(r) if r.is_empty() => write!(f, "none"),
+            Ports::Ranges(r) => {
+                for (i, &(p, lo, hi)) in r.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ",")?;
+                    }
+                    match (lo, hi) {
+                        (0, u16::MAX) => write!(f, "{p:?}")?,
+                        _ if lo == hi => write!(f, "{p:?}/{lo}")?,
+                        _ => write!(f, "{p:?}/{lo}-{hi}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Every local pod's tables, immutable once built: the workers read them
@@ -223,7 +295,12 @@ impl PodTables {
 pub struct Tables {
     pods: HashMap<u32, PodTables>,
     node_ips: Vec<Ipv4Addr>,
-    names: Vec<(String, String)>,
+    /// (id, namespace, name), ascending by id.
+    names: Vec<(u32, String, String)>,
+    /// Some policy exists: local pods the tables do not know yet are
+    /// held back ([`Tables::knows`]).
+    enforcing: bool,
+    generation: u32,
 }
 
 /// Namespace name to the labels its selectors see.
@@ -368,22 +445,42 @@ impl Tables {
     /// node (with addresses, not host-network); `node_ips` are the node's
     /// own addresses (always allowed in).
     pub fn build(c: &Cluster, local: impl Fn(&Pod) -> bool, node_ips: &[Ipv4Addr]) -> Tables {
+        let ids: Vec<u32> = (0..c.policies.len())
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        Tables::build_with_ids(c, local, node_ips, &ids)
+    }
+
+    /// [`Tables::build`] with each policy's id given (`ids[i]` for
+    /// `c.policies[i]`, ascending): ids that stay with a policy while
+    /// others come and go, so counters kept by id mean the same policy
+    /// from one compile to the next.
+    pub fn build_with_ids(
+        c: &Cluster,
+        local: impl Fn(&Pod) -> bool,
+        node_ips: &[Ipv4Addr],
+        ids: &[u32],
+    ) -> Tables {
         let nsl = namespace_labels(c);
         let mut pods = HashMap::new();
         for pod in c.pods.iter().filter(|q| !q.host_network && local(q)) {
             let Some(ip) = pod.ip else { continue };
             let (mut ingress, mut egress): (Option<Vec<Entry>>, Option<Vec<Entry>>) = (None, None);
+            let mut isolating = [None, None];
             for (pi, p) in c.policies.iter().enumerate() {
                 if p.namespace != pod.namespace || !p.select.matches(&pod.labels) {
                     continue;
                 }
-                let pi = u32::try_from(pi).unwrap_or(u32::MAX);
+                let pi = ids.get(pi).copied().unwrap_or(u32::MAX);
                 for (egress_rules, on, rules) in [
                     (false, p.isolates_ingress, &p.ingress),
                     (true, p.isolates_egress, &p.egress),
                 ] {
                     if !on {
                         continue;
+                    }
+                    if let Some(first) = isolating.get_mut(usize::from(egress_rules)) {
+                        first.get_or_insert(pi);
                     }
                     let table = if egress_rules {
                         egress.get_or_insert_with(Vec::new)
@@ -398,6 +495,7 @@ impl Tables {
             let t = PodTables {
                 ingress: ingress.map(Table::new),
                 egress: egress.map(Table::new),
+                isolating,
             };
             pods.insert(ip.to_bits(), t);
         }
@@ -407,8 +505,72 @@ impl Tables {
             names: c
                 .policies
                 .iter()
-                .map(|p| (p.namespace.clone(), p.name.clone()))
+                .enumerate()
+                .map(|(i, p)| {
+                    let id = ids.get(i).copied().unwrap_or(u32::MAX);
+                    (id, p.namespace.clone(), p.name.clone())
+                })
                 .collect(),
+            enforcing: !c.policies.is_empty(),
+            generation: 0,
+        }
+    }
+
+    /// Stamps the tables with `generation`: workers re-check a flow
+    /// decided under another one on its next packet.
+    pub fn with_generation(mut self, generation: u32) -> Tables {
+        self.generation = generation;
+        self
+    }
+
+    /// The generation [`Tables::with_generation`] stamped.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Whether any policy exists (nothing to enforce otherwise).
+    pub fn enforcing(&self) -> bool {
+        self.enforcing
+    }
+
+    /// Whether local pod `ip` is known: its labels were seen, so its
+    /// isolation is decided ([`Tables::isolated`]).
+    pub fn knows(&self, ip: Ipv4Addr) -> bool {
+        self.pods.contains_key(&ip.to_bits())
+    }
+
+    /// Whether local pod `ip` is isolated for (ingress, egress); `None`
+    /// for a pod the tables do not know.
+    pub fn isolated(&self, ip: Ipv4Addr) -> Option<(bool, bool)> {
+        self.pod(ip).map(PodTables::isolated)
+    }
+
+    /// Local pods known, in address order.
+    pub fn pod_ips(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self.pods.keys().map(|&a| Ipv4Addr::from_bits(a)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The node's own addresses (traffic from them is always let in).
+    pub fn node_ips(&self) -> &[Ipv4Addr] {
+        &self.node_ips
+    }
+
+    /// Local pod `src`'s egress verdict for a flow to `dst`.
+    pub fn egress(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Side {
+        match self.pod(src).and_then(|t| t.egress.as_ref()) {
+            None => Side::Open,
+            Some(t) => t.find(dst, proto, port).map_or(Side::Denied, Side::Allowed),
+        }
+    }
+
+    /// Local pod `dst`'s ingress verdict for a flow from `src`.
+    pub fn ingress(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Side {
+        match self.pod(dst).and_then(|t| t.ingress.as_ref()) {
+            None => Side::Open,
+            Some(_) if self.node_ips.contains(&src) => Side::FromNode,
+            Some(t) => t.find(src, proto, port).map_or(Side::Denied, Side::Allowed),
         }
     }
 
@@ -417,27 +579,18 @@ impl Tables {
         self.pods.get(&ip.to_bits())
     }
 
-    /// The namespace and name of policy `i` of a [`RuleId`].
-    pub fn policy_name(&self, i: u32) -> Option<(&str, &str)> {
-        self.names
-            .get(usize::try_from(i).ok()?)
-            .map(|(n, p)| (n.as_str(), p.as_str()))
+    /// The namespace and name of policy `id` of a [`RuleId`].
+    pub fn policy_name(&self, id: u32) -> Option<(&str, &str)> {
+        let i = self.names.binary_search_by_key(&id, |n| n.0).ok()?;
+        self.names.get(i).map(|(_, n, p)| (n.as_str(), p.as_str()))
     }
 
     /// The verdict for a flow from `src` to `dst`, IP protocol `proto`,
     /// destination port `port` (0 for protocols without ports).
     pub fn decide(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Decision {
-        let side = |t: Option<&Table>, peer: Ipv4Addr| match t {
-            None => Side::Open,
-            Some(t) => t
-                .find(peer, proto, port)
-                .map_or(Side::Denied, Side::Allowed),
-        };
-        let egress = side(self.pod(src).and_then(|t| t.egress.as_ref()), dst);
-        let ingress = match self.pod(dst).and_then(|t| t.ingress.as_ref()) {
-            Some(_) if self.node_ips.contains(&src) => Side::FromNode,
-            t => side(t, src),
-        };
-        Decision { egress, ingress }
+        Decision {
+            egress: self.egress(src, dst, proto, port),
+            ingress: self.ingress(src, dst, proto, port),
+        }
     }
 }

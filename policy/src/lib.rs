@@ -8,6 +8,11 @@
 //!   port ranges, named ports resolved per destination pod), and the
 //!   verdict for a flow with the rule that allowed it.
 //!
+//! - [`flows`]: per-flow verdicts, so a flow is decided at its first
+//!   packet and its replies pass; [`verdict`]: the check a worker runs for
+//!   a packet of one of its pods, re-deciding flows decided under an older
+//!   policy generation.
+//!
 //! Nothing here touches packets or the API server.
 #![cfg_attr(
     not(test),
@@ -21,12 +26,16 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+pub mod flows;
 #[doc(hidden)]
 pub mod harness;
 pub mod model;
+pub mod verdict;
 
 pub use compile::{Decision, PodTables, RuleId, Side, Tables};
+pub use flows::{Dir, FlowTable, Key};
 pub use model::{
     Cluster, Labels, NamedPort, Namespace, Peer, Pod, Policy, PolicyPort, Port, Proto, Requirement,
     Rule, Selector,
 };
+pub use verdict::Outcome;

@@ -13,7 +13,7 @@ use policy::{Peer, Proto, Rule, RuleId, Selector, Side, Tables};
 fn the_first_allowing_rule_is_named() {
     let mut c = cluster();
     // Rule 0 allows any peer on TCP 81; rule 1 names x/b on any port;
-    // rule 2 names y's /24 on any port.
+    // rule 2 names the second node's /24 (the b pods) on any port.
     let rules = vec![
         Rule {
             peers: vec![],
@@ -25,7 +25,7 @@ fn the_first_allowing_rule_is_named() {
         },
         Rule {
             peers: vec![Peer::Block {
-                cidr: Ipv4Net::new(ip(1, 0), 24).unwrap(),
+                cidr: Ipv4Net::new(ip(1, 1), 24).unwrap().trunc(),
                 except: vec![],
             }],
             ports: vec![],

@@ -25,8 +25,12 @@ pub fn labels(kv: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// Pod `pod` of namespace `ns`: a and c on the first node
+/// (10.244.1.0/24), b on the second (10.244.2.0/24), as the two-node
+/// pipeline rig places them.
 pub fn ip(ns: usize, pod: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 244, ns as u8 + 1, pod as u8 + 2)
+    let node = if pod == 1 { 2 } else { 1 };
+    Ipv4Addr::new(10, 244, node, 10 * (ns as u8 + 1) + pod as u8)
 }
 
 pub fn cluster() -> Cluster {
@@ -96,11 +100,11 @@ pub fn tcp(port: u16) -> PolicyPort {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reach(pub [[bool; 9]; 9]);
 
-fn idx(ns: &str, pod: &str) -> usize {
+pub fn idx(ns: &str, pod: &str) -> usize {
     NS.iter().position(|n| *n == ns).unwrap() * 3 + PODS.iter().position(|p| *p == pod).unwrap()
 }
 
-fn name(i: usize) -> String {
+pub fn name(i: usize) -> String {
     format!("{}/{}", NS[i / 3], PODS[i % 3])
 }
 
@@ -156,7 +160,7 @@ impl Reach {
     }
 }
 
-fn pod_at(c: &Cluster, i: usize) -> &Pod {
+pub fn pod_at(c: &Cluster, i: usize) -> &Pod {
     c.pods
         .iter()
         .find(|p| p.namespace == NS[i / 3] && p.name == PODS[i % 3])
