@@ -117,7 +117,7 @@ fn snapshot(n: usize, generation: u64) -> Snapshot {
     )
 }
 
-/// A TCP SYN (`syn`) or its SYN-ACK, or a UDP datagram.
+/// A TCP SYN (`reply` false) or its SYN-ACK, or a UDP datagram.
 pub fn packet(
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -126,7 +126,21 @@ pub fn packet(
     dport: u16,
     reply: bool,
 ) -> Vec<u8> {
-    // TCP: a bare SYN or SYN-ACK; UDP: four bytes.
+    let flags = if reply { 0x12 } else { 0x02 };
+    segment(src, dst, proto, sport, dport, flags)
+}
+
+/// A bare TCP segment with these flags (an ACK: 0x10), or a UDP
+/// datagram of four bytes.
+pub fn segment(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    let reply = flags & 0x10 != 0;
     let l4 = if proto == 6 { 20 } else { 12 };
     let total = 20 + l4;
     let mut v = Vec::with_capacity(total);
@@ -139,11 +153,7 @@ pub fn packet(
     v.extend_from_slice(&sport.to_be_bytes());
     v.extend_from_slice(&dport.to_be_bytes());
     if proto == 6 {
-        let (seq, ack, flags) = if reply {
-            (5000u32, 1001u32, 0x12u8)
-        } else {
-            (1000, 0, 0x02)
-        };
+        let (seq, ack) = if reply { (5000u32, 1001u32) } else { (1000, 0) };
         v.extend_from_slice(&seq.to_be_bytes());
         v.extend_from_slice(&ack.to_be_bytes());
         v.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
