@@ -1,10 +1,13 @@
 //! Static mode for a whole cluster: Kubernetes objects in a YAML file,
-//! exactly as `kubectl get services,endpointslices,nodes -A -o yaml`
+//! exactly as `kubectl get
+//! services,endpointslices,nodes,namespaces,pods,networkpolicies -A -o yaml`
 //! prints them (a `kind: List` with `items`), decoded with the
 //! k8s-openapi types. The file is re-read when it changes; each load goes
 //! through the same code as the API watchers' relists ([`build_view`] for
-//! Nodes, [`ServiceCache`] for Services and EndpointSlices). A broken file
-//! is reported naming the item and field, and the last good state stays.
+//! Nodes, [`ServiceCache`] for Services and EndpointSlices,
+//! [`crate::netpol::cluster`] for Namespaces, Pods and NetworkPolicies).
+//! A broken file is reported naming the item and field, and the last good
+//! state stays.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 
 use crate::kube_sync::build_view;
@@ -32,6 +36,12 @@ pub struct ClusterObjects {
     pub services: Vec<Service>,
     /// EndpointSlices.
     pub slices: Vec<EndpointSlice>,
+    /// Namespaces (their labels, for policy peers).
+    pub namespaces: Vec<Namespace>,
+    /// Pods (labels, addresses, named ports).
+    pub pods: Vec<Pod>,
+    /// NetworkPolicies.
+    pub policies: Vec<NetworkPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -48,8 +58,8 @@ fn err(field: String, message: impl Into<String>) -> FileError {
 }
 
 /// Parses a cluster file: a `kind: List` (or any `*List`) whose items are
-/// Nodes, Services and EndpointSlices; other kinds are refused, so a typo
-/// does not silently drop an object.
+/// Nodes, Services, EndpointSlices, Namespaces, Pods and NetworkPolicies;
+/// other kinds are refused, so a typo does not silently drop an object.
 pub fn parse(text: &str) -> Result<ClusterObjects, FileError> {
     if text.trim().is_empty() {
         return Err(err(
@@ -95,10 +105,18 @@ pub fn parse(text: &str) -> Result<ClusterObjects, FileError> {
             }
             "Service" => out.services.push(serde_yaml::from_value(item).map_err(at)?),
             "EndpointSlice" => out.slices.push(serde_yaml::from_value(item).map_err(at)?),
+            "Namespace" => out
+                .namespaces
+                .push(serde_yaml::from_value(item).map_err(at)?),
+            "Pod" => out.pods.push(serde_yaml::from_value(item).map_err(at)?),
+            "NetworkPolicy" => out.policies.push(serde_yaml::from_value(item).map_err(at)?),
             other => {
                 return Err(err(
                     format!("items[{i}].kind"),
-                    format!("{other:?}: only Node, Service and EndpointSlice are read"),
+                    format!(
+                        "{other:?}: only Node, Service, EndpointSlice, Namespace, Pod and \
+                         NetworkPolicy are read"
+                    ),
                 ));
             }
         }
@@ -145,16 +163,32 @@ impl Drop for ClusterFileHandle {
     }
 }
 
-/// Watches `path` every `interval`. `publish_view` gets each new peer view
-/// (and what changed), `publish_services` each change to the service
-/// table (the first load is the whole table).
+/// Gets each new peer view (and what changed).
+pub type PublishView = Box<dyn FnMut(&ClusterView, &[Change]) + Send>;
+/// Gets each change to the service table (the first load: the whole table).
+pub type PublishServices = Box<dyn FnMut(&Update) + Send>;
+/// Gets the policy model at each load that changed it (the first load
+/// always), with the problems its objects had.
+pub type PublishPolicy = Box<dyn FnMut(&policy::Cluster, &[String]) + Send>;
+
+/// What a cluster file's watcher publishes to.
+#[allow(missing_debug_implementations)]
+pub struct Publish {
+    /// Peer views.
+    pub view: PublishView,
+    /// Service table changes.
+    pub services: PublishServices,
+    /// Policy models.
+    pub policy: PublishPolicy,
+}
+
+/// Watches `path` every `interval`, publishing to `to`.
 pub fn spawn(
     path: PathBuf,
     node: String,
     policy: AnnotationPolicy,
     interval: Duration,
-    mut publish_view: impl FnMut(&ClusterView, &[Change]) + Send + 'static,
-    mut publish_services: impl FnMut(&Update) + Send + 'static,
+    mut to: Publish,
 ) -> std::io::Result<ClusterFileHandle> {
     let status = Arc::new(Mutex::new(ClusterFileStatus::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -167,6 +201,7 @@ pub fn spawn(
             let mut view = ClusterView::default();
             let mut cache = ServiceCache::new(&node);
             let mut loaded = false;
+            let mut last_policy: Option<::policy::Cluster> = None;
             while !sp.load(Ordering::Relaxed) {
                 let now = stamp(&path);
                 if now != seen || now.is_none() {
@@ -189,12 +224,21 @@ pub fn spawn(
                                 tracing::info!("{c}");
                             }
                             if !changes.is_empty() || !loaded {
-                                publish_view(&new, &changes);
+                                (to.view)(&new, &changes);
                             }
                             loaded = true;
                             view = new;
                             let u = cache.replace(objs.services, objs.slices);
-                            publish_services(&u);
+                            (to.services)(&u);
+                            let (model, policy_problems) = crate::netpol::cluster(
+                                &objs.namespaces,
+                                &objs.pods,
+                                &objs.policies,
+                            );
+                            if last_policy.as_ref() != Some(&model) {
+                                (to.policy)(&model, &policy_problems);
+                                last_policy = Some(model);
+                            }
                             if let Ok(mut s) = st.lock() {
                                 s.in_sync = true;
                                 s.last_load = Some(Instant::now());
@@ -204,6 +248,7 @@ pub fn spawn(
                                     .iter()
                                     .map(ToString::to_string)
                                     .chain(cache.problems())
+                                    .chain(policy_problems)
                                     .collect();
                             }
                         }

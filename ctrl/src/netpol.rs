@@ -290,6 +290,33 @@ pub fn pod(p: &Pod) -> model::Pod {
     }
 }
 
+/// The policy model of a cluster's Namespaces, Pods and NetworkPolicies
+/// (policies in namespace/name order), and the problems found.
+pub fn cluster(
+    namespaces: &[Namespace],
+    pods: &[Pod],
+    policies: &[NetworkPolicy],
+) -> (model::Cluster, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut ps: Vec<model::Policy> = policies
+        .iter()
+        .map(|np| {
+            let (p, mut pr) = policy(np);
+            problems.append(&mut pr);
+            p
+        })
+        .collect();
+    ps.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    (
+        model::Cluster {
+            namespaces: namespaces.iter().map(namespace).collect(),
+            pods: pods.iter().map(pod).collect(),
+            policies: ps,
+        },
+        problems,
+    )
+}
+
 #[cfg(test)]
 #[path = "netpol_tests.rs"]
 mod tests;

@@ -8,7 +8,6 @@
 //! deny-all policy stays isolated from its first packet.
 
 #[path = "../../policy/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::Ipv4Addr;

@@ -1,7 +1,8 @@
 //! `sluice`: the node daemon and its admin client.
 //!
 //!     sluice run --config /etc/sluice/config.yaml
-//!     sluice stats | status | routes | conntrack
+//!     sluice stats | status | routes | conntrack | services
+//!     sluice policy [POD_IP] | policy denied [--follow]
 //!     sluice pods add NAME IP NETNS [--kind veth] [--ifname IF]
 //!         [--ingress-rate BITS/S --ingress-burst BITS]
 //!         [--egress-rate BITS/S --egress-burst BITS] | pods del IP
@@ -60,6 +61,18 @@ enum Cmd {
     /// Services: frontends, backends with their conditions and the policy
     /// that uses them, new flows per service port.
     Services,
+    /// NetworkPolicy: each local pod's isolation and compiled rules (or one
+    /// pod's: `policy POD_IP`) with the flows and packets each rule allowed
+    /// and each policy denied; `policy denied` lists the sampled denied
+    /// flows (source, destination, port, policy), `--follow` keeps printing
+    /// new ones.
+    Policy {
+        /// Nothing, a pod's IP, or `denied`.
+        args: Vec<String>,
+        /// With `denied`: keep printing new denied flows.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Attach or detach pods.
     Pods {
         #[command(subcommand)]
@@ -187,6 +200,46 @@ fn run(config: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `sluice policy denied --follow`: asks for the denied flows logged
+/// since the last ones printed, twice a second, until interrupted.
+fn follow_denied(socket: &std::path::Path) -> ExitCode {
+    let mut seen: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    loop {
+        let after: Vec<String> = seen.iter().map(|(w, s)| format!("{w}:{s}")).collect();
+        let line = if after.is_empty() {
+            "policy denied".to_string()
+        } else {
+            format!("policy denied {}", after.join(","))
+        };
+        match daemon::request(socket, &line) {
+            Ok(reply) => {
+                let (head, body) = reply.split_once('\n').unwrap_or((&reply, ""));
+                if head != "ok" {
+                    eprintln!("sluice: {head}");
+                    return ExitCode::FAILURE;
+                }
+                for l in body.lines() {
+                    // denied SEQ worker W ...
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    if let (Some(seq), Some(w)) = (
+                        f.get(1).and_then(|x| x.parse::<u64>().ok()),
+                        f.get(3).and_then(|x| x.parse::<u64>().ok()),
+                    ) {
+                        let e = seen.entry(w).or_insert(seq);
+                        *e = (*e).max(seq);
+                    }
+                    println!("{l}");
+                }
+            }
+            Err(e) => {
+                eprintln!("sluice: cannot reach the daemon: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn admin(socket: &std::path::Path, line: &str) -> ExitCode {
     match daemon::request(socket, line) {
         Ok(reply) => {
@@ -234,6 +287,14 @@ fn main() -> ExitCode {
         Cmd::Routes => admin(&cli.socket, "routes"),
         Cmd::Conntrack => admin(&cli.socket, "conntrack"),
         Cmd::Services => admin(&cli.socket, "services"),
+        Cmd::Policy { args, follow } => match (args.as_slice(), follow) {
+            ([d], true) if d == "denied" => follow_denied(&cli.socket),
+            (_, true) => {
+                eprintln!("sluice: --follow goes with `policy denied`");
+                ExitCode::from(2)
+            }
+            _ => admin(&cli.socket, &format!("policy {}", args.join(" "))),
+        },
         Cmd::Shutdown => admin(&cli.socket, "shutdown"),
         Cmd::Cleanup { config } => match Config::load(&config)
             .map_err(|e| e.to_string())

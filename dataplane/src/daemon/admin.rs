@@ -1,6 +1,6 @@
 //! The admin socket: one line in, one reply out (`sluice status`,
-//! `stats`, `routes`, `conntrack`, `services`, `pods add|del`, `peers
-//! add|del`, `shutdown`).
+//! `stats`, `routes`, `conntrack`, `services`, `policy`, `pods add|del`,
+//! `peers add|del`, `shutdown`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -67,6 +67,39 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 out += &format!("drop {} {}\n", r.name(), s.counters.dropped(r));
             }
             out
+        }
+        ["policy", rest @ ..] => {
+            let views: Vec<StatsView> = ctx
+                .stats
+                .iter()
+                .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
+                .collect();
+            match rest {
+                [] => super::netpol::listing(ctx, &views, None),
+                ["denied"] => super::netpol::denied(ctx, &views, &Default::default()),
+                ["denied", after] => {
+                    let mut seen = std::collections::HashMap::new();
+                    for p in after.split(',') {
+                        let parsed = p
+                            .split_once(':')
+                            .and_then(|(w, s)| Some((w.parse().ok()?, s.parse().ok()?)));
+                        let Some((w, s)) = parsed else {
+                            return format!(
+                                "error: policy denied: {p:?} is not WORKER:SEQ (as in W:SEQ,W:SEQ)\n"
+                            );
+                        };
+                        seen.insert(w, s);
+                    }
+                    super::netpol::denied(ctx, &views, &seen)
+                }
+                [ip] => match ip.parse::<Ipv4Addr>() {
+                    Ok(ip) => super::netpol::listing(ctx, &views, Some(ip)),
+                    Err(_) => format!(
+                        "error: policy: {ip:?} is not a pod IPv4 address (usage: policy [POD_IP] | policy denied)\n"
+                    ),
+                },
+                _ => "error: usage: policy [POD_IP] | policy denied [W:SEQ,...]\n".into(),
+            }
         }
         ["services"] => {
             let views: Vec<StatsView> = ctx

@@ -126,6 +126,7 @@ fn metrics_text(ctx: &Ctx) -> String {
         s.conntrack_entries
     );
     out += &super::services::metrics(ctx, &views);
+    out += &super::netpol::metrics(ctx, &views);
     out += &ctx.bind_mode.metrics();
     out
 }

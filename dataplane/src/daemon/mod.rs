@@ -40,6 +40,7 @@ mod lifecycle;
 mod lock;
 mod metrics;
 mod neighbours;
+mod netpol;
 mod node_ports;
 mod pods;
 mod services;
@@ -109,6 +110,8 @@ pub struct StatsView {
     pub generation: u64,
     /// Flows, packets and bytes by service port index.
     pub svc: Vec<crate::counters::SvcStats>,
+    /// NetworkPolicy counters and denied-flow log.
+    pub policy: crate::enforce::PolicyView,
 }
 
 /// An attached pod.
@@ -140,6 +143,8 @@ struct Control {
     services: Arc<lb::ServiceTable>,
     /// When it last changed.
     services_at: Option<Instant>,
+    /// The NetworkPolicy tables the snapshots carry.
+    policy: netpol::Feed,
 }
 
 impl Control {
@@ -175,6 +180,7 @@ impl Control {
             ),
         )
         .with_services(self.services.clone())
+        .with_policy(self.policy.tables.clone())
     }
 
     fn publish(&mut self) {
@@ -406,6 +412,7 @@ impl Daemon {
             published_at: Instant::now(),
             services: Arc::new(lb::ServiceTable::new(services::facts(&cfg), [])),
             services_at: None,
+            policy: netpol::Feed::expecting(cfg.cluster_file.is_some()),
             routes: Routes::new(Snapshot::new(
                 0,
                 Node {
@@ -746,6 +753,8 @@ fn control_status(ctx: &Ctx) -> (bool, String) {
     };
     let (svc_ready, svc_text) = services::status(ctx);
     text += &svc_text;
+    let (policy_ready, policy_text) = netpol::status(ctx);
+    text += &policy_text;
     text += &ctx.flows;
     // Forwarding needs the uplink's program: detached or replaced, nothing
     // reaches the workers however healthy the rest looks.
@@ -759,7 +768,10 @@ fn control_status(ctx: &Ctx) -> (bool, String) {
         }
     );
     let uplink = uplink.unwrap_or(false);
-    (ready && svc_ready.unwrap_or(true) && uplink, text)
+    (
+        ready && svc_ready.unwrap_or(true) && policy_ready.unwrap_or(true) && uplink,
+        text,
+    )
 }
 
 /// Sends one admin request to the daemon at `socket`; returns the reply.

@@ -64,15 +64,22 @@ fn apply(weak: &Weak<Ctx>, u: &ctrl::services::Update) {
 /// peers), or the Services thread beside the Node watcher.
 pub(super) fn start(ctx: &Arc<Ctx>, cfg: &Config) -> std::io::Result<()> {
     if let Some(path) = &cfg.cluster_file {
-        let (wv, ws) = (Arc::downgrade(ctx), Arc::downgrade(ctx));
+        let (wv, ws, wp) = (
+            Arc::downgrade(ctx),
+            Arc::downgrade(ctx),
+            Arc::downgrade(ctx),
+        );
         let (vni, ip) = (cfg.vni, cfg.ip);
         let h = ctrl::cluster_file::spawn(
             path.clone(),
             cfg.name.clone(),
             ctrl::node::AnnotationPolicy::default(),
             Duration::from_millis(500),
-            move |v, _| apply_view(&wv, v, vni, ip),
-            move |u| apply(&ws, u),
+            ctrl::cluster_file::Publish {
+                view: Box::new(move |v, _| apply_view(&wv, v, vni, ip)),
+                services: Box::new(move |u| apply(&ws, u)),
+                policy: Box::new(move |c, problems| super::netpol::apply(&wp, c, problems)),
+            },
         )?;
         if let Ok(mut f) = ctx.cluster.lock() {
             *f = Some(h);

@@ -64,6 +64,7 @@ pub(super) fn worker_main(
             s.conntrack_entries = w.conntrack().len();
             s.nat_ports = w.conntrack().nat_ports_in_use();
             s.svc.clone_from(&w.svc);
+            s.policy.clone_from(&w.policy);
             s.pinned_core = pinned;
             last = Instant::now();
         }

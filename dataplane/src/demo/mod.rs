@@ -24,8 +24,12 @@ use std::time::{Duration, Instant};
 use crate::{daemon, netns};
 
 mod flannel;
+mod netpol;
 mod restart;
 mod services;
+pub use netpol::{
+    DB_PORT, DbPolicy, connects, install as install_policy, policy_checks, policy_items,
+};
 pub use services::{
     DNS_IP, DNS_TARGET, EMPTY_IP, Exposure, LOCAL_HEALTH_PORT, LOCAL_NODE_PORT, LOCAL_WEB_IP,
     REMOTE_ONLY_HEALTH_PORT, REMOTE_ONLY_NODE_PORT, SERVICE_CIDR, Svc, WEB_IP, WEB_NODE_PORT,
@@ -103,12 +107,18 @@ impl Topology {
 
     /// Rewrites the cluster file (both nodes reload it within a second).
     pub fn write_cluster(&self, services: &[Svc]) -> io::Result<()> {
+        self.write_cluster_with(services, "")
+    }
+
+    /// [`Topology::write_cluster`] with more items (YAML list entries)
+    /// after the Nodes, Services and EndpointSlices.
+    pub fn write_cluster_with(&self, services: &[Svc], items: &str) -> io::Result<()> {
         let path = self
             .cluster
             .as_ref()
             .ok_or_else(|| io::Error::other("not a cluster-file topology"))?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, services::cluster_yaml(services))?;
+        std::fs::write(&tmp, services::cluster_yaml(services) + items)?;
         std::fs::rename(&tmp, path)
     }
 
@@ -749,6 +759,10 @@ pub fn run() -> io::Result<bool> {
     let mut t = Topology::build_services(&exe)?;
     let mut s = checks(&t);
     service_checks(&t, &mut s);
+    println!(
+        "network policy (the same cluster file): namespace shop, a1 role=frontend, b2 role=database; shop/database admits TCP {DB_PORT} from role=frontend only"
+    );
+    policy_checks(&t, &mut s);
     restart::restart_checks(&mut t, &exe, &mut s);
     println!();
     for (i, sock) in t.sockets.iter().enumerate() {
