@@ -285,7 +285,7 @@ fn the_cluster_file_is_what_kubectl_prints_and_errors_name_the_item() {
     for (text, field) in [
         (CLUSTER_FILE.replace("kind: List", "kind: Service"), "kind"),
         (
-            CLUSTER_FILE.replace("kind: Node", "kind: Pod"),
+            CLUSTER_FILE.replace("kind: Node", "kind: ConfigMap"),
             "items[2].kind",
         ),
         (
