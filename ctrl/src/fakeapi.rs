@@ -36,6 +36,9 @@ enum Kind {
     Node,
     Service,
     EndpointSlice,
+    Namespace,
+    Pod,
+    NetworkPolicy,
 }
 
 impl Kind {
@@ -44,13 +47,17 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Node | Kind::Service => "v1",
+            Kind::Node | Kind::Service | Kind::Namespace | Kind::Pod => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
         }
     }
 }
@@ -195,6 +202,12 @@ impl FakeApi {
                             "/apis/discovery.k8s.io/v1/endpointslices",
                             get(endpoint_slices),
                         )
+                        .route("/api/v1/namespaces", get(namespaces))
+                        .route("/api/v1/pods", get(pods))
+                        .route(
+                            "/apis/networking.k8s.io/v1/networkpolicies",
+                            get(network_policies),
+                        )
                         .with_state(s);
                     // No Nagle: a watch event is one small chunk, and Nagle
                     // plus the client's delayed ACK would hold it ~40 ms
@@ -304,6 +317,31 @@ users:
         self.delete(Kind::EndpointSlice, &format!("{namespace}/{name}"));
     }
 
+    /// Creates or replaces a Namespace; returns its resourceVersion.
+    pub fn put_namespace(&self, ns: k8s_openapi::api::core::v1::Namespace) -> u64 {
+        self.put(Kind::Namespace, to_value(&ns), false)
+    }
+
+    /// Creates or replaces a Pod; returns its resourceVersion.
+    pub fn put_pod(&self, pod: k8s_openapi::api::core::v1::Pod) -> u64 {
+        self.put(Kind::Pod, to_value(&pod), false)
+    }
+
+    /// Deletes a Pod.
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        self.delete(Kind::Pod, &format!("{namespace}/{name}"));
+    }
+
+    /// Creates or replaces a NetworkPolicy; returns its resourceVersion.
+    pub fn put_network_policy(&self, np: k8s_openapi::api::networking::v1::NetworkPolicy) -> u64 {
+        self.put(Kind::NetworkPolicy, to_value(&np), false)
+    }
+
+    /// Deletes a NetworkPolicy.
+    pub fn delete_network_policy(&self, namespace: &str, name: &str) {
+        self.delete(Kind::NetworkPolicy, &format!("{namespace}/{name}"));
+    }
+
     /// Deletes a node without recording an event a watch could see (it
     /// happened while the history was compacted away).
     pub fn delete_node_unseen(&self, name: &str) {
@@ -364,6 +402,9 @@ users:
             "nodes" => Kind::Node,
             "services" => Kind::Service,
             "endpointslices" => Kind::EndpointSlice,
+            "namespaces" => Kind::Namespace,
+            "pods" => Kind::Pod,
+            "networkpolicies" => Kind::NetworkPolicy,
             _ => return (0, 0),
         };
         self.shared
@@ -422,6 +463,27 @@ async fn endpoint_slices(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     list_or_watch(Kind::EndpointSlice, s, q)
+}
+
+async fn namespaces(
+    AxState(s): AxState<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_or_watch(Kind::Namespace, s, q)
+}
+
+async fn pods(
+    AxState(s): AxState<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_or_watch(Kind::Pod, s, q)
+}
+
+async fn network_policies(
+    AxState(s): AxState<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_or_watch(Kind::NetworkPolicy, s, q)
 }
 
 fn list_or_watch(kind: Kind, s: Arc<Shared>, q: BTreeMap<String, String>) -> Response {

@@ -27,6 +27,8 @@ pub mod kube_sync;
 pub mod netpol;
 pub mod node;
 #[cfg(feature = "client")]
+pub mod policy_sync;
+#[cfg(feature = "client")]
 pub mod service_sync;
 pub mod services;
 #[doc(hidden)]

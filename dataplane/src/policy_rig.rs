@@ -365,3 +365,100 @@ impl TwoNodes {
         self.workers.iter().all(|w| w.free_buffers() == BUFFERS)
     }
 }
+
+/// The nine pods' addresses of a fuzzed cluster: namespace `ns`, pod `p`
+/// (a and c on node 0, b on node 1).
+pub fn fuzz_ip(ns: usize, p: usize) -> Ipv4Addr {
+    let node = if p == 1 { 2 } else { 1 };
+    Ipv4Addr::new(10, 244, node, 10 * (ns as u8 + 1) + p as u8)
+}
+
+/// The `policy_verdict` fuzz target's body: a cluster and policies from
+/// the bytes ([`policy::harness::cluster`]) on two nodes, then up to 64
+/// operations: a new flow between two pods (through the pod IP or its
+/// ClusterIP, TCP or UDP, one of a few ports), a packet of a flow opened
+/// earlier, a policy replaced or a label flipped. A new flow must reach
+/// its server and its reply the client exactly when
+/// [`policy::harness::allows`] says so; a client's next packet on a live
+/// flow exactly when the current policies allow the flow. No buffer may
+/// leak. Panics otherwise.
+pub fn fuzz_verdict(data: &[u8]) {
+    use policy::harness::{Bytes, allows, cluster, policies};
+    let mut d = Bytes(data);
+    let mut c = cluster(&mut d, fuzz_ip, false);
+    let ips: Vec<Ipv4Addr> = c.pods.iter().filter_map(|p| p.ip).collect();
+    let mut rig = TwoNodes::new(&ips);
+    rig.set_policy(&c);
+    let proto_of = |b: u8| {
+        if b & 1 == 0 {
+            policy::Proto::Tcp
+        } else {
+            policy::Proto::Udp
+        }
+    };
+    let mut live: Vec<(usize, usize, policy::Proto, u16, u16)> = Vec::new();
+    let mut sport = 30000u16;
+    for _ in 0..64 {
+        if d.0.is_empty() {
+            break;
+        }
+        match d.byte() % 5 {
+            0 | 1 => {
+                let (f, t) = (usize::from(d.byte()) % 9, usize::from(d.byte()) % 9);
+                if f == t {
+                    continue;
+                }
+                let b = d.byte();
+                let proto = proto_of(b);
+                let via_service = b & 2 != 0;
+                let port = if via_service {
+                    80 + u16::from(b >> 2 & 1)
+                } else {
+                    [80, 81, 78, 85][usize::from(b >> 2 & 3)]
+                };
+                let dst = if via_service { cluster_ip(t) } else { ips[t] };
+                sport = sport.wrapping_add(1).max(30000);
+                let want = allows(&c, &c.pods[f], &c.pods[t], proto, port);
+                let p = rig.probe(ips[f], ips[t], dst, proto.number(), sport, port);
+                assert!(
+                    p.there == want && p.back == want,
+                    "{f} -> {t} {proto:?}/{port} via {dst}: {p:?}, model {want}: {c:?}"
+                );
+                if want && !via_service {
+                    live.push((f, t, proto, sport, port));
+                }
+            }
+            2 => {
+                let Some(&(f, t, proto, sp, port)) =
+                    live.get(usize::from(d.byte()) % live.len().max(1))
+                else {
+                    continue;
+                };
+                let want = allows(&c, &c.pods[f], &c.pods[t], proto, port);
+                let got = rig.send(
+                    ips[f],
+                    ips[t],
+                    segment(ips[f], ips[t], proto.number(), sp, port, 0x10),
+                );
+                assert_eq!(
+                    !got.is_empty(),
+                    want,
+                    "live {f} -> {t} {proto:?}/{port} after a change: {c:?}"
+                );
+            }
+            3 => {
+                c.policies = policies(&mut d);
+                rig.set_policy(&c);
+            }
+            _ => {
+                let i = usize::from(d.byte()) % c.pods.len();
+                let p = &mut c.pods[i];
+                if p.labels.remove("team").is_none() {
+                    p.labels.insert("team".into(), "red".into());
+                }
+                rig.set_policy(&c);
+            }
+        }
+    }
+    assert!(rig.no_leak(), "a buffer leaked");
+}

@@ -1,4 +1,4 @@
-//! Replays the committed `pipeline`, `tun_gro` and `tap_gso` fuzz corpora and
+//! Replays the committed `pipeline`, `tun_gro`, `tap_gso` and `policy_verdict` fuzz corpora and
 //! regressions (`fuzz/corpus/<target>`, `fuzz/regressions/<target>`) under
 //! `cargo test`.
 
@@ -39,4 +39,9 @@ fn tun_gro_corpus_replays_clean() {
 #[test]
 fn tap_gso_corpus_replays_clean() {
     replay("tap_gso", 5, dataplane::port::gso::fuzzing::harness);
+}
+
+#[test]
+fn policy_verdict_corpus_replays_clean() {
+    replay("policy_verdict", 50, dataplane::policy_rig::fuzz_verdict);
 }

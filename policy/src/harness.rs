@@ -102,10 +102,13 @@ fn port_ok(r: &Rule, proto: Proto, port: u16, dst: &Pod) -> bool {
 }
 
 /// Reads bytes as the fuzz target's input; zeros when they run out.
-struct Bytes<'a>(&'a [u8]);
+/// Fuzz input, read a byte at a time (zeros once it runs out).
+#[derive(Debug)]
+pub struct Bytes<'a>(pub &'a [u8]);
 
 impl Bytes<'_> {
-    fn byte(&mut self) -> u8 {
+    /// The next byte (0 at the end).
+    pub fn byte(&mut self) -> u8 {
         match self.0.split_first() {
             Some((&b, rest)) => {
                 self.0 = rest;
@@ -115,13 +118,16 @@ impl Bytes<'_> {
         }
     }
 
-    fn u16(&mut self) -> u16 {
+    /// The next two bytes.
+    pub fn u16(&mut self) -> u16 {
         u16::from_be_bytes([self.byte(), self.byte()])
     }
 }
 
-const NS: [&str; 3] = ["x", "y", "z"];
-const PODS: [&str; 3] = ["a", "b", "c"];
+/// The namespaces of a fuzzed cluster.
+pub const NS: [&str; 3] = ["x", "y", "z"];
+/// The pods of each namespace.
+pub const PODS: [&str; 3] = ["a", "b", "c"];
 const NAMES: [&str; 3] = ["web", "dns", "metrics"];
 
 fn proto(b: u8) -> Proto {
@@ -198,13 +204,14 @@ fn rule(d: &mut Bytes<'_>) -> Rule {
     Rule { peers, ports }
 }
 
-/// Builds a cluster (namespaces x, y, z; pods a, b, c in each, labels,
-/// named ports and host networking from the input) and up to four
-/// policies from `data`, compiles them, and checks every verdict between
-/// its pods (each protocol, a few ports) against [`allows`]; traffic from
-/// the node is always let in. Panics on a difference.
-pub fn compile(data: &[u8]) {
-    let mut d = Bytes(data);
+/// A cluster from `d`: namespaces x, y, z with labels; pods a, b, c in
+/// each at `ip(namespace, pod)`, with labels, named ports and (when
+/// `host_network`) sometimes host networking; and one to four policies.
+pub fn cluster(
+    d: &mut Bytes<'_>,
+    ip: impl Fn(usize, usize) -> Ipv4Addr,
+    host_network: bool,
+) -> Cluster {
     let mut c = Cluster::default();
     for (i, ns) in NS.iter().enumerate() {
         let mut labels = Labels::new();
@@ -235,27 +242,48 @@ pub fn compile(data: &[u8]) {
                 namespace: ns.to_string(),
                 name: pod.to_string(),
                 labels,
-                ip: Some(Ipv4Addr::new(10, 244, i as u8 + 1, j as u8 + 2)),
-                host_network: b & 0x80 != 0 && b & 0x40 != 0,
+                ip: Some(ip(i, j)),
+                host_network: host_network && b & 0x80 != 0 && b & 0x40 != 0,
                 ports,
             });
         }
     }
-    for i in 0..1 + d.byte() % 4 {
-        let types = [(true, false), (false, true), (true, true)][usize::from(d.byte() % 3)];
-        let select = selector(&mut d, "pod", &PODS);
-        let ingress = (0..d.byte() % 3).map(|_| rule(&mut d)).collect();
-        let egress = (0..d.byte() % 3).map(|_| rule(&mut d)).collect();
-        c.policies.push(Policy {
-            namespace: NS[usize::from(d.byte()) % 3].into(),
-            name: format!("p{i}"),
-            select,
-            isolates_ingress: types.0,
-            isolates_egress: types.1,
-            ingress,
-            egress,
-        });
-    }
+    c.policies = policies(d);
+    c
+}
+
+/// One to four policies from `d`.
+pub fn policies(d: &mut Bytes<'_>) -> Vec<Policy> {
+    (0..1 + d.byte() % 4)
+        .map(|i| {
+            let types = [(true, false), (false, true), (true, true)][usize::from(d.byte() % 3)];
+            let select = selector(d, "pod", &PODS);
+            let ingress = (0..d.byte() % 3).map(|_| rule(d)).collect();
+            let egress = (0..d.byte() % 3).map(|_| rule(d)).collect();
+            Policy {
+                namespace: NS[usize::from(d.byte()) % 3].into(),
+                name: format!("p{i}"),
+                select,
+                isolates_ingress: types.0,
+                isolates_egress: types.1,
+                ingress,
+                egress,
+            }
+        })
+        .collect()
+}
+
+/// Builds a cluster ([`cluster`]) from `data`, compiles it, and checks
+/// every verdict between its pods (each protocol, a few ports) against
+/// [`allows`]; traffic from the node is always let in. Panics on a
+/// difference.
+pub fn compile(data: &[u8]) {
+    let mut d = Bytes(data);
+    let c = cluster(
+        &mut d,
+        |i, j| Ipv4Addr::new(10, 244, i as u8 + 1, j as u8 + 2),
+        true,
+    );
     let node = Ipv4Addr::new(192, 168, 77, 1);
     let t = Tables::build(&c, |_| true, &[node]);
     let ports = [80, 81, d.u16(), 78 + u16::from(d.byte() % 8)];

@@ -229,6 +229,8 @@ struct Ctx {
     cluster: Mutex<Option<ctrl::cluster_file::ClusterFileHandle>>,
     /// The Services thread, when services come from the API.
     svc_sync: Mutex<Option<ctrl::service_sync::ServiceSyncHandle>>,
+    /// The policy thread (NetworkPolicies, Namespaces, Pods), likewise.
+    policy_sync: Mutex<Option<ctrl::policy_sync::PolicySyncHandle>>,
     /// NodePorts, externalIPs and LB IPs from outside (`services.node_ports`).
     node_ports: Option<node_ports::NodePorts>,
     /// The uplink's XDP program (readiness checks it is still attached).
@@ -412,7 +414,7 @@ impl Daemon {
             published_at: Instant::now(),
             services: Arc::new(lb::ServiceTable::new(services::facts(&cfg), [])),
             services_at: None,
-            policy: netpol::Feed::expecting(cfg.cluster_file.is_some()),
+            policy: netpol::Feed::expecting(cfg.cluster_file.is_some() || cfg.kubernetes.is_some()),
             routes: Routes::new(Snapshot::new(
                 0,
                 Node {
@@ -510,6 +512,7 @@ impl Daemon {
             file: Mutex::new(None),
             cluster: Mutex::new(None),
             svc_sync: Mutex::new(None),
+            policy_sync: Mutex::new(None),
             node_ports,
             steer: prog.clone(),
             flows,
@@ -536,6 +539,7 @@ impl Daemon {
             }
         }
         services::start(&ctx, &cfg)?;
+        netpol::start(&ctx, &cfg)?;
         // Pods served before a restart come back from the state directory.
         phase("control plane started");
         for (p, worker) in load_pods(&cfg) {

@@ -75,6 +75,21 @@ impl Feed {
     }
 }
 
+/// Starts the policy thread when the model comes from the API server
+/// (the cluster file's watcher feeds [`apply`] itself).
+pub(super) fn start(ctx: &Arc<Ctx>, cfg: &crate::config::Config) -> std::io::Result<()> {
+    if let Some(k) = &cfg.kubernetes {
+        let weak = Arc::downgrade(ctx);
+        let h = ctrl::policy_sync::spawn(super::sync_config(cfg, k), move |c, problems| {
+            apply(&weak, c, problems);
+        })?;
+        if let Ok(mut s) = ctx.policy_sync.lock() {
+            *s = Some(h);
+        }
+    }
+    Ok(())
+}
+
 /// A new policy model: compiled, then published with the next snapshot.
 pub(super) fn apply(weak: &Weak<Ctx>, c: &policy::Cluster, problems: &[String]) {
     let Some(ctx) = weak.upgrade() else {
@@ -119,7 +134,24 @@ pub(super) fn status(ctx: &Ctx) -> (Option<bool>, String) {
     for p in &f.problems {
         let _ = writeln!(text, "policy_problem {p}");
     }
-    (f.expected.then_some(f.at.is_some()), text)
+    let ready = f.expected.then_some(f.at.is_some());
+    drop(ctl);
+    if let Some(s) = ctx
+        .policy_sync
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|h| h.status()))
+    {
+        let _ = write!(
+            text,
+            "policy_source kubernetes\npolicy_in_sync {}\npolicy_api_errors {}\npolicy_objects {} networkpolicies {} namespaces {} pods\n",
+            s.in_sync, s.errors, s.objects.0, s.objects.1, s.objects.2
+        );
+        if let Some(e) = &s.last_error {
+            let _ = writeln!(text, "policy_last_error {}", e.replace('\n', " "));
+        }
+    }
+    (ready, text)
 }
 
 fn sum(views: &[StatsView]) -> Vec<PolicyHits> {
