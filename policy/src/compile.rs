@@ -24,6 +24,7 @@
 //!   (their traffic carries the node's address).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -76,6 +77,31 @@ impl Decision {
         self.egress.allows() && self.ingress.allows()
     }
 }
+
+/// A hasher for IPv4 addresses (the keys of the per-packet maps): one
+/// multiply instead of SipHash. The maps' keys come from the control
+/// plane, not from packets, so a sender cannot choose colliding ones.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// A map keyed by IPv4 address bits.
+type AddrMap<V> = HashMap<u32, V, BuildHasherDefault<AddrHasher>>;
 
 /// Addresses a compiled rule matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,7 +165,7 @@ struct Entry {
 struct Table {
     entries: Vec<Entry>,
     /// Pod address to the entries listing it, ascending.
-    by_host: HashMap<u32, Vec<u32>>,
+    by_host: AddrMap<Vec<u32>>,
     /// Entries matching any address, ascending.
     any: Vec<u32>,
     /// Entries with address blocks, ascending.
@@ -293,7 +319,7 @@ impl std::fmt::Display for Ports {
 /// without locks, and a change builds new ones.
 #[derive(Clone, Debug, Default)]
 pub struct Tables {
-    pods: HashMap<u32, PodTables>,
+    pods: AddrMap<PodTables>,
     node_ips: Vec<Ipv4Addr>,
     /// (id, namespace, name), ascending by id.
     names: Vec<(u32, String, String)>,
@@ -462,7 +488,7 @@ impl Tables {
         ids: &[u32],
     ) -> Tables {
         let nsl = namespace_labels(c);
-        let mut pods = HashMap::new();
+        let mut pods = AddrMap::default();
         for pod in c.pods.iter().filter(|q| !q.host_network && local(q)) {
             let Some(ip) = pod.ip else { continue };
             let (mut ingress, mut egress): (Option<Vec<Entry>>, Option<Vec<Entry>>) = (None, None);

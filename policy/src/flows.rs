@@ -117,12 +117,8 @@ pub struct Hit {
     pub slot: usize,
     /// The packet is a reply (the entry was made by the other direction).
     pub reply: bool,
-    /// The entry's original key and side (what a re-check decides again).
-    pub key: Key,
     /// The side the entry was decided for.
     pub dir: Dir,
-    /// The destination it was decided for.
-    pub target: (Ipv4Addr, u16),
     /// What was decided.
     pub verdict: Side,
     /// The policy generation it was decided under.
@@ -183,8 +179,15 @@ impl FlowTable {
         (0..n).map(move |i| (start + i) & mask)
     }
 
+    /// Entry `slot`'s original key and the destination it was decided
+    /// for (what a re-check decides again).
+    pub fn decided_for(&self, slot: usize) -> Option<(Key, (Ipv4Addr, u16))> {
+        self.slots.get(slot).map(|s| (s.key, s.target))
+    }
+
     /// The live entry a packet with `k`, crossing its pod in `dir`,
     /// belongs to.
+    #[inline]
     pub fn find(&self, now_ms: u64, k: &Key, dir: Dir) -> Option<Hit> {
         let rk = k.reversed();
         for i in self.window(k) {
@@ -203,9 +206,7 @@ impl FlowTable {
             return Some(Hit {
                 slot: i,
                 reply,
-                key: s.key,
                 dir: sd,
-                target: s.target,
                 verdict: s.verdict,
                 generation: s.generation,
             });

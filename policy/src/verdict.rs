@@ -79,6 +79,7 @@ pub fn decide(t: &Tables, k: &Key, dir: Dir, (dst, port): (Ipv4Addr, u16)) -> Si
 /// when it opens a new flow ([`first`] decides it). `related`: an ICMP
 /// error, with `k` the reverse of the packet it quotes; it passes only as
 /// a reply to a flow that passes.
+#[inline]
 pub fn lookup(
     t: &Tables,
     flows: &mut FlowTable,
@@ -107,7 +108,10 @@ pub fn lookup(
         Some(hit) => {
             let stale = hit.generation != generation;
             let verdict = if stale {
-                let v = decide(t, &hit.key, hit.dir, hit.target);
+                let (key, target) = flows
+                    .decided_for(hit.slot)
+                    .unwrap_or((*k, (k.dst, k.dport)));
+                let v = decide(t, &key, hit.dir, target);
                 flows.update(hit.slot, v, generation);
                 v
             } else {
