@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod frames;
 pub mod netbench;
 pub mod pktgen;
+pub mod policy;
 pub mod replay;
 pub mod report;
 pub mod scaling;
