@@ -1,11 +1,13 @@
 //! NetworkPolicy through the real worker pipeline on two nodes
 //! (`dataplane::policy_rig`: one worker per node over fake ports, VXLAN
-//! between their uplinks, a ClusterIP per pod): every upstream case of
-//! network_policy.go and the 300 generated cyclonus-style cases, the same
+//! between their uplinks, a ClusterIP per pod): the 48 upstream cases of
+//! network_policy.go (TCP, UDP and SCTP) and the 300 generated
+//! cyclonus-style cases, the same
 //! files the policy crate runs on its compiled tables, each probed from
 //! every pod to every other over its protocol and port, through the pod
 //! IP and through the pod's ClusterIP (DNAT on the client's node, the
-//! verdict for the backend). A probe is a flow's first packet and, when it
+//! verdict for the backend; SCTP through the pod IP only, as Sluice does
+//! not balance SCTP). A probe is a flow's first packet and, when it
 //! arrives, the reply: an allowed flow must get both through, a denied one
 //! neither. The expected tables come from the upstream cases or from the
 //! independent evaluation (`policy::harness::allows`), never from the
@@ -42,7 +44,14 @@ fn through_pipeline(
             if f == t {
                 continue;
             }
-            for (via, dst) in [("pod IP", ips[t]), ("ClusterIP", cluster_ip(t))] {
+            // SCTP is not balanced (conntrack tracks TCP and UDP ports
+            // only): through the pod IP alone.
+            let vias: &[(&str, Ipv4Addr)] = if proto == policy::Proto::Sctp {
+                &[("pod IP", ips[t])]
+            } else {
+                &[("pod IP", ips[t]), ("ClusterIP", cluster_ip(t))]
+            };
+            for &(via, dst) in vias {
                 sport += 1;
                 let p = rig.probe(ips[f], ips[t], dst, proto.number(), sport, port);
                 let w = want.0[f][t];
