@@ -401,6 +401,7 @@ fn probe_once(t: &Topology, from: &str, dst: Ipv4Addr, proto: Proto, port: u16) 
 
 /// Every pair (not a pod to itself), via pod IP and ClusterIP, probed at
 /// once: (from, to, via, reached).
+#[allow(clippy::needless_range_loop)]
 fn probe_all(
     t: &Topology,
     names: &[String],
