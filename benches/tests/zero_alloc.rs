@@ -663,3 +663,38 @@ fn uplink_coalescing_does_not_allocate() {
     );
     assert_eq!(writes as u64, N);
 }
+
+/// NetworkPolicy in the worker: established packets (the verdict found in
+/// the flow table) and first packets (decided and inserted, evicting once
+/// the table is full) allocate nothing once the table exists and the
+/// rule's counters have been seen.
+#[test]
+fn policy_checks_do_not_allocate() {
+    use sluice_benches::policy::{frames, policy_worker};
+    use std::time::Duration;
+    let now = Duration::from_secs(1);
+    for n in [100u32, 10_000] {
+        let k = n - 1;
+        let mut w = policy_worker(n, false, frames(&[k], 40000..40001));
+        w.poll(now);
+        assert_eq!(
+            count(200, || {
+                w.poll(now);
+            }),
+            0.0,
+            "established, {n} rules"
+        );
+        assert_eq!(w.policy.decided, 1);
+        let mut w = policy_worker(n, false, frames(&[k, k - 1], 0..4096));
+        w.poll(now);
+        assert_eq!(
+            count(200, || {
+                w.poll(now);
+            }),
+            0.0,
+            "first packets, {n} rules"
+        );
+        assert!(w.policy.decided > 200 * 32, "{}", w.policy.decided);
+        assert_eq!(w.counters.total_dropped(), 0);
+    }
+}

@@ -273,3 +273,66 @@ impl FlowTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_small() {
+        // What benches/README.md says the table costs per entry.
+        assert!(
+            std::mem::size_of::<Slot>() <= 48,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+    }
+
+    #[test]
+    fn both_directions_are_found_and_a_full_window_evicts_the_oldest() {
+        let k = Key {
+            proto: 6,
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            sport: 1000,
+            dport: 80,
+        };
+        let mut t = FlowTable::new(8);
+        t.insert(0, &k, Dir::Egress, (k.dst, 80), Side::Denied, 1, 100);
+        let h = t.find(1, &k, Dir::Egress).unwrap();
+        assert!(!h.reply);
+        let h = t.find(1, &k.reversed(), Dir::Ingress).unwrap();
+        assert!(h.reply && h.verdict == Side::Denied && h.generation == 1);
+        // The other side of the same pod is another entry.
+        assert!(t.find(1, &k, Dir::Ingress).is_none());
+        assert!(t.find(100, &k, Dir::Egress).is_none(), "expired");
+        // Eight more flows in an eight-slot table: the eighth evicts the
+        // entry closest to expiry (the first flow's).
+        for i in 0..8u16 {
+            let k2 = Key {
+                sport: 2000 + i,
+                ..k
+            };
+            t.insert(
+                10 + u64::from(i),
+                &k2,
+                Dir::Egress,
+                (k.dst, 80),
+                Side::Open,
+                1,
+                100,
+            );
+        }
+        assert_eq!(t.len(20), 8);
+        assert_eq!(t.counters().evicted, 1);
+        assert!(t.find(20, &k, Dir::Egress).is_none());
+        let k9 = Key { sport: 3000, ..k };
+        t.insert(20, &k9, Dir::Egress, (k.dst, 80), Side::Open, 1, 100);
+        assert_eq!(t.counters().evicted, 2);
+        assert!(
+            t.find(21, &Key { sport: 2000, ..k }, Dir::Egress).is_none(),
+            "the oldest evicted"
+        );
+        assert!(t.find(21, &k9, Dir::Egress).is_some());
+    }
+}
