@@ -322,6 +322,11 @@ users:
         self.put(Kind::Namespace, to_value(&ns), false)
     }
 
+    /// Deletes a Namespace (its objects stay: the test deletes them).
+    pub fn delete_namespace(&self, name: &str) {
+        self.delete(Kind::Namespace, name);
+    }
+
     /// Creates or replaces a Pod; returns its resourceVersion.
     pub fn put_pod(&self, pod: k8s_openapi::api::core::v1::Pod) -> u64 {
         self.put(Kind::Pod, to_value(&pod), false)

@@ -1,11 +1,15 @@
 //! The upstream NetworkPolicy model in network namespaces with two real
 //! daemons: namespaces x, y, z with pods a, b, c each (a and c on node-a
 //! as TUN pods, b on node-b as veth + AF_XDP pods), each serving TCP and
-//! UDP on ports 80 and 81, one Service per pod; Namespaces, Pods,
-//! NetworkPolicies and the Services in the cluster file both daemons read.
+//! UDP on ports 80 and 81, one Service per pod. Both daemons follow the
+//! fake API server (real HTTP, the real `kube` client, in the external
+//! host's namespace): the Nodes, the Services and EndpointSlices, and each
+//! case's Namespaces, Pods and NetworkPolicies, written as objects (what
+//! changed from the previous case is put, what is gone deleted).
 //! Every case of network_policy.go (policy/tests/cases/upstream.rs, the
-//! file the compiled-table and pipeline suites include) is run: its cluster
-//! written, both daemons waited for, then every pair probed at once
+//! file the compiled-table and pipeline suites include) is run: its objects
+//! put, both daemons waited for (until each shows the digest of the case's
+//! model as `policy_input`: it read every object), then every pair probed at once
 //! (kernel sockets in the pods: a TCP connect or a UDP echo, 500 ms
 //! timeout, up to three attempts, and as upstream a second try of the
 //! matrix when the first has wrong results), through the pod IP and through the Service ClusterIP, and
@@ -25,6 +29,7 @@ mod support;
 #[path = "../../policy/tests/common/mod.rs"]
 mod common;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -32,8 +37,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ctrl::fakeapi::FakeApi;
 use dataplane::daemon::request;
-use dataplane::demo::{Svc, Topology, demo_services};
+use dataplane::demo::{Svc, Topology, cluster_yaml_with};
 use dataplane::netns;
 use policy::{Cluster, Peer, Policy, PolicyPort, Port, Proto, Requirement, Selector};
 
@@ -59,9 +65,9 @@ fn service_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 96, 1, 10 + i as u8)
 }
 
-/// The pods' Services, and the demo's (the topology's own pods use them).
+/// The pods' Services.
 fn services() -> Vec<Svc> {
-    let mut v = demo_services();
+    let mut v = Vec::new();
     for (i, (name, ip, node)) in pods().into_iter().enumerate() {
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
         v.push(Svc {
@@ -182,7 +188,7 @@ fn policy_item(p: &Policy) -> String {
     )
 }
 
-/// The cluster's objects as cluster-file items (namespaces without the
+/// The cluster's objects as YAML list items (namespaces without the
 /// automatic name label: the API server adds it, and so does the model).
 fn items(c: &Cluster) -> String {
     let mut y = String::new();
@@ -242,8 +248,59 @@ fn items(c: &Cluster) -> String {
 /// their servers.
 struct E2e {
     t: Topology,
+    api: FakeApi,
     stop: Arc<AtomicBool>,
-    last: String,
+    /// The objects the API server holds for the cases, by (kind,
+    /// namespace, name).
+    last: BTreeMap<(String, String, String), serde_yaml::Value>,
+    dir: std::path::PathBuf,
+}
+
+/// YAML list items as objects by (kind, namespace, name).
+fn objects(items: &str) -> BTreeMap<(String, String, String), serde_yaml::Value> {
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&format!("items:\n{items}")).expect("the test's own YAML");
+    let s = |v: &serde_yaml::Value| v.as_str().unwrap_or_default().to_string();
+    v["items"]
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .map(|o| {
+                    let key = (
+                        s(&o["kind"]),
+                        s(&o["metadata"]["namespace"]),
+                        s(&o["metadata"]["name"]),
+                    );
+                    (key, o.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Creates or replaces `o` (of `kind`) in the API server.
+fn put(api: &FakeApi, kind: &str, o: &serde_yaml::Value) {
+    fn typed<T: serde::de::DeserializeOwned>(o: &serde_yaml::Value) -> T {
+        serde_yaml::from_value(o.clone()).expect("the test's own object")
+    }
+    match kind {
+        "Namespace" => api.put_namespace(typed(o)),
+        "Pod" => api.put_pod(typed(o)),
+        "NetworkPolicy" => api.put_network_policy(typed(o)),
+        "Service" => api.put_service(typed(o)),
+        "EndpointSlice" => api.put_endpoint_slice(typed(o)),
+        k => panic!("no kind {k} in this test"),
+    };
+}
+
+fn delete(api: &FakeApi, (kind, ns, name): &(String, String, String)) {
+    match kind.as_str() {
+        "Namespace" => api.delete_namespace(name),
+        "Pod" => api.delete_pod(ns, name),
+        "NetworkPolicy" => api.delete_network_policy(ns, name),
+        k => panic!("no kind {k} in this test"),
+    }
 }
 
 static E2E: Mutex<Option<E2e>> = Mutex::new(None);
@@ -262,6 +319,8 @@ extern "C" fn tear_down() {
     if let Some(e) = e {
         e.stop.store(true, Ordering::Relaxed);
         drop(e.t);
+        drop(e.api);
+        let _ = std::fs::remove_dir_all(&e.dir);
     }
 }
 
@@ -296,7 +355,29 @@ fn serve(t: &Topology, name: &str, ip: Ipv4Addr, stop: &Arc<AtomicBool>) {
 }
 
 fn build() -> E2e {
-    let mut t = Topology::build_services(std::path::Path::new(SLUICE)).expect("topology");
+    let dir = std::env::temp_dir().join(format!("sluice-netpol-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("kubeconfig");
+    // The API server listens in the external host's namespace, where both
+    // nodes reach it over the wire; node-a runs two workers.
+    let (mut t, api) = Topology::build_kube_with(std::path::Path::new(SLUICE), 2, |t| {
+        let l = netns::run_in(&t.ns_path("ext"), || TcpListener::bind("192.168.77.100:0"))?;
+        let api = FakeApi::start_on(l)?;
+        for (name, ip, cidr) in [
+            ("node-a", "192.168.77.1", "10.244.1.0/24"),
+            ("node-b", "192.168.77.2", "10.244.2.0/24"),
+        ] {
+            api.put_node(ctrl::node::node_object(name, ip, Some(cidr), &[]));
+        }
+        let svc = cluster_yaml_with(&[], &services());
+        let items = svc.split_once("items:\n").map_or("", |(_, i)| i);
+        for ((kind, _, _), o) in objects(items) {
+            put(&api, &kind, &o);
+        }
+        api.write_kubeconfig(&kc)?;
+        Ok((kc.clone(), api))
+    })
+    .expect("topology");
     for (name, ip, node) in pods() {
         t.add_ns(&name).unwrap();
         let kind = if node == 0 { "tun" } else { "veth" };
@@ -313,33 +394,41 @@ fn build() -> E2e {
     }
     E2e {
         t,
+        api,
         stop,
-        last: String::new(),
+        last: BTreeMap::new(),
+        dir,
     }
 }
 
-fn generation(t: &Topology, i: usize) -> u64 {
+/// Node `i`'s `policy_input`: the digest of the model it enforces.
+fn input(t: &Topology, i: usize) -> String {
     request(&t.sockets[i], "status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("policy_generation ")?.parse().ok())
-        .unwrap_or(0)
+        .find_map(|l| Some(l.strip_prefix("policy_input ")?.to_string()))
+        .unwrap_or_default()
 }
 
-/// Writes `c` and waits until both daemons compiled it.
+/// Puts `c`'s objects in the API server (deleting those it no longer
+/// has) and waits until both daemons enforce exactly that model.
 fn install(e: &mut E2e, c: &Cluster) {
-    let text = items(c);
-    if text == e.last {
-        return;
+    let now = objects(&items(c));
+    for (key, o) in &now {
+        if e.last.get(key) != Some(o) {
+            put(&e.api, &key.0, o);
+        }
     }
-    let before = [generation(&e.t, 0), generation(&e.t, 1)];
-    e.t.write_cluster_with(&services(), &text).unwrap();
-    e.last = text;
+    for key in e.last.keys().filter(|k| !now.contains_key(*k)) {
+        delete(&e.api, key);
+    }
+    e.last = now;
+    let want = format!("{:016x}", c.digest());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (0..2).any(|i| generation(&e.t, i) <= before[i]) {
+    while (0..2).any(|i| input(&e.t, i) != want) {
         assert!(
             Instant::now() < deadline,
-            "the policy was not applied in 10 s:\n{}",
+            "the model (digest {want}) was not applied in 10 s:\n{}",
             request(&e.t.sockets[0], "status").unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -281,11 +281,7 @@ mod tests {
     #[test]
     fn a_slot_is_small() {
         // What benches/README.md says the table costs per entry.
-        assert!(
-            std::mem::size_of::<Slot>() <= 48,
-            "{}",
-            std::mem::size_of::<Slot>()
-        );
+        assert!(size_of::<Slot>() <= 48, "{}", size_of::<Slot>());
     }
 
     #[test]

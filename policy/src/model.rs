@@ -268,3 +268,123 @@ pub struct Cluster {
     /// Every NetworkPolicy.
     pub policies: Vec<Policy>,
 }
+
+impl Cluster {
+    /// A digest of the model, independent of the order its objects came
+    /// in (list order, watch events, label order in a selector): two nodes
+    /// with one digest read the same objects. `sluice status` prints it
+    /// as `policy_input`, so nodes' views can be compared, and a test can
+    /// tell when a node has read what it wrote. FNV-1a over a canonical
+    /// text of every object.
+    pub fn digest(&self) -> u64 {
+        fn canon(s: &Selector) -> Selector {
+            let mut s = s.clone();
+            s.labels.sort();
+            s
+        }
+        fn rules(rs: &[Rule]) -> Vec<Rule> {
+            let mut rs = rs.to_vec();
+            for r in &mut rs {
+                for p in &mut r.peers {
+                    if let Peer::Pods { namespaces, pods } = p {
+                        *namespaces = namespaces.as_ref().map(canon);
+                        *pods = pods.as_ref().map(canon);
+                    }
+                }
+            }
+            rs
+        }
+        let mut lines: Vec<String> = Vec::new();
+        for n in &self.namespaces {
+            lines.push(format!("ns {} {:?}", n.name, n.selector_labels()));
+        }
+        for p in &self.pods {
+            let mut ports: Vec<String> = p.ports.iter().map(|n| format!("{n:?}")).collect();
+            ports.sort();
+            lines.push(format!(
+                "pod {}/{} {:?} {:?} {} {ports:?}",
+                p.namespace, p.name, p.labels, p.ip, p.host_network
+            ));
+        }
+        for p in &self.policies {
+            let mut p = p.clone();
+            p.select = canon(&p.select);
+            p.ingress = rules(&p.ingress);
+            p.egress = rules(&p.egress);
+            lines.push(format!("np {}/{} {p:?}", p.namespace, p.name));
+        }
+        lines.sort();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for l in &lines {
+            for b in l.bytes().chain(std::iter::once(b'\n')) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
+        Pod {
+            namespace: "x".into(),
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            host_network: false,
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn digest_ignores_order_and_sees_every_change() {
+        let sel = |l: &[(&str, &str)]| Selector {
+            labels: l
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            exprs: Vec::new(),
+        };
+        let np = |s: Selector| Policy {
+            namespace: "x".into(),
+            name: "p".into(),
+            select: s,
+            isolates_ingress: true,
+            isolates_egress: false,
+            ingress: Vec::new(),
+            egress: Vec::new(),
+        };
+        let a = Cluster {
+            namespaces: vec![Namespace {
+                name: "x".into(),
+                labels: Labels::new(),
+            }],
+            pods: vec![pod("a", &[("pod", "a")]), pod("b", &[("pod", "b")])],
+            policies: vec![np(sel(&[("k", "1"), ("j", "2")]))],
+        };
+        let mut b = a.clone();
+        b.pods.reverse();
+        b.policies[0].select = sel(&[("j", "2"), ("k", "1")]);
+        // The implied name label, written or not.
+        b.namespaces[0]
+            .labels
+            .insert(NAMESPACE_NAME_LABEL.into(), "x".into());
+        assert_eq!(a.digest(), b.digest());
+        let mut c = a.clone();
+        c.pods[1].labels.insert("pod".into(), "c".into());
+        assert_ne!(a.digest(), c.digest(), "a label flip");
+        let mut d = a.clone();
+        d.pods[0].ip = None;
+        assert_ne!(a.digest(), d.digest(), "a pod's address");
+        let mut e = a.clone();
+        e.policies[0].isolates_egress = true;
+        assert_ne!(a.digest(), e.digest(), "a policy's types");
+        assert_ne!(a.digest(), Cluster::default().digest());
+    }
+}

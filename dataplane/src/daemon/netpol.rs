@@ -33,6 +33,9 @@ pub(super) struct Feed {
     pods: usize,
     /// Problems its objects had.
     pub problems: Vec<String>,
+    /// The last model's [`policy::Cluster::digest`], set once its tables
+    /// are published.
+    input: u64,
     /// A source exists (cluster file or API); the tables are not loaded
     /// until its first model arrives.
     pub expected: bool,
@@ -113,6 +116,8 @@ pub(super) fn apply(weak: &Weak<Ctx>, c: &policy::Cluster, problems: &[String]) 
         tracing::warn!("network policy: {p}");
     }
     ctl.publish();
+    // After publishing: a node that shows the digest enforces the model.
+    ctl.policy.input = c.digest();
 }
 
 /// The policy part of `sluice status` and `/readyz`: whether the tables
@@ -123,13 +128,14 @@ pub(super) fn status(ctx: &Ctx) -> (Option<bool>, String) {
     };
     let f = &ctl.policy;
     let mut text = format!(
-        "policy_generation {}\npolicies {}\npolicy_pods {}\npolicy_local_pods {}\npolicy_compile_ms {:.1}\npolicy_age_ms {}\n",
+        "policy_generation {}\npolicies {}\npolicy_pods {}\npolicy_local_pods {}\npolicy_compile_ms {:.1}\npolicy_age_ms {}\npolicy_input {:016x}\n",
         f.generation,
         f.policies,
         f.pods,
         f.tables.pod_ips().len(),
         f.compile_ms,
-        f.at.map_or("never".into(), |a| a.elapsed().as_millis().to_string())
+        f.at.map_or("never".into(), |a| a.elapsed().as_millis().to_string()),
+        f.input
     );
     for p in &f.problems {
         let _ = writeln!(text, "policy_problem {p}");

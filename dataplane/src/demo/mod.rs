@@ -143,7 +143,16 @@ impl Topology {
         sluice: &Path,
         setup: impl FnOnce(&Topology) -> io::Result<(PathBuf, T)>,
     ) -> io::Result<(Topology, T)> {
-        let mut t = Self::empty(1)?;
+        Self::build_kube_with(sluice, 1, setup)
+    }
+
+    /// [`Topology::build_kube`] with `workers_a` workers on node-a.
+    pub fn build_kube_with<T>(
+        sluice: &Path,
+        workers_a: usize,
+        setup: impl FnOnce(&Topology) -> io::Result<(PathBuf, T)>,
+    ) -> io::Result<(Topology, T)> {
+        let mut t = Self::empty(workers_a)?;
         build_net(&mut t)?;
         let (kc, keep) = setup(&t)?;
         t.kube = Some(kc);
