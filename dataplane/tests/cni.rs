@@ -36,10 +36,22 @@ fn add_check_del_for_every_spec_version() {
         let id = format!("ctr{i}");
         let name = format!("net{i}");
         let c = conf(version, &name, &socket, &dir);
-        let e = env(&id, &ns, "eth0");
+        // As kubelet's runtime passes them: the pod's identity.
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-{i};K8S_POD_INFRA_CONTAINER_ID={id}"
+        );
+        let mut e = env(&id, &ns, "eth0");
+        e.push(("CNI_ARGS", &args));
 
         let add = plugin(CNI, "ADD", &e, &c);
         assert_eq!(add.code, 0, "{version} ADD: {}", add.out);
+        // The daemon knows the pod by name (NetworkPolicy from its first
+        // packet, before status.podIP).
+        let routes = dataplane::daemon::request(&socket, "routes").unwrap();
+        assert!(
+            routes.contains(&format!("k8s shop/web-{i}")),
+            "{version}: {routes}"
+        );
         let r: Value = serde_json::from_str(&add.out).unwrap();
         assert_eq!(r["cniVersion"], version);
         if version.starts_with('1') {
@@ -190,7 +202,11 @@ fn a_killed_daemon_comes_back_with_its_pods_and_no_address_twice() {
         let tag = format!("r{i}");
         t.add_ns(&tag).unwrap();
         let ns = format!("/var/run/netns/{}", t.ns(&tag));
-        let r = plugin(CNI, "ADD", &env(&format!("rs{i}"), &ns, "eth0"), &c);
+        let id = format!("rs{i}");
+        let args = format!("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=r{i}");
+        let mut e = env(&id, &ns, "eth0");
+        e.push(("CNI_ARGS", &args));
+        let r = plugin(CNI, "ADD", &e, &c);
         assert_eq!(r.code, 0, "{}", r.out);
         addrs.push(address(&serde_json::from_str(&r.out).unwrap()));
         assert!(common::pings(&t, &tag, "10.244.2.2"));
@@ -297,6 +313,10 @@ fn a_killed_daemon_comes_back_with_its_pods_and_no_address_twice() {
     ips.dedup();
     assert_eq!(ips.len(), n, "one pod per address: {routes}");
     assert_eq!(n, 6, "a1, a2 and four CNI pods: {routes}");
+    // The pods' Kubernetes names came back from their records.
+    for i in 0..3 {
+        assert!(routes.contains(&format!("k8s shop/r{i}")), "{routes}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

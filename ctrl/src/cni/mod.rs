@@ -9,7 +9,10 @@
 //! overlay MTU (uplink - 50) and the default route, and prints the result.
 //! The daemon owns the interface (it holds the TUN file descriptor) and
 //! records the pod on disk, so a restarted daemon re-attaches it without
-//! the kubelet repeating ADD.
+//! the kubelet repeating ADD. The pod's namespace and name from CNI_ARGS
+//! go with it ([`args`]): the daemon compiles the pod's NetworkPolicy with
+//! its address before it answers, so the pod is never unprotected or
+//! needlessly held while kubelet has yet to write status.podIP.
 //!
 //! With the `bandwidth` capability, `runtimeConfig.bandwidth` (the pod's
 //! bandwidth annotations) goes to the daemon with the pod, and its workers
@@ -38,6 +41,7 @@
 //! which is then run from `CNI_PATH` (its `subnet`/`ranges` may say
 //! `usePodCidr`).
 
+mod args;
 mod bandwidth;
 mod delegate;
 pub mod ipam;
@@ -498,10 +502,14 @@ impl<'a> Plugin<'a> {
         self.bandwidth.check_mtu(node.mtu)?;
         let ip = self.reserve(&node, &id, &ifname)?;
         let attach = format!(
-            "pods add {} {ip} {} {} {ifname} {}",
+            "pods add {} {ip} {} {} {ifname} {}{}",
             Self::pod_name(&id, &ifname),
             netns.display(),
             self.mode.as_str(),
+            (self.env)("CNI_ARGS")
+                .as_deref()
+                .and_then(args::k8s_pod)
+                .map_or(String::new(), |p| format!("pod={p} ")),
             self.bandwidth.words()
         );
         let links = match self.daemon(attach.trim_end()) {

@@ -21,7 +21,7 @@ use crate::route::PeerSpec;
 use crate::shaper::PodLimits;
 
 /// The `pods add` request's form.
-const PODS_ADD: &str = "pods add NAME IP NETNS [tun|veth [IFNAME]] [ingress_rate=BITS/S ingress_burst=BITS] [egress_rate=BITS/S egress_burst=BITS]";
+const PODS_ADD: &str = "pods add NAME IP NETNS [tun|veth [IFNAME]] [pod=NAMESPACE/NAME] [ingress_rate=BITS/S ingress_burst=BITS] [egress_rate=BITS/S egress_burst=BITS]";
 
 /// One admin request line -> the reply text (first line `ok` or `error:`).
 fn admin_request(ctx: &Ctx, line: &str) -> String {
@@ -157,13 +157,16 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
             for a in ctl.pods.values() {
                 let p = &a.rec;
                 out += &format!(
-                    "pod {} ip {} netns {} kind {} worker {} ifname {}{}{}\n",
+                    "pod {} ip {} netns {} kind {} worker {} ifname {}{}{}{}\n",
                     p.name,
                     p.ip,
                     p.netns.display(),
                     p.kind.as_str(),
                     a.worker,
                     p.ifname,
+                    p.k8s
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(" k8s {n}")),
                     if p.limits.is_unlimited() { "" } else { " " },
                     p.limits
                 );
@@ -194,10 +197,15 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 .position(|w| w.contains('='))
                 .unwrap_or(rest.len());
             let (rest, kv) = rest.split_at(split);
-            let limits = match PodLimits::parse(kv.iter().copied()) {
-                Ok(l) => l,
-                Err(e) => return format!("error: {e}\n"),
-            };
+            let k8s = kv.iter().find_map(|w| w.strip_prefix("pod="));
+            if let Some(n) = k8s.filter(|n| !super::pods::valid_k8s_name(n)) {
+                return format!("error: pod={n:?}: the pod is NAMESPACE/NAME\n");
+            }
+            let limits =
+                match PodLimits::parse(kv.iter().copied().filter(|w| !w.starts_with("pod="))) {
+                    Ok(l) => l,
+                    Err(e) => return format!("error: {e}\n"),
+                };
             let (kind, ifname) = match rest {
                 [] => (Some(PodKind::Tun), "eth0"),
                 [k] => (PodKind::parse(k), "eth0"),
@@ -220,9 +228,17 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 kind,
                 ifname: ifname.to_string(),
                 limits,
+                k8s: k8s.map(str::to_string),
             };
             match attach_pod(ctx, &rec, None) {
-                Ok(links) => format!("ok\n{links}"),
+                Ok(links) => {
+                    // The reply waits for the pod's policy: its first
+                    // packet after the ADD meets its rules.
+                    if rec.k8s.is_some() {
+                        super::netpol::pods_changed(ctx);
+                    }
+                    format!("ok\n{links}")
+                }
                 Err(e) => format!("error: {e}\n"),
             }
         }
@@ -253,7 +269,11 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 tracing::warn!("pod {ip}: removing its TUN device {}: {e}", r.ifname);
             }
             if let Ok(mut ctl) = ctx.control.lock() {
-                ctl.pods.remove(&ip);
+                let named = ctl.pods.remove(&ip).is_some_and(|a| a.rec.k8s.is_some());
+                if named {
+                    // Its address no longer stands for the pod.
+                    super::netpol::recompile(&mut ctl);
+                }
                 ctl.publish();
                 let _ = std::fs::remove_file(pods_dir(&ctl.cfg).join(ip.to_string()));
             }

@@ -5,7 +5,8 @@
 //! published with the next snapshot (a worker sees a whole update or
 //! none), and what `sluice policy`, `sluice status` and `/metrics` say.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Weak};
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use policy::{Dir, Tables};
 
-use super::{Ctx, StatsView};
+use super::{Attached, Control, Ctx, StatsView};
 use crate::enforce::{Hits, PolicyHits};
 
 /// The control state's policy part.
@@ -36,6 +37,9 @@ pub(super) struct Feed {
     /// The last model's [`policy::Cluster::digest`], set once its tables
     /// are published.
     input: u64,
+    /// The last model, kept while some of its pods have no address yet:
+    /// compiled again when such a pod is attached here under its name.
+    waiting: Option<policy::Cluster>,
     /// A source exists (cluster file or API); the tables are not loaded
     /// until its first model arrives.
     pub expected: bool,
@@ -50,9 +54,18 @@ impl Feed {
         }
     }
 
-    /// Compiles `c` for this node and keeps it for the next snapshot.
-    fn compile(&mut self, c: &policy::Cluster, pod_cidr: ipnet::Ipv4Net, node_ips: &[Ipv4Addr]) {
+    /// Compiles `c` for this node (with the addresses of the pods
+    /// `attached` here under their names) and keeps it for the next
+    /// snapshot.
+    fn compile(
+        &mut self,
+        c: &policy::Cluster,
+        attached: &BTreeMap<Ipv4Addr, Attached>,
+        pod_cidr: ipnet::Ipv4Net,
+        node_ips: &[Ipv4Addr],
+    ) {
         let start = Instant::now();
+        let c = &*with_attached(c, attached);
         let mut ids = Vec::with_capacity(c.policies.len());
         for p in &c.policies {
             let next = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
@@ -93,6 +106,56 @@ pub(super) fn start(ctx: &Arc<Ctx>, cfg: &crate::config::Config) -> std::io::Res
     Ok(())
 }
 
+/// `c` with the addresses of its pods that have none yet (kubelet writes
+/// status.podIP after the CNI ADD) taken from the pods attached here
+/// under their names (sluice-cni passes them): a new pod is known, and
+/// its policy enforced, from its first packet.
+fn with_attached<'a>(
+    c: &'a policy::Cluster,
+    attached: &BTreeMap<Ipv4Addr, Attached>,
+) -> Cow<'a, policy::Cluster> {
+    if c.pods.iter().all(|p| p.ip.is_some()) {
+        return Cow::Borrowed(c);
+    }
+    let named: HashMap<&str, Ipv4Addr> = attached
+        .iter()
+        .filter_map(|(ip, a)| Some((a.rec.k8s.as_deref()?, *ip)))
+        .collect();
+    if named.is_empty() {
+        return Cow::Borrowed(c);
+    }
+    let mut c = c.clone();
+    for p in c.pods.iter_mut().filter(|p| p.ip.is_none()) {
+        if let Some(ip) = named.get(format!("{}/{}", p.namespace, p.name).as_str()) {
+            p.ip = Some(*ip);
+        }
+    }
+    Cow::Owned(c)
+}
+
+/// Compiles the kept model again (pods attached or detached under their
+/// names); false if no model waits for addresses. The caller publishes.
+pub(super) fn recompile(ctl: &mut Control) -> bool {
+    let Some(model) = ctl.policy.waiting.take() else {
+        return false;
+    };
+    let (cidr, ips) = (ctl.cfg.pod_cidr, [ctl.cfg.ip, ctl.cfg.gateway_ip()]);
+    ctl.policy.compile(&model, &ctl.pods, cidr, &ips);
+    ctl.policy.waiting = Some(model);
+    true
+}
+
+/// A pod was attached under its name: if the model has it without an
+/// address, compiled again and published before `pods add` answers.
+pub(super) fn pods_changed(ctx: &Ctx) {
+    let Ok(mut ctl) = ctx.control.lock() else {
+        return;
+    };
+    if recompile(&mut ctl) {
+        ctl.publish();
+    }
+}
+
 /// A new policy model: compiled, then published with the next snapshot.
 pub(super) fn apply(weak: &Weak<Ctx>, c: &policy::Cluster, problems: &[String]) {
     let Some(ctx) = weak.upgrade() else {
@@ -101,8 +164,10 @@ pub(super) fn apply(weak: &Weak<Ctx>, c: &policy::Cluster, problems: &[String]) 
     let Ok(mut ctl) = ctx.control.lock() else {
         return;
     };
-    let (cidr, ips) = (ctl.cfg.pod_cidr, vec![ctl.cfg.ip, ctl.cfg.gateway_ip()]);
-    ctl.policy.compile(c, cidr, &ips);
+    let (cidr, ips) = (ctl.cfg.pod_cidr, [ctl.cfg.ip, ctl.cfg.gateway_ip()]);
+    let ctl = &mut *ctl;
+    ctl.policy.compile(c, &ctl.pods, cidr, &ips);
+    ctl.policy.waiting = c.pods.iter().any(|p| p.ip.is_none()).then(|| c.clone());
     ctl.policy.problems = problems.to_vec();
     tracing::info!(
         "network policy: {} policies over {} pods, {} problems; compiled in {:.1} ms, generation {}",

@@ -57,6 +57,18 @@ pub struct PodRecord {
     pub ifname: String,
     /// Its rate limits (the bandwidth annotations).
     pub limits: PodLimits,
+    /// The Kubernetes pod it is, `NAMESPACE/NAME` (`pod=` from sluice-cni,
+    /// which reads CNI_ARGS): NetworkPolicy knows the pod's address from
+    /// the moment it is attached, before kubelet writes status.podIP.
+    pub k8s: Option<String>,
+}
+
+/// Whether `s` is `NAMESPACE/NAME` with two non-empty names of at most
+/// 253 bytes, without spaces or another '/'.
+pub(super) fn valid_k8s_name(s: &str) -> bool {
+    let ok = |n: &str| (1..=253).contains(&n.len()) && !n.contains(char::is_whitespace);
+    s.split_once('/')
+        .is_some_and(|(ns, name)| ok(ns) && ok(name) && !name.contains('/'))
 }
 
 /// Whether Linux accepts `s` as an interface name (`dev_valid_name`).
@@ -118,19 +130,21 @@ pub(super) fn pods_dir(cfg: &Config) -> PathBuf {
 }
 
 /// Records pod `p`, attached to `worker` (line 7: a restarted daemon puts
-/// it back on the same worker, which holds its flows).
+/// it back on the same worker, which holds its flows; line 8: its
+/// Kubernetes name, if known; records without it read as unknown).
 pub(super) fn save_pod(cfg: &Config, p: &PodRecord, worker: u8) {
     let dir = pods_dir(cfg);
     let _ = std::fs::create_dir_all(&dir);
     let tmp = dir.join(format!(".{}", p.ip));
     let body = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}\n{worker}\n",
+        "{}\n{}\n{}\n{}\n{}\n{}\n{worker}\n{}\n",
         p.name,
         p.ip,
         p.netns.display(),
         p.kind.as_str(),
         p.ifname,
-        p.limits
+        p.limits,
+        p.k8s.as_deref().unwrap_or("")
     );
     if std::fs::write(&tmp, body).is_ok() {
         let _ = std::fs::rename(&tmp, dir.join(p.ip.to_string()));
@@ -155,8 +169,11 @@ pub(super) fn load_pods(cfg: &Config) -> Vec<(PodRecord, Option<u8>)> {
                 // A record that cannot be read back is not re-attached
                 // unlimited.
                 limits: PodLimits::parse(l.next().unwrap_or("").split_whitespace()).ok()?,
+                k8s: None,
             };
-            Some((rec, l.next().and_then(|w| w.parse().ok())))
+            let worker = l.next().and_then(|w| w.parse().ok());
+            let k8s = l.next().filter(|n| valid_k8s_name(n)).map(str::to_string);
+            Some((PodRecord { k8s, ..rec }, worker))
         })
         .collect()
 }
