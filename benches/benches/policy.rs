@@ -68,12 +68,18 @@ fn worker_benches(c: &mut Criterion) {
             })
         });
         assert_eq!(w.counters.total_dropped(), 0, "{:?}", w.counters);
-        // Every packet a first packet (the flows cycle through four times
-        // the table's size; once it is full, each evicts a verdict), however
-        // many polls ran (one under `cargo test`, none when filtered out).
+        // Nearly every packet a first packet (the flows cycle through four
+        // times the table's size; once it is full, each evicts a verdict,
+        // and about 1.6% of the entries outlive a cycle in a window the
+        // cycle's inserts touched less), however many polls ran (one under
+        // `cargo test`, none when filtered out).
         let packets = polls * 32;
         if n > 0 {
-            assert_eq!(w.policy.decided, packets, "{polls} polls");
+            assert!(
+                w.policy.decided * 100 >= packets * 95 && w.policy.decided <= packets,
+                "{} decided, {packets} packets",
+                w.policy.decided
+            );
             if packets > 2 * dataplane::enforce::FLOW_ENTRIES as u64 {
                 assert!(w.policy.evicted > 0);
             }

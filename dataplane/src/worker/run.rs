@@ -50,12 +50,15 @@ impl Default for IdlePolicy {
 }
 
 /// The average time between polls that found frames (EWMA, weight 1/8).
+/// Only the polling loop (feature `io`) and its tests use it.
+#[cfg(any(feature = "io", test))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Gaps {
     last: Duration,
     average: Duration,
 }
 
+#[cfg(any(feature = "io", test))]
 impl Gaps {
     /// No frame yet; the average starts at zero (spin, as before any
     /// evidence).
