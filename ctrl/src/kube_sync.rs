@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use encap::MacAddr;
@@ -32,10 +31,10 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::Notify;
 
 use crate::node::{AnnotationPolicy, NodeProblem, node_route, own_annotations};
 use crate::view::{Change, ClusterView};
+use crate::watch_thread::{WatchThread, set as set_status};
 
 /// What this node announces about itself on its own Node object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,37 +86,8 @@ pub struct Status {
     pub annotated: bool,
 }
 
-/// A running control thread.
-#[derive(Debug)]
-pub struct SyncHandle {
-    status: Arc<Mutex<Status>>,
-    stop: Arc<Notify>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl SyncHandle {
-    /// Current status.
-    pub fn status(&self) -> Status {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn stop(mut self) {
-        self.stop.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for SyncHandle {
-    fn drop(&mut self) {
-        self.stop.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// A running control thread; stops on drop or `stop`.
+pub type SyncHandle = WatchThread<Status>;
 
 /// The view from a set of nodes: every node but `me` that yields a route.
 pub fn build_view(
@@ -212,42 +182,11 @@ pub fn spawn(
     cfg: SyncConfig,
     publish: impl FnMut(&ClusterView, &[Change]) + Send + 'static,
 ) -> std::io::Result<SyncHandle> {
-    let status = Arc::new(Mutex::new(Status::default()));
-    let stop = Arc::new(Notify::new());
-    let (s, st) = (status.clone(), stop.clone());
-    let thread = std::thread::Builder::new()
-        .name("sluice-ctrl".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    if let Ok(mut x) = s.lock() {
-                        x.last_error = Some(format!("runtime: {e}"));
-                    }
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                tokio::select! {
-                    () = st.notified() => {}
-                    () = run(cfg, publish, s) => {}
-                }
-            });
-        })?;
-    Ok(SyncHandle {
-        status,
-        stop,
-        thread: Some(thread),
-    })
-}
-
-fn set_status(status: &Mutex<Status>, f: impl FnOnce(&mut Status)) {
-    if let Ok(mut s) = status.lock() {
-        f(&mut s);
-    }
+    WatchThread::spawn(
+        "sluice-ctrl",
+        |x: &mut Status, e| x.last_error = Some(e),
+        move |s| run(cfg, publish, s),
+    )
 }
 
 async fn run(

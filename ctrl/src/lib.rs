@@ -35,3 +35,4 @@ pub mod services;
 pub mod services_harness;
 pub mod static_file;
 pub mod view;
+pub mod watch_thread;

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
@@ -22,9 +21,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::Notify;
 
 use crate::kube_sync::{SyncConfig, client};
+use crate::watch_thread::{WatchThread, set};
 
 /// The policy thread's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,34 +41,7 @@ pub struct PolicySyncStatus {
 }
 
 /// A running policy thread; stops on drop.
-#[derive(Debug)]
-pub struct PolicySyncHandle {
-    status: Arc<Mutex<PolicySyncStatus>>,
-    stop: Arc<Notify>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl PolicySyncHandle {
-    /// Current status.
-    pub fn status(&self) -> PolicySyncStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for PolicySyncHandle {
-    fn drop(&mut self) {
-        self.stop.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn set(status: &Mutex<PolicySyncStatus>, f: impl FnOnce(&mut PolicySyncStatus)) {
-    if let Ok(mut s) = status.lock() {
-        f(&mut s);
-    }
-}
+pub type PolicySyncHandle = WatchThread<PolicySyncStatus>;
 
 /// Starts the thread. `publish` gets the whole model (and the problems
 /// its objects have) once all kinds are listed, then after each change.
@@ -77,31 +49,11 @@ pub fn spawn(
     cfg: SyncConfig,
     publish: impl FnMut(&policy::Cluster, &[String]) + Send + 'static,
 ) -> std::io::Result<PolicySyncHandle> {
-    let status = Arc::new(Mutex::new(PolicySyncStatus::default()));
-    let stop = Arc::new(Notify::new());
-    let (s, st) = (status.clone(), stop.clone());
-    let thread = std::thread::Builder::new()
-        .name("sluice-policy".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                set(&s, |x| x.last_error = Some("runtime".into()));
-                return;
-            };
-            rt.block_on(async move {
-                tokio::select! {
-                    () = st.notified() => {}
-                    () = run(cfg, publish, s) => {}
-                }
-            });
-        })?;
-    Ok(PolicySyncHandle {
-        status,
-        stop,
-        thread: Some(thread),
-    })
+    WatchThread::spawn(
+        "sluice-policy",
+        |x: &mut PolicySyncStatus, e| x.last_error = Some(e),
+        move |s| run(cfg, publish, s),
+    )
 }
 
 /// One event of any of the three watches (boxed: this is the control

@@ -9,7 +9,6 @@
 //! endpoint change costs that service, not the table.
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -18,10 +17,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::Notify;
 
 use crate::kube_sync::{SyncConfig, client};
 use crate::services::{ObjKey, ServiceCache, Update};
+use crate::watch_thread::{WatchThread, set};
 
 /// The Services thread's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,34 +40,7 @@ pub struct ServiceSyncStatus {
 }
 
 /// A running Services thread; stops on drop.
-#[derive(Debug)]
-pub struct ServiceSyncHandle {
-    status: Arc<Mutex<ServiceSyncStatus>>,
-    stop: Arc<Notify>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ServiceSyncHandle {
-    /// Current status.
-    pub fn status(&self) -> ServiceSyncStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for ServiceSyncHandle {
-    fn drop(&mut self) {
-        self.stop.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn set(status: &Mutex<ServiceSyncStatus>, f: impl FnOnce(&mut ServiceSyncStatus)) {
-    if let Ok(mut s) = status.lock() {
-        f(&mut s);
-    }
-}
+pub type ServiceSyncHandle = WatchThread<ServiceSyncStatus>;
 
 /// Starts the thread. `publish` gets every change to the service table
 /// (the first is the whole table), on this thread.
@@ -76,31 +48,11 @@ pub fn spawn(
     cfg: SyncConfig,
     publish: impl FnMut(&Update) + Send + 'static,
 ) -> std::io::Result<ServiceSyncHandle> {
-    let status = Arc::new(Mutex::new(ServiceSyncStatus::default()));
-    let stop = Arc::new(Notify::new());
-    let (s, st) = (status.clone(), stop.clone());
-    let thread = std::thread::Builder::new()
-        .name("sluice-services".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                set(&s, |x| x.last_error = Some("runtime".into()));
-                return;
-            };
-            rt.block_on(async move {
-                tokio::select! {
-                    () = st.notified() => {}
-                    () = run(cfg, publish, s) => {}
-                }
-            });
-        })?;
-    Ok(ServiceSyncHandle {
-        status,
-        stop,
-        thread: Some(thread),
-    })
+    WatchThread::spawn(
+        "sluice-services",
+        |x: &mut ServiceSyncStatus, e| x.last_error = Some(e),
+        move |s| run(cfg, publish, s),
+    )
 }
 
 /// One event of either watch (boxed: a Service is large, and this is the

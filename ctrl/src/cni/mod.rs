@@ -43,6 +43,8 @@
 
 mod args;
 mod bandwidth;
+mod daemon_pod;
+use daemon_pod::DaemonPod;
 mod delegate;
 pub mod ipam;
 
@@ -750,34 +752,6 @@ impl<'a> Plugin<'a> {
                 }
                 Ok(())
             }
-        }
-    }
-}
-
-/// A pod line of the daemon's `routes`.
-#[derive(Debug)]
-struct DaemonPod {
-    name: String,
-    ip: Ipv4Addr,
-    /// Its rate limits, as `pods add` words (empty: none).
-    limits: String,
-}
-
-impl DaemonPod {
-    fn parse(line: &str) -> Option<DaemonPod> {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["pod", name, "ip", ip, rest @ ..] => Some(DaemonPod {
-                name: (*name).to_string(),
-                ip: ip.parse().ok()?,
-                limits: rest
-                    .iter()
-                    .filter(|w| w.contains('='))
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            }),
-            _ => None,
         }
     }
 }
