@@ -35,4 +35,5 @@ pub mod services;
 pub mod services_harness;
 pub mod static_file;
 pub mod view;
+#[cfg(feature = "client")]
 pub mod watch_thread;
