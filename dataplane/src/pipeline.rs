@@ -454,7 +454,7 @@ impl Worker {
             Some(g) => crate::port::tso::segment_ip_len(buf.data(), false, g).unwrap_or(usize::MAX),
             None => buf.len(),
         };
-        if len + OVERHEAD > mtu {
+        if len.saturating_add(OVERHEAD) > mtu {
             let df = Ipv4Packet::new_unchecked(buf.data()).dont_frag();
             if !df {
                 return Err(Reason::TooBig);
