@@ -392,6 +392,12 @@ impl Worker {
         self.ports.iter().flatten()
     }
 
+    /// The uplink's port, if attached.
+    pub fn uplink_port_mut(&mut self) -> Option<&mut dyn Port> {
+        let i = self.uplink?;
+        Some(self.ports.get_mut(i)?.as_mut()?.port.as_mut())
+    }
+
     pub(crate) fn pod_port(&self, ip: Ipv4Addr) -> Option<usize> {
         self.pods.get(&ip.to_bits()).copied()
     }

@@ -255,6 +255,21 @@ fn transfers_survive_in(name: &str, how: Restart, mode: Option<&'static str>, ro
         };
         restarted.unwrap_or_else(|e| panic!("round {round}: {e}\n{}", t.daemon_log(0)));
         let carried = status_value(&t, "flows_restored");
+        // A successor waiting when the old daemon got SIGTERM takes its
+        // uplink sockets, still bound (one per worker); otherwise the new
+        // daemon binds its own.
+        let taken = status_value(&t, "uplink_sockets_taken_over");
+        let want = if matches!(how, Restart::NewFirst) {
+            2
+        } else {
+            0
+        };
+        assert_eq!(
+            taken,
+            want,
+            "round {round} ({how:?}): uplink sockets taken over\n{}",
+            t.daemon_log(0)
+        );
         for r in [snat.finish(), vxlan.finish()] {
             if let Err(e) = r {
                 panic!(

@@ -34,6 +34,9 @@ impl Daemon {
         let t0 = std::time::Instant::now();
         if hand_over {
             self.ctx.steer.leave_attached();
+            self.ctx
+                .handing_over
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.stop();
         let step = |what: &str| tracing::debug!("stop: {what} at +{} ms", t0.elapsed().as_millis());
@@ -60,11 +63,41 @@ impl Daemon {
             if let Some(t) = self.threads.pop() {
                 let _ = t.join();
             }
+            // A daemon waiting to take over gets the uplink sockets, still
+            // bound: it carries on with them, nothing is unbound.
+            let sockets = self
+                .ctx
+                .handed
+                .lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default();
+            let n = sockets.len();
+            match self.offer.take().map(|o| (o.give(sockets), o)) {
+                Some((Some(sent), _)) => {
+                    tracing::info!("handed {sent} of {workers} uplink socket(s) to the next daemon")
+                }
+                _ if n > 0 => {
+                    tracing::info!("no daemon waiting to take over: uplink sockets close")
+                }
+                _ => {}
+            }
             step("metrics listener closed; node released");
             drop(lock.take());
-            // Nothing else matters to the next daemon: the process exits,
-            // and the kernel closes what the threads still hold.
             tracing::info!("handed over in {} ms", t0.elapsed().as_millis());
+            // The workers drop their ports (sockets, devices) in parallel:
+            // each socket the kernel unbinds waits out RCU grace periods,
+            // which overlap here rather than queue at the process's exit.
+            // (Bounded: a worker that never parked is left to the exit.)
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            let mut closing: Vec<_> = self
+                .threads
+                .drain(..workers.min(self.threads.len()))
+                .collect();
+            while !closing.is_empty() && std::time::Instant::now() < deadline {
+                closing.retain(|t| !t.is_finished());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            step("uplink sockets closed");
             return;
         }
         for t in self.threads.drain(..workers) {

@@ -36,12 +36,14 @@ use crate::{neigh, netns};
 
 mod admin;
 mod flows;
+mod handover;
 mod lifecycle;
 mod lock;
 mod metrics;
 mod neighbours;
 mod netpol;
 mod node_ports;
+mod peers;
 mod pods;
 mod services;
 mod stop_signal;
@@ -50,6 +52,8 @@ mod worker;
 
 use admin::admin_main;
 use metrics::metrics_main;
+pub use peers::sync_config;
+use peers::{apply_view, start_kube_sync};
 pub use pods::{PodKind, PodRecord};
 use pods::{attach_pod, load_pods, pods_dir, valid_ifname, veth_host_name};
 use worker::worker_main;
@@ -244,6 +248,10 @@ struct Ctx {
     wakers: Vec<Arc<std::sync::OnceLock<crate::worker::Waker>>>,
     /// Workers that have stopped forwarding.
     parked: std::sync::atomic::AtomicUsize,
+    /// Set before a stop that hands over: each worker leaves its uplink
+    /// socket in `handed` for the next daemon.
+    handing_over: AtomicBool,
+    handed: Mutex<Vec<crate::port::xdp::Handed>>,
     /// Wakes the admin and metrics threads when the daemon stops.
     stopped: stop_signal::StopSignal,
 }
@@ -279,6 +287,8 @@ pub struct Daemon {
     run_dir: PathBuf,
     /// This node is ours while it is held ([`lock::NodeLock`]).
     lock: Option<lock::NodeLock>,
+    /// Where a daemon that takes over asks for the uplink sockets.
+    offer: Option<handover::Offer>,
 }
 
 pub use lifecycle::cleanup;
@@ -365,9 +375,16 @@ fn uplink_mac(dev: &str) -> std::io::Result<MacAddr> {
 impl Daemon {
     /// Starts the daemon in the current network namespace.
     pub fn start(mut cfg: Config) -> std::io::Result<Daemon> {
+        // A daemon serving the node now may hand its uplink sockets over:
+        // ask before waiting for it to go.
+        let successor = handover::Successor::announce(&cfg.run_dir);
         // First, before anything another daemon may be using.
         let lock = lock::NodeLock::acquire(&cfg.state_dir, cfg.lock_wait)?;
         tracing::info!("holding {}", lock.path().display());
+        let handed = successor
+            .map(handover::Successor::receive)
+            .unwrap_or_default();
+        let offer = handover::Offer::listen(&cfg.run_dir)?;
         // Start-up phases, timed from the lock (what a restart costs).
         let t0 = Instant::now();
         let phase =
@@ -475,7 +492,7 @@ impl Daemon {
             )));
         }
         let (prog, mut workers, wakers, bind_mode) =
-            uplink::build(&cfg, snat.as_ref(), &ct, &routes, n)?;
+            uplink::build(&cfg, snat.as_ref(), &ct, &routes, n, handed)?;
         phase("uplink program attached, sockets bound");
         if let (Some(name), Some(w)) = (&cfg.host_interface, workers.first_mut()) {
             let port = open_host_device(&cfg, name)?;
@@ -519,6 +536,8 @@ impl Daemon {
             bind_mode,
             wakers,
             parked: std::sync::atomic::AtomicUsize::new(0),
+            handing_over: AtomicBool::new(false),
+            handed: Mutex::new(Vec::new()),
             stopped: stop_signal::StopSignal::new()?,
         });
         if let Some(path) = &cfg.peers_file {
@@ -600,6 +619,7 @@ impl Daemon {
             reserved,
             run_dir: cfg.run_dir.clone(),
             lock: Some(lock),
+            offer: Some(offer),
         })
     }
 
@@ -623,85 +643,6 @@ impl Daemon {
     pub fn stopping(&self) -> bool {
         self.ctx.stop.load(Ordering::Relaxed)
     }
-}
-
-/// The control thread's settings for `cfg` (public for the test that
-/// compares the RBAC manifest with what the control thread does).
-pub fn sync_config(cfg: &Config, k: &crate::config::KubeConfig) -> ctrl::kube_sync::SyncConfig {
-    ctrl::kube_sync::SyncConfig {
-        kubeconfig: k.kubeconfig.clone(),
-        node_name: k.node_name.clone(),
-        policy: ctrl::node::AnnotationPolicy {
-            flannel: k.flannel_annotations,
-        },
-        own: Some(ctrl::kube_sync::OwnNode {
-            ip: cfg.ip,
-            vtep_mac: cfg.vtep_mac,
-            vni: cfg.vni,
-            flannel: k.flannel_annotations,
-        }),
-        watch_timeout_secs: k.watch_timeout_secs,
-    }
-}
-
-/// Peers from Kubernetes: the control thread publishes each new view into
-/// the control state, which rebuilds and publishes the snapshot. It holds
-/// only a weak reference, so stopping the daemon is not kept waiting.
-fn start_kube_sync(
-    ctx: &Arc<Ctx>,
-    cfg: &Config,
-    k: &crate::config::KubeConfig,
-) -> std::io::Result<ctrl::kube_sync::SyncHandle> {
-    let weak = Arc::downgrade(ctx);
-    let (vni, own_ip) = (cfg.vni, cfg.ip);
-    ctrl::kube_sync::spawn(
-        sync_config(cfg, k),
-        // ctrl logs each change at info level.
-        move |view, _changes| apply_view(&weak, view, vni, own_ip),
-    )
-}
-
-/// A new cluster view (from the API server or the peers file) becomes the
-/// peer set; the snapshot is rebuilt and published.
-fn apply_view(
-    weak: &std::sync::Weak<Ctx>,
-    view: &ctrl::view::ClusterView,
-    vni: u32,
-    own_ip: Ipv4Addr,
-) {
-    let Some(ctx) = weak.upgrade() else {
-        return;
-    };
-    let Ok(mut ctl) = ctx.control.lock() else {
-        return;
-    };
-    let mut peers = BTreeMap::new();
-    for (name, r) in &view.peers {
-        if r.vni != vni {
-            tracing::warn!(
-                "node {name} announces VNI {} (this overlay: {vni}); not a peer",
-                r.vni
-            );
-            continue;
-        }
-        if r.ip == own_ip {
-            continue;
-        }
-        if !ctl.neigh.contains_key(&r.ip) {
-            neigh::solicit(r.ip);
-        }
-        peers.insert(
-            name.clone(),
-            PeerSpec {
-                name: name.clone(),
-                ip: r.ip,
-                vtep_mac: r.vtep_mac,
-                pod_cidrs: r.pod_cidrs.clone(),
-            },
-        );
-    }
-    ctl.peers = peers;
-    ctl.publish();
 }
 
 /// The control plane's state for `status` and `/readyz`: (ready, text).

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::port::Port;
 use crate::port::steer::Hook;
 use crate::port::tap::{OffloadUplink, Redirect, UplinkTap};
-use crate::port::xdp::{SteerConfig, SteerProgram, XdpPort};
+use crate::port::xdp::{Handed, SteerConfig, SteerProgram, XdpPort};
 use crate::route::Routes;
 use crate::uplink_mode::UplinkMode;
 use crate::worker::{Mesh, Role, Waker, Worker};
@@ -40,20 +40,23 @@ pub(super) struct BindMode {
     /// Received through the offload TAP (the steering program at the
     /// uplink's TCX ingress), not the AF_XDP sockets.
     pub rx_tap: bool,
+    /// Sockets the daemon before this one handed over, still bound.
+    pub taken_over: usize,
 }
 
 impl BindMode {
     /// Lines for `sluice status`.
     pub fn status(&self) -> String {
         format!(
-            "uplink_mode {}\nuplink_mode_reason {}\nuplink_receive {}\nuplink_zero_copy {}\n{}",
+            "uplink_mode {}\nuplink_mode_reason {}\nuplink_receive {}\nuplink_zero_copy {}\n{}uplink_sockets_taken_over {}\n",
             self.mode,
             self.why,
             if self.rx_tap { "tap" } else { "afxdp" },
             self.copy_reason.is_none(),
             self.copy_reason
                 .as_ref()
-                .map_or(String::new(), |w| format!("uplink_copy_reason {w}\n"))
+                .map_or(String::new(), |w| format!("uplink_copy_reason {w}\n")),
+            self.taken_over
         )
     }
 
@@ -70,14 +73,24 @@ impl BindMode {
 }
 
 /// Builds the uplink's program and `n` workers, worker `i` on queue `i`
-/// with its own slice of the SNAT ports.
+/// with its own slice of the SNAT ports, and its socket: the one `handed`
+/// over by the daemon before (still bound) if there is one for its queue,
+/// else a new one.
 pub(super) fn build(
     cfg: &Config,
     snat: Option<&SnatConfig>,
     ct: &ConntrackConfig,
     routes: &Routes,
     n: usize,
+    mut handed: Vec<Handed>,
 ) -> std::io::Result<Built> {
+    let mut handed: Vec<Option<Handed>> = (0..n)
+        .map(|i| {
+            let at = handed.iter().position(|h| h.queue as usize == i)?;
+            Some(handed.swap_remove(at))
+        })
+        .collect();
+    handed.truncate(n);
     let meshes = Mesh::new(n, 4096);
     let wakers = meshes.first().map(Mesh::wakers).unwrap_or_default();
     let panicked = || std::io::Error::other("start-up thread panicked");
@@ -115,10 +128,23 @@ pub(super) fn build(
                     s
                 });
                 let (ct, routes, up) = (ct.clone(), routes.clone(), &cfg.uplink);
-                s.spawn(move || -> std::io::Result<(Worker, XdpPort)> {
-                    let port = XdpPort::open(up, i as u32, None)?;
+                let given = handed.get_mut(i).and_then(Option::take);
+                s.spawn(move || -> std::io::Result<(Worker, XdpPort, bool)> {
+                    let (port, adopted) = match given.map(|h| XdpPort::adopt(up, h, None)) {
+                        Some(Ok(p)) => {
+                            tracing::info!("uplink {up} queue {i}: socket taken over, still bound");
+                            (p, true)
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(
+                                "uplink {up} queue {i}: the handed socket: {e}; binding afresh"
+                            );
+                            (XdpPort::open(up, i as u32, None)?, false)
+                        }
+                        None => (XdpPort::open(up, i as u32, None)?, false),
+                    };
                     let w = Worker::with_mesh(i as u8, mesh, routes, ct, snat, 4096);
-                    Ok((w, port))
+                    Ok((w, port, adopted))
                 })
             })
             .collect();
@@ -139,7 +165,7 @@ pub(super) fn build(
     // Every queue of one device binds the same way; the first says how.
     let copy_why = parts
         .first()
-        .and_then(|(_, p)| p.copy_mode().map(str::to_string));
+        .and_then(|(_, p, _)| p.copy_mode().map(str::to_string));
     match &copy_why {
         Some(why) => tracing::info!(
             "uplink {}: AF_XDP in copy mode ({why}): every frame is copied between the UMEM and the kernel",
@@ -181,10 +207,11 @@ pub(super) fn build(
         why,
         copy_reason: copy_why,
         rx_tap: tap_rx,
+        taken_over: parts.iter().filter(|(_, _, a)| *a).count(),
     };
     let mut taps = redirect.map(|(r, q)| (r, q.into_iter()));
     let mut workers = Vec::with_capacity(n);
-    for (i, (mut w, mut port)) in parts.into_iter().enumerate() {
+    for (i, (mut w, mut port, _)) in parts.into_iter().enumerate() {
         port.steer_with(&prog, i as u32)?;
         let label = if n > 1 {
             format!("{}/q{i}", cfg.uplink)

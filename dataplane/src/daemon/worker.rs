@@ -73,9 +73,21 @@ pub(super) fn worker_main(
         tracing::error!("worker {index} failed: {e}");
         ctx.request_stop();
     }
+    // Handing over: the uplink socket is left for the next daemon, and
+    // not polled again.
+    if ctx.handing_over.load(Ordering::SeqCst)
+        && let Some(h) = w.uplink_port_mut().and_then(|p| p.hand_over())
+    {
+        match (h, ctx.handed.lock()) {
+            (Ok(h), Ok(mut v)) => v.push(h),
+            (Err(e), _) => tracing::warn!("worker {index}: uplink socket not handed over: {e}"),
+            _ => {}
+        }
+    }
     // No longer forwarding: a daemon handing over can let the next one in
     // now, while this one's sockets and devices close (they are dropped
-    // with the worker; the next daemon retries what is still busy).
+    // with the worker, in parallel; the next daemon retries what is still
+    // busy).
     ctx.parked.fetch_add(1, Ordering::SeqCst);
     drop(w);
 }

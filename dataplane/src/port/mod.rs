@@ -21,6 +21,8 @@ pub mod tso;
 pub mod tun;
 #[cfg(feature = "io")]
 pub mod xdp;
+#[cfg(feature = "io")]
+pub mod xsk;
 
 /// What a port's frames start with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,5 +95,13 @@ pub trait Port: Send {
     /// [`Reason::RxError`]: crate::counters::Reason::RxError
     fn take_rx_errors(&mut self) -> u64 {
         0
+    }
+
+    /// An AF_XDP uplink socket's state for the next daemon (a restart's
+    /// hand-over), or `None` for a port that has none to hand. The port
+    /// is not polled afterwards.
+    #[cfg(feature = "io")]
+    fn hand_over(&mut self) -> Option<io::Result<xdp::Handed>> {
+        None
     }
 }

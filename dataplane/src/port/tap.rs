@@ -603,6 +603,10 @@ impl super::Port for OffloadUplink {
         self.rx.kernel_drops()
     }
 
+    fn hand_over(&mut self) -> Option<io::Result<super::xdp::Handed>> {
+        Some(self.rx.hand_over())
+    }
+
     fn take_rx_errors(&mut self) -> u64 {
         self.tx.take_rx_errors()
     }

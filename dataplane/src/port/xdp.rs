@@ -1,17 +1,16 @@
-//! AF_XDP ports (xsk-rs): the uplink's sockets (and optionally veth pods').
+//! AF_XDP ports: the uplink's sockets (and optionally veth pods').
 //!
 //! The steering program ([`super::steer`]) picks what reaches them.
 //! Frames are copied between the UMEM and the worker's buffers (one copy
 //! each way, copy mode on veth); zero-copy UMEM buffers are future work.
+//! The socket itself is [`super::xsk`]: a restart hands it to the next
+//! daemon ([`Handed`]) instead of unbinding it.
 
-use std::io::{self, Write};
-use std::num::NonZeroU32;
-use std::os::fd::{AsRawFd, RawFd};
-
-use xsk_rs::config::{BindFlags, LibxdpFlags, SocketConfig, UmemConfig, XdpFlags};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub use super::steer::{Frontend, SteerConfig, SteerProgram, detach};
+use super::xsk::{Desc, FRAME, Xsk};
 use super::{Framing, Port};
 use crate::buf::Buf;
 /// Frames in a port's UMEM: half for receiving, half for sending.
@@ -24,21 +23,41 @@ const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct XdpPort {
     name: String,
     mac: Option<encap::MacAddr>,
-    umem: Umem,
-    fq: FillQueue,
-    cq: CompQueue,
-    rx: RxQueue,
-    tx: TxQueue,
+    xsk: Xsk,
+    ifindex: u32,
+    queue: u32,
     /// Descriptors the RX ring filled (scratch).
-    rx_descs: Vec<FrameDesc>,
-    /// TX frames not in flight.
-    tx_free: Vec<FrameDesc>,
+    rx_descs: Vec<Desc>,
+    /// Their frames, going back to the fill ring (scratch).
+    rx_addrs: Vec<u64>,
+    /// TX frames not in flight (UMEM offsets).
+    tx_free: Vec<u64>,
     /// TX descriptors being produced (scratch).
-    tx_batch: Vec<FrameDesc>,
-    fd: RawFd,
+    tx_batch: Vec<Desc>,
     /// Why the socket is in copy mode (`None`: zero-copy).
     copy_why: Option<String>,
     _prog: Option<std::sync::Arc<SteerProgram>>,
+}
+
+/// A bound uplink socket on its way to the next daemon: the socket, its
+/// UMEM, and which of its TX frames are free (the RX half is in the fill
+/// and RX rings, where the next daemon finds it).
+#[derive(Debug)]
+pub struct Handed {
+    /// The interface the socket is bound to.
+    pub ifindex: u32,
+    /// Its queue.
+    pub queue: u32,
+    /// The AF_XDP socket.
+    pub fd: OwnedFd,
+    /// The UMEM (a memfd).
+    pub memfd: OwnedFd,
+    /// Frames in the UMEM.
+    pub frames: u32,
+    /// TX frames in no ring.
+    pub tx_free: Vec<u64>,
+    /// Why the socket copies frames, as the first daemon found.
+    pub copy_why: Option<String>,
 }
 
 impl std::fmt::Debug for XdpPort {
@@ -46,11 +65,6 @@ impl std::fmt::Debug for XdpPort {
         f.debug_struct("XdpPort").field("name", &self.name).finish()
     }
 }
-
-// SAFETY: the UMEM and rings are owned by this port alone; xsk-rs's types
-// are !Send only because they hold raw pointers to the mmap'd rings, which
-// no other owner touches. The port moves to its worker thread once.
-unsafe impl Send for XdpPort {}
 
 impl XdpPort {
     /// Registers this socket (bound to `queue`) with `prog`, which it then
@@ -61,7 +75,7 @@ impl XdpPort {
         prog: &std::sync::Arc<SteerProgram>,
         queue: u32,
     ) -> io::Result<()> {
-        prog.register(queue, self.fd)?;
+        prog.register(queue, self.xsk.fd().as_raw_fd())?;
         self._prog = Some(prog.clone());
         Ok(())
     }
@@ -72,31 +86,27 @@ impl XdpPort {
         self.copy_why.as_deref()
     }
 
+    /// The queue this socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
     /// Binds an AF_XDP socket to `ifname` queue `queue` (zero-copy where
-    /// the driver has it, else copy mode; with need_wakeup) and registers it with `prog`, which the port keeps
-    /// alive (the sockets of all an interface's queues share it).
+    /// the driver has it, else copy mode; with need_wakeup) and registers
+    /// it with `prog`, which the port keeps alive (the sockets of all an
+    /// interface's queues share it).
     pub fn open(
         ifname: &str,
         queue: u32,
         prog: Option<std::sync::Arc<SteerProgram>>,
     ) -> io::Result<XdpPort> {
-        let io_err =
-            |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
-        let frames = NonZeroU32::new(FRAMES).ok_or_else(|| io::Error::other("frames"))?;
-        let cfg = |mode: BindFlags| {
-            SocketConfig::builder()
-                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .xdp_flags(XdpFlags::XDP_FLAGS_DRV_MODE)
-                .bind_flags(mode | BindFlags::XDP_USE_NEED_WAKEUP)
-                .build()
-        };
+        let ifindex = if_index(ifname)?;
         // Zero-copy first, where the driver has it (i40e, ice, mlx5, ...);
         // asked for explicitly, because a plain bind falls back to copy
         // silently. A refusal (EOPNOTSUPP: veth, ENA, virtio before 6.13)
         // moves to copy mode, and says why.
-        let mut mode = BindFlags::XDP_ZEROCOPY;
+        let mut mode = libc::XDP_ZEROCOPY;
         let mut copy_why = None;
-        let iface = ifname.parse().map_err(|e| io_err("interface name", &e))?;
         // A queue still bound by a process that is exiting (a restart right
         // after a kill) refuses the bind with EBUSY until the kernel has
         // released it: retried for a bounded time, every error with its
@@ -104,31 +114,17 @@ impl XdpPort {
         let started = std::time::Instant::now();
         let deadline = started + BIND_RETRY;
         let mut tries = 0u32;
-        let (umem, mut descs, tx, rx, fqcq) = loop {
+        let xsk = loop {
             tries += 1;
-            let (umem, descs) =
-                Umem::new(UmemConfig::default(), frames, false).map_err(|e| io_err("UMEM", &e))?;
-            tracing::debug!(
-                "AF_XDP {ifname} queue {queue}: UMEM ready at +{} us",
-                started.elapsed().as_micros()
-            );
-            // SAFETY: this UMEM is new and bound to no other socket; the
-            // pair (interface, queue) gets one socket from this daemon.
-            match unsafe { Socket::new(cfg(mode), &umem, &iface, queue) } {
-                Ok((tx, rx, fqcq)) => break (umem, descs, tx, rx, fqcq),
+            match Xsk::bind(ifindex, queue, FRAMES, mode | libc::XDP_USE_NEED_WAKEUP) {
+                Ok(x) => break x,
                 Err(e) => {
-                    let errno = std::error::Error::source(&e)
-                        .and_then(|s| s.downcast_ref::<io::Error>())
-                        .and_then(io::Error::raw_os_error);
-                    if mode.contains(BindFlags::XDP_ZEROCOPY)
+                    let errno = e.raw_os_error();
+                    if mode == libc::XDP_ZEROCOPY
                         && matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL))
                     {
-                        let why = errno.map(io::Error::from_raw_os_error);
-                        copy_why = Some(format!(
-                            "{ifname} refused zero-copy: {}",
-                            why.map_or(e.to_string(), |w| w.to_string())
-                        ));
-                        mode = BindFlags::XDP_COPY;
+                        copy_why = Some(format!("{ifname} refused zero-copy: {e}"));
+                        mode = libc::XDP_COPY;
                         continue;
                     }
                     let retry = matches!(errno, Some(libc::EBUSY | libc::EAGAIN | libc::EEXIST));
@@ -136,16 +132,10 @@ impl XdpPort {
                         std::thread::sleep(std::time::Duration::from_millis(2));
                         continue;
                     }
-                    let why = match errno {
-                        Some(n) => format!("{e}: {}", io::Error::from_raw_os_error(n)),
-                        None => e.to_string(),
-                    };
                     return Err(io::Error::new(
-                        errno.map_or(io::ErrorKind::Other, |n| {
-                            io::Error::from_raw_os_error(n).kind()
-                        }),
+                        e.kind(),
                         format!(
-                            "AF_XDP socket on {ifname} queue {queue}: {why}{}",
+                            "AF_XDP socket on {ifname} queue {queue}: bind: {e}{}",
                             if retry {
                                 format!(
                                     " (still busy after {}s: is another process bound to it?)",
@@ -164,68 +154,129 @@ impl XdpPort {
             started.elapsed().as_micros(),
             copy_why.as_deref().unwrap_or("zero-copy")
         );
-        let (mut fq, cq) = fqcq.ok_or_else(|| io::Error::other("no fill/completion queue"))?;
-        let fd = rx.fd().as_raw_fd();
+        // The first half of the frames receives, the second sends.
+        let half = u64::from(FRAMES / 2);
+        let rx: Vec<u64> = (0..half).map(|i| i * FRAME as u64).collect();
+        let tx_free = (half..u64::from(FRAMES))
+            .map(|i| i * FRAME as u64)
+            .collect();
+        let mut port = XdpPort::with(ifname, ifindex, queue, xsk, tx_free, copy_why, prog)?;
+        // Handed to the kernel once; each comes back through the RX ring
+        // before it is reused.
+        if port.xsk.fill(&rx) != rx.len() {
+            return Err(io::Error::other(format!(
+                "AF_XDP {ifname} queue {queue}: the fill ring took fewer than {half} frames"
+            )));
+        }
+        Ok(port)
+    }
+
+    /// Takes over a socket the daemon before this one bound ([`Handed`]),
+    /// without unbinding it: the queue never goes without a socket.
+    pub fn adopt(
+        ifname: &str,
+        h: Handed,
+        prog: Option<std::sync::Arc<SteerProgram>>,
+    ) -> io::Result<XdpPort> {
+        let ifindex = if_index(ifname)?;
+        if h.ifindex != ifindex {
+            return Err(io::Error::other(format!(
+                "handed a socket on interface index {}, not {ifname} ({ifindex})",
+                h.ifindex
+            )));
+        }
+        let frames = h.frames;
+        let half = u64::from(frames / 2) * FRAME as u64;
+        let end = u64::from(frames) * FRAME as u64;
+        if frames != FRAMES
+            || h.tx_free.len() > (frames / 2) as usize
+            || h.tx_free
+                .iter()
+                .any(|&a| a < half || a >= end || a % FRAME as u64 != 0)
+        {
+            return Err(io::Error::other(format!(
+                "handed socket on queue {}: {frames} frames and {} free TX frames do not fit this daemon's layout ({FRAMES} frames)",
+                h.queue,
+                h.tx_free.len()
+            )));
+        }
+        let xsk = Xsk::adopt(h.fd, h.memfd, frames)?;
+        XdpPort::with(ifname, ifindex, h.queue, xsk, h.tx_free, h.copy_why, prog)
+    }
+
+    fn with(
+        ifname: &str,
+        ifindex: u32,
+        queue: u32,
+        xsk: Xsk,
+        tx_free: Vec<u64>,
+        copy_why: Option<String>,
+        prog: Option<std::sync::Arc<SteerProgram>>,
+    ) -> io::Result<XdpPort> {
         if let Some(p) = &prog {
-            p.register(queue, fd)?;
+            p.register(queue, xsk.fd().as_raw_fd())?;
         }
-        let half = descs.len() / 2;
-        let tx_free = descs.split_off(half);
-        // SAFETY: the RX half is handed to the kernel once; it comes back
-        // through the RX ring before being reused.
-        unsafe {
-            fq.produce(&descs);
-        }
-        let burst = crate::worker::BURST;
         let mac = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
             .ok()
             .and_then(|m| m.trim().parse().ok());
+        let burst = crate::worker::BURST;
         Ok(XdpPort {
             name: ifname.to_string(),
             mac,
-            rx_descs: descs,
-            tx_batch: Vec::with_capacity(tx_free.len()),
+            xsk,
+            ifindex,
+            queue,
+            rx_descs: vec![Desc::default(); burst],
+            rx_addrs: Vec::with_capacity(burst),
+            tx_batch: Vec::with_capacity((FRAMES / 2) as usize),
             tx_free,
-            umem,
-            fq,
-            cq,
-            rx,
-            tx,
-            fd,
             copy_why,
             _prog: prog,
         })
-        .map(|mut p| {
-            p.rx_descs.truncate(burst);
-            p
+    }
+
+    /// What the next daemon needs to carry this socket on ([`Handed`]).
+    /// This port must not be polled again: its rings are the next
+    /// daemon's from here.
+    pub fn hand_over(&mut self) -> io::Result<Handed> {
+        Ok(Handed {
+            ifindex: self.ifindex,
+            queue: self.queue,
+            fd: self.xsk.fd().try_clone_to_owned()?,
+            memfd: self.xsk.memfd().try_clone_to_owned()?,
+            frames: self.xsk.frames(),
+            tx_free: self.tx_free.clone(),
+            copy_why: self.copy_why.clone(),
         })
     }
 
     /// Takes back TX frames the kernel has finished with.
     fn reclaim(&mut self) {
-        let room = self.tx_batch.capacity();
         let start = self.tx_free.len();
+        let room = (FRAMES / 2) as usize;
         if start >= room {
             return;
         }
-        // Grow the free list into its spare capacity with placeholder
-        // descriptors, let the completion ring overwrite them, then cut to
-        // what it returned.
-        let template = self
-            .tx_free
-            .first()
-            .copied()
-            .or(self.rx_descs.first().copied());
-        let Some(t) = template else { return };
-        self.tx_free.resize(room, t);
-        // SAFETY: completed descriptors are frames this port sent; the
-        // kernel has released them.
-        let n = unsafe {
-            self.cq
-                .consume(self.tx_free.get_mut(start..).unwrap_or_default())
-        };
+        // Grow the free list into its spare capacity, let the completion
+        // ring overwrite the new slots, then cut to what it returned.
+        self.tx_free.resize(room, 0);
+        let n = self
+            .xsk
+            .completed(self.tx_free.get_mut(start..).unwrap_or_default());
         self.tx_free.truncate(start + n);
     }
+}
+
+fn if_index(ifname: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(ifname)
+        .map_err(|_| io::Error::other(format!("interface name {ifname:?}")))?;
+    // SAFETY: a NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("interface {ifname}: {e}")));
+    }
+    Ok(i)
 }
 
 impl Port for XdpPort {
@@ -240,26 +291,25 @@ impl Port for XdpPort {
     fn recv(&mut self, bufs: &mut [Buf]) -> io::Result<usize> {
         let want = bufs.len().min(self.rx_descs.len());
         let descs = self.rx_descs.get_mut(..want).unwrap_or_default();
-        // SAFETY: descriptors come from this port's UMEM.
-        let n = unsafe { self.rx.consume(descs) };
-        for (d, b) in descs.iter().take(n).zip(bufs.iter_mut()) {
-            // SAFETY: the kernel wrote this frame and handed it back through
-            // the RX ring; it is not in the fill ring until produced below.
-            let data = unsafe { self.umem.data(d) };
-            b.fill(data.contents());
-        }
-        if n > 0 {
-            // SAFETY: the frames just consumed are handed back to the kernel;
-            // nothing reads them afterwards.
-            unsafe {
-                self.fq.produce_and_wakeup(
-                    descs.get(..n).unwrap_or_default(),
-                    self.rx.fd_mut(),
-                    0,
-                )?;
+        let n = self.xsk.receive(descs);
+        self.rx_addrs.clear();
+        let mut got = 0;
+        for d in descs.iter().take(n) {
+            // A descriptor outside the UMEM is skipped (its frame is not
+            // ours to reuse either).
+            let Some(data) = self.xsk.data(d) else {
+                continue;
+            };
+            if let Some(b) = bufs.get_mut(got) {
+                b.fill(data);
+                got += 1;
             }
+            self.rx_addrs.push(d.addr - d.addr % FRAME as u64);
         }
-        Ok(n)
+        // The frames just read go straight back to the kernel (the fill
+        // ring holds every RX frame, so it always takes them).
+        self.xsk.fill(&self.rx_addrs);
+        Ok(got)
     }
 
     /// Sends in chunks of [`KICK`] frames, one wake-up each: in copy mode
@@ -287,7 +337,7 @@ impl Port for XdpPort {
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
-        Some(self.fd)
+        Some(self.xsk.fd().as_raw_fd())
     }
 
     fn mac(&self) -> Option<encap::MacAddr> {
@@ -295,10 +345,11 @@ impl Port for XdpPort {
     }
 
     fn kernel_drops(&self) -> u64 {
-        self.rx
-            .fd()
-            .xdp_statistics()
-            .map_or(0, |s| s.rx_dropped() + s.rx_ring_full())
+        self.xsk.kernel_drops()
+    }
+
+    fn hand_over(&mut self) -> Option<io::Result<Handed>> {
+        Some(XdpPort::hand_over(self))
     }
 }
 
@@ -311,26 +362,33 @@ impl XdpPort {
         self.reclaim();
         self.tx_batch.clear();
         for b in bufs {
-            let Some(mut d) = self.tx_free.pop() else {
+            let data = b.data();
+            let Some(addr) = self.tx_free.pop() else {
                 break;
             };
-            // SAFETY: a free TX frame belongs to this port and is not in any
-            // ring.
-            let mut data = unsafe { self.umem.data_mut(&mut d) };
-            let mut c = data.cursor();
-            c.set_pos(0);
-            if c.write_all(b.data()).is_err() {
-                self.tx_free.push(d);
-                break;
+            match self
+                .xsk
+                .frame_mut(addr)
+                .and_then(|f| f.get_mut(..data.len()))
+            {
+                Some(frame) => frame.copy_from_slice(data),
+                None => {
+                    self.tx_free.push(addr);
+                    break;
+                }
             }
-            self.tx_batch.push(d);
+            self.tx_batch.push(Desc {
+                addr,
+                len: data.len() as u32,
+                options: 0,
+            });
         }
-        // SAFETY: each descriptor holds a frame written above and is handed
-        // to the kernel once; it returns through the completion ring.
-        let n = unsafe { self.tx.produce_and_wakeup(&self.tx_batch) }?;
+        // Each descriptor holds a frame written above and goes to the
+        // kernel once; it returns through the completion ring.
+        let n = self.xsk.transmit(&self.tx_batch)?;
         // Descriptors the ring did not take go back to the free list.
         for d in self.tx_batch.drain(n..) {
-            self.tx_free.push(d);
+            self.tx_free.push(d.addr);
         }
         Ok(n)
     }
