@@ -195,6 +195,8 @@ struct RawAdmin {
     #[serde(default)]
     lock_wait_secs: Option<u64>,
     #[serde(default)]
+    take_over: Option<bool>,
+    #[serde(default)]
     run_dir: Option<String>,
 }
 
@@ -272,6 +274,12 @@ pub struct Config {
     /// (`admin.lock_wait_secs`, default 30: a rolling update's old pod
     /// stopping) before it refuses.
     pub lock_wait: std::time::Duration,
+    /// A daemon started while another serves the node asks it to hand
+    /// over at once (its uplink sockets, still bound, and the node lock)
+    /// rather than waiting for its SIGTERM: a DaemonSet rolling update
+    /// with a surge pod (`admin.take_over`, default false). The one that
+    /// hands over stops forwarding and waits for its SIGTERM.
+    pub take_over: bool,
     /// Where the flow tables (conntrack, NAT, session affinity) live as
     /// mapped files that outlive the process (`admin.run_dir`, default
     /// `/run/sluice`: tmpfs, emptied at boot).
@@ -661,6 +669,7 @@ impl Config {
             metrics,
             state_dir: PathBuf::from(r.admin.state_dir.as_deref().unwrap_or("/var/lib/sluice")),
             lock_wait: std::time::Duration::from_secs(r.admin.lock_wait_secs.unwrap_or(30)),
+            take_over: r.admin.take_over.unwrap_or(false),
             run_dir: PathBuf::from(r.admin.run_dir.as_deref().unwrap_or("/run/sluice")),
             kubernetes,
             peers_file,

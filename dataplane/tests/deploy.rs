@@ -107,9 +107,9 @@ fn manifests_parse_into_the_official_types() {
             "probe hits the metrics listener"
         );
     }
-    // Hitless updates (issue 16): the old pod goes first (a surge pod would
-    // wait on the node lock, never ready, holding the old one back), and
-    // the flow tables live on a hostPath that outlives the pod, where the
+    // Hitless updates (issue 16): the new pod comes first (a surge pod)
+    // and takes the node over from the old one (admin.take_over), and the
+    // flow tables live on a hostPath that outlives the pod, where the
     // config puts them.
     let ru = ds
         .spec
@@ -118,8 +118,12 @@ fn manifests_parse_into_the_official_types() {
         .unwrap()
         .rolling_update
         .unwrap();
-    assert_eq!(ru.max_surge, Some(IntOrString::Int(0)));
-    assert_eq!(ru.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(ru.max_surge, Some(IntOrString::Int(1)));
+    assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+    assert!(
+        cfg.take_over,
+        "a surge pod that waits for the lock is never ready: admin.take_over"
+    );
     let grace = pod.termination_grace_period_seconds.unwrap();
     assert!(
         (5..=60).contains(&grace),

@@ -204,6 +204,19 @@ enum Restart {
     Kill9,
     Graceful,
     NewFirst,
+    /// A rolling update's surge pod: the next daemon, with
+    /// `admin.take_over`, asks for the node; the old one gets SIGTERM once
+    /// the new one serves.
+    TakeOver,
+}
+
+fn restart(t: &mut Topology, how: Restart) -> std::io::Result<()> {
+    match how {
+        Restart::Kill9 => t.kill_and_restart_at_once(0, Path::new(SLUICE)),
+        Restart::Graceful => t.graceful_restart(0, Path::new(SLUICE), false),
+        Restart::NewFirst => t.graceful_restart(0, Path::new(SLUICE), true),
+        Restart::TakeOver => t.take_over_restart(0, Path::new(SLUICE)),
+    }
 }
 
 fn transfers_survive(name: &str, how: Restart) {
@@ -248,18 +261,13 @@ fn transfers_survive_in(name: &str, how: Restart, mode: Option<&'static str>, ro
         );
         // Mid-transfer: a third of the way through both.
         wait_share(&[&snat, &vxlan], 1.0 / 3.0);
-        let restarted = match how {
-            Restart::Kill9 => t.kill_and_restart_at_once(0, Path::new(SLUICE)),
-            Restart::Graceful => t.graceful_restart(0, Path::new(SLUICE), false),
-            Restart::NewFirst => t.graceful_restart(0, Path::new(SLUICE), true),
-        };
-        restarted.unwrap_or_else(|e| panic!("round {round}: {e}\n{}", t.daemon_log(0)));
+        restart(&mut t, how).unwrap_or_else(|e| panic!("round {round}: {e}\n{}", t.daemon_log(0)));
         let carried = status_value(&t, "flows_restored");
-        // A successor waiting when the old daemon got SIGTERM takes its
-        // uplink sockets, still bound (one per worker); otherwise the new
-        // daemon binds its own.
+        // A successor waiting when the old daemon got SIGTERM (or asking
+        // for the node) takes its uplink sockets, still bound (one per
+        // worker); otherwise the new daemon binds its own.
         let taken = status_value(&t, "uplink_sockets_taken_over");
-        let want = if matches!(how, Restart::NewFirst) {
+        let want = if matches!(how, Restart::NewFirst | Restart::TakeOver) {
             2
         } else {
             0
@@ -332,6 +340,20 @@ fn transfers_survive_the_new_daemon_starting_before_the_old_one_exits() {
     );
 }
 
+/// A DaemonSet rolling update with a surge pod (deploy/kubernetes): the
+/// new daemon takes the node over from the running one, sockets still
+/// bound, before the old one gets its SIGTERM. Fewer rounds: the path
+/// differs from the next-daemon-first restart only in who starts it.
+#[test]
+fn transfers_survive_a_rolling_update_that_takes_over() {
+    transfers_survive_in(
+        "transfers_survive_a_rolling_update_that_takes_over",
+        Restart::TakeOver,
+        None,
+        env_or("SLUICE_RESTART_TAKE_OVER_ROUNDS", 5),
+    );
+}
+
 /// Issue 16 item 1d: state files that cannot be trusted (random bytes, a
 /// file from another layout version, a truncated one) are discarded with a
 /// log line naming the file and the reason; the daemon starts clean and
@@ -397,7 +419,7 @@ fn corrupted_and_foreign_state_files_are_discarded_with_a_log_line() {
 
 /// A connection from outside to a NodePort that node-a serves (DNAT to
 /// pod b1 on node-b, masqueraded) survives node-a's daemon restarting, by
-/// SIGTERM, by SIGKILL and with the next daemon started first: the new XDP
+/// SIGTERM, by SIGKILL, with the next daemon started first and taking over (admin.take_over): the new XDP
 /// program takes over the old one's frontends map, so the connection's
 /// packets are steered to Sluice (and held while no socket is bound) from
 /// the first frame, never passed to the kernel, which would reset it; the
@@ -410,9 +432,14 @@ fn a_node_port_connection_survives_restarts() {
     let mut t = Topology::build_services(Path::new(SLUICE)).expect("topology");
     let node_a = Ipv4Addr::new(192, 168, 77, 1);
     let target = (B1, dataplane::demo::DNS_TARGET);
-    for (round, how) in [Restart::Graceful, Restart::Kill9, Restart::NewFirst]
-        .into_iter()
-        .enumerate()
+    for (round, how) in [
+        Restart::Graceful,
+        Restart::Kill9,
+        Restart::NewFirst,
+        Restart::TakeOver,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let total = 100 << 20;
         let tr = start(
@@ -426,12 +453,7 @@ fn a_node_port_connection_survives_restarts() {
             round as u64,
         );
         wait_share(&[&tr], 1.0 / 3.0);
-        let r = match how {
-            Restart::Kill9 => t.kill_and_restart_at_once(0, Path::new(SLUICE)),
-            Restart::Graceful => t.graceful_restart(0, Path::new(SLUICE), false),
-            Restart::NewFirst => t.graceful_restart(0, Path::new(SLUICE), true),
-        };
-        r.unwrap_or_else(|e| panic!("{how:?}: {e}"));
+        restart(&mut t, how).unwrap_or_else(|e| panic!("{how:?}: {e}"));
         if let Err(e) = tr.finish() {
             panic!("{how:?}: {e}\nnode-a log:\n{}", t.daemon_log(0));
         }

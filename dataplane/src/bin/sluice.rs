@@ -185,8 +185,33 @@ fn run(config: &std::path::Path) -> ExitCode {
         }
     };
     eprintln!("sluice: running");
-    while !SIGNALLED.load(Ordering::Relaxed) && !d.stopping() {
+    let mut d = d;
+    let mut taken = false;
+    while !SIGNALLED.load(Ordering::Relaxed) && !d.stopping() && !taken {
         d.wait(wake, Duration::from_secs(1));
+        taken = d.take_over_requested();
+    }
+    // A daemon started with admin.take_over (a rolling update's surge
+    // pod) asked for the node: it gets it now, and this one waits for its
+    // SIGTERM without forwarding (exiting earlier would have its
+    // container restarted, to take the node back).
+    if taken && !SIGNALLED.load(Ordering::Relaxed) {
+        d.hand_over();
+        eprintln!("sluice: node handed to the daemon that took over; waiting for SIGTERM");
+        while !SIGNALLED.load(Ordering::Relaxed) {
+            let mut p = libc::pollfd {
+                fd: wake,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd (an invalid fd only makes poll
+            // return at once, and the loop sleeps below).
+            if unsafe { libc::poll(&mut p, 1, 1000) } < 0 || wake < 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        eprintln!("sluice: stopped");
+        return ExitCode::SUCCESS;
     }
     // A signal (kubelet's SIGTERM: a restart or a rolling update) hands
     // the node over to the next daemon; `sluice shutdown` stops cleanly.

@@ -124,8 +124,9 @@ fn admin_request(ctx: &Ctx, line: &str) -> String {
                 )
             });
             format!(
-                "ok\nready {ready}\nuptime_s {}\n{}{text}",
+                "ok\nready {ready}\nuptime_s {}\npid {}\n{}{text}",
                 ctx.started.elapsed().as_secs(),
+                std::process::id(),
                 pod.unwrap_or_default()
             )
         }

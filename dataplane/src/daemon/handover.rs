@@ -42,10 +42,16 @@ fn errno(what: &str, e: nix::Error) -> io::Error {
     io::Error::new(io::Error::from(e).kind(), format!("hand-over {what}: {e}"))
 }
 
+/// What a successor started with `admin.take_over` sends as soon as it
+/// connects: hand over now, without waiting for SIGTERM.
+const TAKE: &[u8; 8] = b"SLUICETK";
+
 /// The holder's side: listening for a successor.
 pub(super) struct Offer {
     fd: OwnedFd,
     path: PathBuf,
+    /// Successors connected, and whether each asked to take over now.
+    waiting: Vec<(OwnedFd, bool)>,
 }
 
 impl Offer {
@@ -65,22 +71,69 @@ impl Offer {
         bind(fd.as_raw_fd(), &addr).map_err(|e| errno(&format!("bind {}", path.display()), e))?;
         listen(&fd, Backlog::new(4).map_err(|e| errno("backlog", e))?)
             .map_err(|e| errno("listen", e))?;
-        Ok(Offer { fd, path })
+        Ok(Offer {
+            fd,
+            path,
+            waiting: Vec::new(),
+        })
     }
 
-    /// Sends `sockets` to the first connected successor that takes them
-    /// (one that gave up waiting is skipped). Returns how many went, or
-    /// `None` when no successor is waiting (they are then closed here).
-    pub(super) fn give(&self, sockets: Vec<Handed>) -> Option<usize> {
-        loop {
-            let raw = accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC).ok()?;
+    /// What to wait on for successors: the listener and the connections
+    /// that have not asked for anything yet.
+    pub(super) fn fds(&self) -> Vec<RawFd> {
+        std::iter::once(self.fd.as_raw_fd())
+            .chain(self.waiting.iter().map(|(c, _)| c.as_raw_fd()))
+            .collect()
+    }
+
+    /// Takes in successors that connected and what they sent; returns
+    /// whether one asks to take over now (`admin.take_over`). One that
+    /// went away is forgotten.
+    pub(super) fn poll(&mut self) -> bool {
+        while let Ok(raw) = accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             // SAFETY: accept4 just returned this descriptor to us.
-            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+            self.waiting
+                .push((unsafe { OwnedFd::from_raw_fd(raw) }, false));
+        }
+        self.waiting.retain_mut(|(c, take)| {
+            let mut b = [0u8; 16];
+            // SAFETY: a non-blocking read into a live buffer.
+            let n = unsafe {
+                libc::recv(
+                    c.as_raw_fd(),
+                    b.as_mut_ptr().cast(),
+                    b.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                // Gone (it gave up waiting, or was stopped).
+                0 => false,
+                n if n > 0 => {
+                    *take |= b.get(..8) == Some(TAKE);
+                    true
+                }
+                _ => io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock,
+            }
+        });
+        self.waiting.iter().any(|(_, take)| *take)
+    }
+
+    /// Sends `sockets` to a connected successor (the one that asked to
+    /// take over first, else the first that connected; one that gave up
+    /// waiting is skipped). Returns how many went, or `None` when no
+    /// successor is waiting (they are then closed here).
+    pub(super) fn give(&mut self, sockets: Vec<Handed>) -> Option<usize> {
+        self.poll();
+        // Those that asked first, each in the order they came.
+        self.waiting.sort_by_key(|(_, take)| !*take);
+        for (conn, _) in self.waiting.drain(..) {
             match send(&conn, &sockets) {
                 Ok(()) => return Some(sockets.len()),
                 Err(e) => tracing::info!("hand-over: a successor went away ({e}); next"),
             }
         }
+        None
     }
 }
 
@@ -187,8 +240,9 @@ pub(super) struct Successor {
 }
 
 impl Successor {
-    /// Connects to the holder's socket in `run_dir`, if one listens.
-    pub(super) fn announce(run_dir: &Path) -> Option<Successor> {
+    /// Connects to the holder's socket in `run_dir`, if one listens; with
+    /// `take_over`, asks it to hand over now rather than at its SIGTERM.
+    pub(super) fn announce(run_dir: &Path, take_over: bool) -> Option<Successor> {
         let path = run_dir.join(SOCKET);
         let fd = socket(
             AddressFamily::Unix,
@@ -199,8 +253,23 @@ impl Successor {
         .ok()?;
         let addr = UnixAddr::new(&path).ok()?;
         connect(fd.as_raw_fd(), &addr).ok()?;
+        if take_over {
+            sendmsg::<()>(
+                fd.as_raw_fd(),
+                &[IoSlice::new(TAKE)],
+                &[],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .ok()?;
+        }
         tracing::info!(
-            "a daemon serves this node: waiting to take over its uplink sockets ({})",
+            "a daemon serves this node: {} ({})",
+            if take_over {
+                "asked it to hand over now (admin.take_over)"
+            } else {
+                "its uplink sockets come over when it stops"
+            },
             path.display()
         );
         Some(Successor { fd })
@@ -328,10 +397,11 @@ mod tests {
     #[test]
     fn sockets_reach_the_successor_with_their_descriptors_and_free_frames() {
         let dir = std::env::temp_dir().join(format!("sluice-ho-{}", std::process::id()));
-        let offer = Offer::listen(&dir).unwrap();
+        let mut offer = Offer::listen(&dir).unwrap();
         // Nobody waiting: nothing is sent.
         assert_eq!(offer.give(vec![handed(0)]), None);
-        let s = Successor::announce(&dir).unwrap();
+        let s = Successor::announce(&dir, false).unwrap();
+        assert!(!offer.poll(), "waiting, not asking");
         assert_eq!(offer.give(vec![handed(0), handed(1)]), Some(2));
         drop(offer);
         let got = s.receive();
@@ -351,11 +421,29 @@ mod tests {
     fn a_holder_that_goes_without_sending_leaves_the_successor_empty_handed() {
         let dir = std::env::temp_dir().join(format!("sluice-ho2-{}", std::process::id()));
         let offer = Offer::listen(&dir).unwrap();
-        let s = Successor::announce(&dir).unwrap();
+        let s = Successor::announce(&dir, false).unwrap();
         drop(offer);
         assert!(s.receive().is_empty());
         // No holder at all: no successor.
-        assert!(Successor::announce(&dir).is_none());
+        assert!(Successor::announce(&dir, true).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_successor_asking_to_take_over_is_served_first_and_one_gone_is_skipped() {
+        let dir = std::env::temp_dir().join(format!("sluice-ho3-{}", std::process::id()));
+        let mut offer = Offer::listen(&dir).unwrap();
+        let gone = Successor::announce(&dir, false).unwrap();
+        let patient = Successor::announce(&dir, false).unwrap();
+        assert!(!offer.poll());
+        drop(gone);
+        let eager = Successor::announce(&dir, true).unwrap();
+        assert!(offer.poll(), "the take-over request is seen");
+        assert_eq!(offer.fds().len(), 3, "the listener and two successors");
+        assert_eq!(offer.give(vec![handed(0)]), Some(1));
+        drop(offer);
+        assert_eq!(eager.receive().len(), 1);
+        assert!(patient.receive().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

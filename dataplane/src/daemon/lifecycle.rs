@@ -72,7 +72,7 @@ impl Daemon {
                 .map(|mut v| std::mem::take(&mut *v))
                 .unwrap_or_default();
             let n = sockets.len();
-            match self.offer.take().map(|o| (o.give(sockets), o)) {
+            match self.offer.take().map(|mut o| (o.give(sockets), o)) {
                 Some((Some(sent), _)) => {
                     tracing::info!("handed {sent} of {workers} uplink socket(s) to the next daemon")
                 }

@@ -377,7 +377,7 @@ impl Daemon {
     pub fn start(mut cfg: Config) -> std::io::Result<Daemon> {
         // A daemon serving the node now may hand its uplink sockets over:
         // ask before waiting for it to go.
-        let successor = handover::Successor::announce(&cfg.run_dir);
+        let successor = handover::Successor::announce(&cfg.run_dir, cfg.take_over);
         // First, before anything another daemon may be using.
         let lock = lock::NodeLock::acquire(&cfg.state_dir, cfg.lock_wait)?;
         tracing::info!("holding {}", lock.path().display());
@@ -633,9 +633,19 @@ impl Daemon {
     }
 
     /// Waits until a stop is requested, `fd` is readable (the binary's
-    /// signal eventfd) or `timeout` passes, without polling.
+    /// signal eventfd), a daemon that takes over connects or writes, or
+    /// `timeout` passes, without polling.
     pub fn wait(&self, fd: std::os::fd::RawFd, timeout: Duration) {
-        self.ctx.stopped.wait(fd, timeout);
+        let mut fds = vec![fd];
+        fds.extend(self.offer.iter().flat_map(handover::Offer::fds));
+        self.ctx.stopped.wait_any(&fds, timeout);
+    }
+
+    /// Whether a daemon started with `admin.take_over` asks for the node
+    /// now (a rolling update's surge pod): then [`Daemon::hand_over`],
+    /// and wait for SIGTERM without forwarding.
+    pub fn take_over_requested(&mut self) -> bool {
+        self.offer.as_mut().is_some_and(handover::Offer::poll)
     }
 
     /// Whether a stop was requested (by [`Daemon::stop`] or the admin

@@ -35,21 +35,23 @@ impl StopSignal {
     /// Waits until `fd` is readable, the signal is raised or `timeout`
     /// passes (interrupted: returns early; callers loop).
     pub(super) fn wait(&self, fd: RawFd, timeout: Duration) {
-        let mut fds = [
-            libc::pollfd {
+        self.wait_any(&[fd], timeout);
+    }
+
+    /// [`StopSignal::wait`] on any of `fds`.
+    pub(super) fn wait_any(&self, fds: &[RawFd], timeout: Duration) {
+        let mut polled: Vec<libc::pollfd> = fds
+            .iter()
+            .chain([self.fd.as_raw_fd()].iter())
+            .map(|&fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
                 revents: 0,
-            },
-            libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+            })
+            .collect();
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `fds` is a live array of two pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        // SAFETY: `polled` is a live array of that many pollfd.
+        unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
     }
 }
 

@@ -135,6 +135,62 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// A rolling update with a surge pod: the next daemon starts with
+    /// `admin.take_over: true` and asks the running one for the node,
+    /// which it hands over at once (no signal) and then waits, not
+    /// forwarding, for its SIGTERM; sent once the new one serves. Waits
+    /// for the new one's admin socket.
+    pub fn take_over_restart(&mut self, i: usize, sluice: &Path) -> io::Result<()> {
+        let tag = NODES.get(i).map_or("a", |n| n.0);
+        let base = std::fs::read_to_string(self.config_path(i))?;
+        let cfg = self.dir.join(format!("{tag}-take-over.yaml"));
+        // `admin:` is the config's last section.
+        std::fs::write(&cfg, format!("{base}  take_over: true\n"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{tag}.log")))?;
+        let mut next = super::spawn_sluice_with(
+            &self.ns(tag),
+            sluice,
+            &cfg,
+            log,
+            self.daemon_path.as_deref(),
+        )?;
+        // The new one answers once the old one has handed over.
+        let socket = self
+            .sockets
+            .get(i)
+            .cloned()
+            .ok_or_else(|| io::Error::other("no such daemon"))?;
+        let want = format!("\npid {}\n", next.id());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !daemon::request(&socket, "status").is_ok_and(|s| s.contains(&want)) {
+            if Instant::now() > deadline || !matches!(next.try_wait(), Ok(None)) {
+                let _ = next.kill();
+                let _ = next.wait();
+                return Err(io::Error::other("the daemon taking over did not come up"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let Some(d) = self.daemons.get_mut(i) else {
+            return Err(io::Error::other("no such daemon"));
+        };
+        let mut old = std::mem::replace(d, next);
+        if !matches!(old.try_wait(), Ok(None)) {
+            return Err(io::Error::other(
+                "the daemon that handed over exited before its SIGTERM",
+            ));
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        if unsafe { libc::kill(old.id() as i32, libc::SIGTERM) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        wait_exit(&mut old, Duration::from_secs(10))
+    }
+}
+
 /// Waits up to `limit` for `child` to exit (it was asked to).
 fn wait_exit(child: &mut Child, limit: Duration) -> io::Result<()> {
     let deadline = Instant::now() + limit;
@@ -149,25 +205,44 @@ fn wait_exit(child: &mut Child, limit: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// How the demo restarts node-a's daemon.
+#[derive(Clone, Copy)]
+enum How {
+    Kill9,
+    Graceful,
+    TakeOver,
+}
+
 /// The demo's restart checks: a 50 MB TCP transfer from pod a1 through SNAT
 /// to the external host while node-a's daemon is killed (SIGKILL) and
-/// started again at once, then while it is restarted gracefully (SIGTERM);
-/// each must arrive intact over the same connection.
+/// started again at once, while it is restarted gracefully (SIGTERM, then
+/// start), and while the next daemon takes the node over as a DaemonSet's
+/// surge pod does (`admin.take_over`: the uplink sockets pass to it still
+/// bound); each must arrive intact over the same connection.
 pub fn restart_checks(t: &mut Topology, exe: &Path, s: &mut super::Summary) {
-    for (port, graceful) in [(5301u16, false), (5302, true)] {
-        let how = if graceful {
-            "SIGTERM (hand-over), then start"
-        } else {
-            "kill -9, started at once"
+    for (port, how) in [
+        (5301u16, How::Kill9),
+        (5302, How::Graceful),
+        (5303, How::TakeOver),
+    ] {
+        let label = match how {
+            How::Kill9 => "kill -9, started at once",
+            How::Graceful => "SIGTERM (hand-over), then start",
+            How::TakeOver => "the next daemon takes over, as a rolling update's surge pod",
         };
-        match transfer_across_restart(t, exe, port, graceful) {
-            Ok(restored) => s.check(
-                true,
+        match transfer_across_restart(t, exe, port, how) {
+            Ok((restored, taken)) => s.check(
+                !matches!(how, How::TakeOver) || taken > 0,
                 format!(
-                    "tcp 50 MB a1 -> external (SNAT) across a restart of node-a's daemon ({how}): intact, {restored} flows carried on"
+                    "tcp 50 MB a1 -> external (SNAT) across a restart of node-a's daemon ({label}): intact, {restored} flows carried on{}",
+                    if matches!(how, How::TakeOver) {
+                        format!(", {taken} uplink sockets taken over still bound")
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
-            Err(e) => s.check(false, format!("tcp a1 -> external across a restart ({how}): {e}")),
+            Err(e) => s.check(false, format!("tcp a1 -> external across a restart ({label}): {e}")),
         }
     }
 }
@@ -176,8 +251,8 @@ fn transfer_across_restart(
     t: &mut Topology,
     exe: &Path,
     port: u16,
-    graceful: bool,
-) -> io::Result<u64> {
+    how: How,
+) -> io::Result<(u64, u64)> {
     use std::io::{Read, Write};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,20 +299,26 @@ fn transfer_across_restart(
     while got.load(Ordering::Relaxed) < (TOTAL / 4) as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    if graceful {
-        t.graceful_restart(0, exe, false)?;
-    } else {
-        t.kill_and_restart_at_once(0, exe)?;
+    match how {
+        How::Kill9 => t.kill_and_restart_at_once(0, exe)?,
+        How::Graceful => t.graceful_restart(0, exe, false)?,
+        How::TakeOver => t.take_over_restart(0, exe)?,
     }
-    let restored = t
+    let status = t
         .sockets
         .first()
         .and_then(|s| daemon::request(s, "status").ok())
-        .and_then(|st| {
-            st.lines()
-                .find_map(|l| l.strip_prefix("flows_restored ")?.trim().parse().ok())
-        })
-        .unwrap_or(0);
+        .unwrap_or_default();
+    let value = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (restored, taken) = (
+        value("flows_restored "),
+        value("uplink_sockets_taken_over "),
+    );
     client
         .join()
         .map_err(|_| io::Error::other("client panicked"))??;
@@ -247,5 +328,5 @@ fn transfer_across_restart(
     if !intact {
         return Err(io::Error::other("the bytes differ or fall short"));
     }
-    Ok(restored)
+    Ok((restored, taken))
 }

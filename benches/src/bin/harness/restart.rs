@@ -4,9 +4,11 @@
 //! through SNAT, every 10 ms, while node-a's daemon is restarted: killed
 //! with SIGKILL and started again at once, restarted gracefully (SIGTERM,
 //! then start), and with the next daemon started first (it waits for the
-//! node lock; SIGTERM to the old one). The gap is the longest run of
-//! unanswered pings times the interval: the time without forwarding, at
-//! 10 ms resolution. A benchmark, not a test: nothing is asserted.
+//! node lock; SIGTERM to the old one), and as a rolling update with a
+//! surge pod does (the next daemon, with `admin.take_over`, asks for the
+//! node; SIGTERM to the old one once the new one serves). The gap is the
+//! longest run of unanswered pings times the interval: the time without
+//! forwarding, at 10 ms resolution. A benchmark, not a test: nothing is asserted.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -22,6 +24,7 @@ enum How {
     Kill9,
     Graceful,
     NewFirst,
+    TakeOver,
 }
 
 impl How {
@@ -30,6 +33,7 @@ impl How {
             How::Kill9 => "kill -9, next daemon started at once",
             How::Graceful => "SIGTERM (hand-over), then start",
             How::NewFirst => "next daemon started first, then SIGTERM",
+            How::TakeOver => "next daemon takes over (admin.take_over: a surge pod)",
         }
     }
 }
@@ -102,7 +106,7 @@ fn run_mode(
     .map_err(|e| format!("restart topology: {e}"))?;
     let uplink = mode.unwrap_or("afxdp (default)");
     let count = if smoke { 150 } else { 300 };
-    for how in [How::Kill9, How::Graceful, How::NewFirst] {
+    for how in [How::Kill9, How::Graceful, How::NewFirst, How::TakeOver] {
         let mut gaps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         let mut lost = [0u64; 2];
         for run in 0..runs {
@@ -115,6 +119,7 @@ fn run_mode(
                 How::Kill9 => t.kill_and_restart_at_once(0, sluice),
                 How::Graceful => t.graceful_restart(0, sluice, false),
                 How::NewFirst => t.graceful_restart(0, sluice, true),
+                How::TakeOver => t.take_over_restart(0, sluice),
             };
             r.map_err(|e| format!("{} (run {run}): {e}", how.label()))?;
             for (i, p) in pings.into_iter().enumerate() {
