@@ -128,6 +128,16 @@ impl Offer {
         // Those that asked first, each in the order they came.
         self.waiting.sort_by_key(|(_, take)| !*take);
         for (conn, _) in self.waiting.drain(..) {
+            // Only to a process of our own user (the run directory is
+            // root's; this holds even if it is not).
+            let peer =
+                nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials);
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if !peer.is_ok_and(|c| c.uid() == me) {
+                tracing::warn!("hand-over: a successor of another user (or unknown) refused");
+                continue;
+            }
             match send(&conn, &sockets) {
                 Ok(()) => return Some(sockets.len()),
                 Err(e) => tracing::info!("hand-over: a successor went away ({e}); next"),
@@ -462,5 +472,31 @@ mod tests {
         let mut extra = m.clone();
         extra.push(0);
         assert!(decode(&extra, memfd(), memfd()).is_err());
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_counts_are_checked() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        let good = encode(&handed(1));
+        for _ in 0..2000 {
+            let mut m = if rng.random_bool(0.5) {
+                good.clone()
+            } else {
+                let n = rng.random_range(0..64);
+                (0..n).map(|_| rng.random()).collect()
+            };
+            // Damage a few bytes (the counts, mostly).
+            for _ in 0..rng.random_range(1..4) {
+                if let Some(i) = (!m.is_empty()).then(|| rng.random_range(0..m.len().min(40))) {
+                    m[i] = rng.random();
+                }
+            }
+            if let Ok(h) = decode(&m, memfd(), memfd()) {
+                // Only what its counts say: the free frames fit the message.
+                assert!(FIXED + 8 * h.tx_free.len() <= m.len());
+                assert!(h.tx_free.len() <= m.len() / 8);
+            }
+        }
     }
 }

@@ -220,6 +220,9 @@ impl XdpPort {
             .ok()
             .and_then(|m| m.trim().parse().ok());
         let burst = crate::worker::BURST;
+        // Room for every TX frame: reclaiming never allocates.
+        let mut tx_free = tx_free;
+        tx_free.reserve((FRAMES / 2) as usize - tx_free.len().min((FRAMES / 2) as usize));
         Ok(XdpPort {
             name: ifname.to_string(),
             mac,
