@@ -84,13 +84,14 @@ pub(super) fn build(
     n: usize,
     mut handed: Vec<Handed>,
 ) -> std::io::Result<Built> {
+    // Queue i's socket, if handed; any other (the old daemon had more
+    // queues) closes when this returns.
     let mut handed: Vec<Option<Handed>> = (0..n)
         .map(|i| {
             let at = handed.iter().position(|h| h.queue as usize == i)?;
             Some(handed.swap_remove(at))
         })
         .collect();
-    handed.truncate(n);
     let meshes = Mesh::new(n, 4096);
     let wakers = meshes.first().map(Mesh::wakers).unwrap_or_default();
     let panicked = || std::io::Error::other("start-up thread panicked");
