@@ -225,6 +225,30 @@ pub(super) fn status(ctx: &Ctx) -> (Option<bool>, String) {
     (ready, text)
 }
 
+/// Each policy's counters, summed over the workers, for the listing and
+/// the metrics alike: `f(namespace, name, direction, rule, counters)`,
+/// with `rule` `None` for what was denied while the policy isolated the
+/// pod.
+fn each_hit(
+    t: &Tables,
+    views: &[StatsView],
+    mut f: impl FnMut(&str, &str, Dir, Option<usize>, Hits),
+) {
+    for (id, h) in sum(views).iter().enumerate() {
+        let Some((ns, name)) = u32::try_from(id).ok().and_then(|i| t.policy_name(i)) else {
+            continue;
+        };
+        for (d, rules) in [(Dir::Ingress, &h.ingress), (Dir::Egress, &h.egress)] {
+            for (r, x) in rules.iter().enumerate() {
+                f(ns, name, d, Some(r), *x);
+            }
+        }
+        for (d, x) in [(Dir::Ingress, h.denied[0]), (Dir::Egress, h.denied[1])] {
+            f(ns, name, d, None, x);
+        }
+    }
+}
+
 fn sum(views: &[StatsView]) -> Vec<PolicyHits> {
     let mut out: Vec<PolicyHits> = Vec::new();
     for v in views {
@@ -296,33 +320,25 @@ pub(super) fn listing(ctx: &Ctx, views: &[StatsView], only: Option<Ipv4Addr>) ->
             only.unwrap_or(Ipv4Addr::UNSPECIFIED)
         );
     }
-    for (id, h) in sum(views).iter().enumerate() {
-        let Some((ns, name)) = u32::try_from(id).ok().and_then(|i| t.policy_name(i)) else {
-            continue;
+    each_hit(&t, views, |ns, name, d, rule, x| {
+        let _ = match rule {
+            Some(r) => writeln!(
+                out,
+                "hits {ns}/{name} {} rule {r} allowed_flows {} allowed_packets {}",
+                dir_name(d),
+                x.flows,
+                x.packets
+            ),
+            None if x.packets > 0 => writeln!(
+                out,
+                "hits {ns}/{name} {} denied_flows {} denied_packets {}",
+                dir_name(d),
+                x.flows,
+                x.packets
+            ),
+            None => Ok(()),
         };
-        for (d, rules) in [(Dir::Ingress, &h.ingress), (Dir::Egress, &h.egress)] {
-            for (r, x) in rules.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "hits {ns}/{name} {} rule {r} allowed_flows {} allowed_packets {}",
-                    dir_name(d),
-                    x.flows,
-                    x.packets
-                );
-            }
-        }
-        for (d, x) in [(Dir::Ingress, h.denied[0]), (Dir::Egress, h.denied[1])] {
-            if x.packets > 0 {
-                let _ = writeln!(
-                    out,
-                    "hits {ns}/{name} {} denied_flows {} denied_packets {}",
-                    dir_name(d),
-                    x.flows,
-                    x.packets
-                );
-            }
-        }
-    }
+    });
     let (decided, rechecked, evicted) = views.iter().fold((0, 0, 0), |a, v| {
         (
             a.0 + v.policy.decided,
@@ -389,28 +405,21 @@ pub(super) fn metrics(ctx: &Ctx, views: &[StatsView]) -> String {
     let mut denied = String::from(
         "# HELP sluice_policy_denied_packets Packets denied while this policy isolated the pod.\n# TYPE sluice_policy_denied_packets counter\n",
     );
-    for (id, h) in sum(views).iter().enumerate() {
-        let Some((ns, name)) = u32::try_from(id).ok().and_then(|i| t.policy_name(i)) else {
-            continue;
-        };
-        for (d, rules) in [(Dir::Ingress, &h.ingress), (Dir::Egress, &h.egress)] {
-            for (r, x) in rules.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "sluice_policy_rule_packets{{namespace=\"{ns}\",policy=\"{name}\",direction=\"{}\",rule=\"{r}\"}} {}",
-                    dir_name(d),
-                    x.packets
-                );
-            }
-        }
-        for (d, x) in [(Dir::Ingress, h.denied[0]), (Dir::Egress, h.denied[1])] {
-            let _ = writeln!(
+    each_hit(&t, views, |ns, name, d, rule, x| {
+        let _ = match rule {
+            Some(r) => writeln!(
+                out,
+                "sluice_policy_rule_packets{{namespace=\"{ns}\",policy=\"{name}\",direction=\"{}\",rule=\"{r}\"}} {}",
+                dir_name(d),
+                x.packets
+            ),
+            None => writeln!(
                 denied,
                 "sluice_policy_denied_packets{{namespace=\"{ns}\",policy=\"{name}\",direction=\"{}\"}} {}",
                 dir_name(d),
                 x.packets
-            );
-        }
-    }
+            ),
+        };
+    });
     out + &denied
 }
