@@ -8,24 +8,16 @@
 //! `sluice policy` and `sluice policy denied`; then the drops counted
 //! under their reason on the database's node and none on the frontend's.
 
+mod common;
 #[path = "../../encap/tests/support/mod.rs"]
 mod support;
 
+use common::stat;
 use dataplane::daemon::request;
 use dataplane::demo::{self, Topology};
 use support::require_root;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn stat(sock: &std::path::Path, key: &str) -> u64 {
-    let out = request(sock, "stats").unwrap();
-    out.lines()
-        .find_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            (k == key).then(|| v.parse().ok()).flatten()
-        })
-        .unwrap_or_else(|| panic!("no {key:?} in stats:\n{out}"))
-}
 
 #[test]
 fn the_database_policy_holds_in_real_namespaces_and_reaches_live_connections() {

@@ -3,6 +3,7 @@
 //! EndpointSlices, as kubectl prints them), real clients (dig, the
 //! kernel's sockets) and a real DNS server (dnsmasq) in a pod.
 
+mod common;
 #[path = "../../encap/tests/support/mod.rs"]
 mod support;
 
@@ -12,24 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::stat;
 use dataplane::daemon::request;
 use dataplane::demo::{self, Svc, Topology};
 use dataplane::netns;
 use support::require_root;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-
-/// `stats` value by key; a missing key fails (a renamed counter must not
-/// read as 0).
-fn stat(sock: &std::path::Path, key: &str) -> u64 {
-    let out = request(sock, "stats").unwrap();
-    out.lines()
-        .find_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            (k == key).then(|| v.parse().ok()).flatten()
-        })
-        .unwrap_or_else(|| panic!("no {key:?} in stats:\n{out}"))
-}
 
 #[test]
 fn the_demo_services_work_and_are_counted() {

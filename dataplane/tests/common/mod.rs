@@ -81,3 +81,15 @@ pub fn pings(t: &Topology, from: &str, to: &str) -> bool {
         .is_ok()
 }
 pub mod cni;
+
+/// Counter `key` from the daemon's `stats` at `sock` (panics, with the
+/// listing, if it is not there).
+pub fn stat(sock: &std::path::Path, key: &str) -> u64 {
+    let out = dataplane::daemon::request(sock, "stats").unwrap();
+    out.lines()
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == key).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {key:?} in stats:\n{out}"))
+}
