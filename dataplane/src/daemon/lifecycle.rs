@@ -72,14 +72,16 @@ impl Daemon {
                 .map(|mut v| std::mem::take(&mut *v))
                 .unwrap_or_default();
             let n = sockets.len();
-            match self.offer.take().map(|mut o| (o.give(sockets), o)) {
-                Some((Some(sent), _)) => {
+            // (The offer goes here, its socket file with it, before the
+            // lock: the next daemon binds its own once it holds the lock.)
+            match self.offer.take().and_then(|mut o| o.give(sockets)) {
+                Some(sent) => {
                     tracing::info!("handed {sent} of {workers} uplink socket(s) to the next daemon")
                 }
-                _ if n > 0 => {
+                None if n > 0 => {
                     tracing::info!("no daemon waiting to take over: uplink sockets close")
                 }
-                _ => {}
+                None => {}
             }
             step("metrics listener closed; node released");
             drop(lock.take());

@@ -225,6 +225,14 @@ pub(super) fn status(ctx: &Ctx) -> (Option<bool>, String) {
     (ready, text)
 }
 
+/// The compiled tables the workers enforce now.
+fn tables(ctx: &Ctx) -> Arc<Tables> {
+    ctx.control
+        .lock()
+        .map(|c| c.policy.tables.clone())
+        .unwrap_or_default()
+}
+
 /// Each policy's counters, summed over the workers, for the listing and
 /// the metrics alike: `f(namespace, name, direction, rule, counters)`,
 /// with `rule` `None` for what was denied while the policy isolated the
@@ -284,11 +292,7 @@ fn dir_name(d: Dir) -> &'static str {
 /// `sluice policy [POD_IP]`: each local pod's isolation and compiled
 /// rules (or one pod's), and the counters of each policy and rule.
 pub(super) fn listing(ctx: &Ctx, views: &[StatsView], only: Option<Ipv4Addr>) -> String {
-    let t = ctx
-        .control
-        .lock()
-        .map(|c| c.policy.tables.clone())
-        .unwrap_or_default();
+    let t = tables(ctx);
     let mut out = format!(
         "ok\ngeneration {} enforcing {}\n",
         t.generation(),
@@ -358,11 +362,7 @@ pub(super) fn listing(ctx: &Ctx, views: &[StatsView], only: Option<Ipv4Addr>) ->
 /// only those with a larger `SEQ` than given for that worker, as
 /// `W:SEQ,...`, which `--follow` passes back).
 pub(super) fn denied(ctx: &Ctx, views: &[StatsView], after: &HashMap<usize, u64>) -> String {
-    let t = ctx
-        .control
-        .lock()
-        .map(|c| c.policy.tables.clone())
-        .unwrap_or_default();
+    let t = tables(ctx);
     let mut out = String::from("ok\n");
     for (w, v) in views.iter().enumerate() {
         let mut log: Vec<_> = v.policy.denied.clone();
@@ -394,11 +394,7 @@ pub(super) fn denied(ctx: &Ctx, views: &[StatsView], after: &HashMap<usize, u64>
 
 /// The policy part of `/metrics`.
 pub(super) fn metrics(ctx: &Ctx, views: &[StatsView]) -> String {
-    let t = ctx
-        .control
-        .lock()
-        .map(|c| c.policy.tables.clone())
-        .unwrap_or_default();
+    let t = tables(ctx);
     let mut out = String::from(
         "# HELP sluice_policy_rule_packets Packets a NetworkPolicy rule allowed (flows: decided by it).\n# TYPE sluice_policy_rule_packets counter\n",
     );

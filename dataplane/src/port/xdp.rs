@@ -86,11 +86,6 @@ impl XdpPort {
         self.copy_why.as_deref()
     }
 
-    /// The queue this socket is bound to.
-    pub fn queue(&self) -> u32 {
-        self.queue
-    }
-
     /// Binds an AF_XDP socket to `ifname` queue `queue` (zero-copy where
     /// the driver has it, else copy mode; with need_wakeup) and registers
     /// it with `prog`, which the port keeps alive (the sockets of all an
@@ -100,7 +95,7 @@ impl XdpPort {
         queue: u32,
         prog: Option<std::sync::Arc<SteerProgram>>,
     ) -> io::Result<XdpPort> {
-        let ifindex = if_index(ifname)?;
+        let ifindex = netcfg::if_index(ifname)?;
         // Zero-copy first, where the driver has it (i40e, ice, mlx5, ...);
         // asked for explicitly, because a plain bind falls back to copy
         // silently. A refusal (EOPNOTSUPP: veth, ENA, virtio before 6.13)
@@ -178,7 +173,7 @@ impl XdpPort {
         h: Handed,
         prog: Option<std::sync::Arc<SteerProgram>>,
     ) -> io::Result<XdpPort> {
-        let ifindex = if_index(ifname)?;
+        let ifindex = netcfg::if_index(ifname)?;
         if h.ifindex != ifindex {
             return Err(io::Error::other(format!(
                 "handed a socket on interface index {}, not {ifname} ({ifindex})",
@@ -268,18 +263,6 @@ impl XdpPort {
             .completed(self.tx_free.get_mut(start..).unwrap_or_default());
         self.tx_free.truncate(start + n);
     }
-}
-
-fn if_index(ifname: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(ifname)
-        .map_err(|_| io::Error::other(format!("interface name {ifname:?}")))?;
-    // SAFETY: a NUL-terminated name.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("interface {ifname}: {e}")));
-    }
-    Ok(i)
 }
 
 impl Port for XdpPort {

@@ -143,6 +143,9 @@ impl<T: Copy> Ring<T> {
 
     /// Produces as many of `items` as there is room for; returns how many.
     fn produce(&mut self, items: &[T]) -> usize {
+        if items.is_empty() {
+            return 0;
+        }
         // (Saturating: a consumer index ahead of ours is not the kernel's.)
         let free = RING.saturating_sub(
             self.prod
@@ -280,7 +283,7 @@ impl Xsk {
         ] {
             sockopt(raw, opt, &RING).map_err(at("ring size"))?;
         }
-        let mut x = Xsk::map(fd, memfd, umem)?;
+        let x = Xsk::map(fd, memfd, umem)?;
         let addr = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
             sxdp_flags: flags,
@@ -299,8 +302,6 @@ impl Xsk {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
-        // Fresh rings start at zero; re-read in case.
-        x.fill.prod = x.fill.producer().load(Ordering::Acquire);
         Ok(x)
     }
 
